@@ -1,0 +1,225 @@
+//! A pair's sessions and the 1:1 envelope: seal (X3DH if needed, ratchet, encrypt, sign) and
+//! open (verify, X3DH as responder if needed, ratchet, decrypt).
+//!
+//! When both sides start a session at once there are two; both sides then send on the one whose
+//! initiator has the smaller device key, so they converge on one. Each side keeps at most
+//! [`MAX_SESSIONS`] per peer.
+
+use crate::identity::{verify, verify_cert, Identity};
+use crate::ratchet::{self, Header};
+use crate::{x3dh, CryptoError};
+use dingo_types::envelope::{DirectHeader, Envelope, EnvelopeKind, SessionInit};
+use dingo_types::invite::{DeviceCert, SignedPreKey};
+use dingo_types::{ConvId, DeviceKey};
+use serde::{Deserialize, Serialize};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// Most sessions kept per peer device.
+pub const MAX_SESSIONS: usize = 4;
+
+#[derive(Clone, Serialize, Deserialize)]
+struct PendingInit {
+    ephemeral: [u8; 32],
+    prekey_id: u32,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Session {
+    id: [u8; 16],
+    initiator: [u8; 32],
+    ad: Vec<u8>,
+    ratchet: ratchet::State,
+    pending_init: Option<PendingInit>,
+}
+
+/// All sessions with one peer device; persisted by the caller after every seal and open.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct PeerSessions {
+    sessions: Vec<Session>,
+    active: Option<[u8; 16]>,
+}
+
+impl std::fmt::Debug for PeerSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSessions").field("count", &self.sessions.len()).finish_non_exhaustive()
+    }
+}
+
+/// An envelope whose signature has been checked against its `sender`.
+#[derive(Debug, Clone)]
+pub struct VerifiedEnvelope(Envelope);
+
+impl VerifiedEnvelope {
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.0
+    }
+}
+
+/// Checks the sender's signature over header and ciphertext (`verify_strict`).
+pub fn verify_envelope(env: Envelope) -> Result<VerifiedEnvelope, CryptoError> {
+    verify(&env.sender.0, &env.signed_bytes(), &env.signature)?;
+    Ok(VerifiedEnvelope(env))
+}
+
+/// What opening an envelope produced.
+#[derive(Debug)]
+pub struct Opened {
+    /// The decrypted content bytes.
+    pub plaintext: Vec<u8>,
+    /// Present when this message started a new session: the sender's certificate (verified,
+    /// and naming the envelope's sender device) and self-chosen name. The caller pins or checks it.
+    pub new_peer: Option<(DeviceCert, String)>,
+}
+
+/// What the caller knows about the recipient when sealing.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    /// The recipient's pinned device certificate.
+    pub cert: &'a DeviceCert,
+    /// Their signed prekey, if known (needed only to start a session).
+    pub prekey: Option<&'a SignedPreKey>,
+}
+
+impl PeerSessions {
+    /// Whether any session exists.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    fn choose_active(&mut self) {
+        let min_initiator = self.sessions.iter().map(|s| s.initiator).min();
+        self.active = self
+            .sessions
+            .iter()
+            .rev()
+            .find(|s| Some(s.initiator) == min_initiator && s.ratchet.can_send())
+            .map(|s| s.id);
+    }
+
+    fn insert(&mut self, session: Session) {
+        self.sessions.retain(|s| s.id != session.id);
+        self.sessions.push(session);
+        while self.sessions.len() > MAX_SESSIONS {
+            self.sessions.remove(0);
+        }
+        self.choose_active();
+    }
+
+    /// Encrypts and signs `plaintext` for the recipient as envelope `seq` of conversation
+    /// `group`, starting a session with X3DH if there is none. Persist `self` before sending.
+    pub fn seal(
+        &mut self,
+        me: &Identity,
+        to: Recipient<'_>,
+        group: ConvId,
+        seq: u64,
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        let active = self.active.and_then(|id| self.sessions.iter().position(|s| s.id == id));
+        let idx = match active {
+            Some(i) => i,
+            None => {
+                let prekey = to.prekey.ok_or(CryptoError::UnknownSession)?;
+                verify(&to.cert.device_key, &prekey.signed_bytes(), &prekey.signature)
+                    .map_err(|_| CryptoError::BadCertificate)?;
+                let ek = StaticSecret::random_from_rng(rand::rngs::OsRng);
+                let agreed = x3dh::initiate(&me.device_dh(), &ek, me.cert(), to.cert, &prekey.public)?;
+                let fresh = StaticSecret::random_from_rng(rand::rngs::OsRng);
+                let ratchet = ratchet::State::init_initiator(&agreed.shared, &prekey.public, fresh)?;
+                self.insert(Session {
+                    id: agreed.session_id,
+                    initiator: me.device_key().0,
+                    ad: agreed.associated_data,
+                    ratchet,
+                    pending_init: Some(PendingInit {
+                        ephemeral: PublicKey::from(&ek).to_bytes(),
+                        prekey_id: prekey.id,
+                    }),
+                });
+                self.sessions.len() - 1
+            }
+        };
+        let session = &mut self.sessions[idx];
+        let (header, mk) = session.ratchet.next_send()?;
+        let direct = DirectHeader {
+            session_id: session.id,
+            ratchet_key: header.dh,
+            previous_chain_len: header.pn,
+            message_number: header.n,
+            init: session.pending_init.as_ref().map(|p| SessionInit {
+                cert: me.cert().clone(),
+                name: me.name().to_owned(),
+                ephemeral: p.ephemeral,
+                prekey_id: p.prekey_id,
+            }),
+        };
+        let mut env = Envelope {
+            kind: EnvelopeKind::Direct,
+            group,
+            epoch: 0,
+            sender: me.device_key(),
+            recipient: DeviceKey(to.cert.device_key),
+            seq,
+            deps: Vec::new(),
+            crypto_header: direct.encode(),
+            ciphertext: Vec::new(),
+            signature: [0; 64],
+        };
+        let aad = [session.ad.as_slice(), &env.header_bytes()].concat();
+        env.ciphertext = mk.encrypt(plaintext, &aad);
+        env.signature = me.sign_device(&env.signed_bytes());
+        Ok(env)
+    }
+
+    /// Decrypts a verified envelope addressed to `me`. On any error `self` is unchanged.
+    pub fn open(
+        &mut self,
+        me: &Identity,
+        verified: &VerifiedEnvelope,
+        now_ms: u64,
+    ) -> Result<Opened, CryptoError> {
+        let env = verified.envelope();
+        if env.recipient != me.device_key() || env.kind != EnvelopeKind::Direct || env.epoch != 0 {
+            return Err(CryptoError::UnknownSession);
+        }
+        let direct = DirectHeader::decode(&env.crypto_header)
+            .map_err(|_| CryptoError::Format("direct header"))?;
+        let header = Header { dh: direct.ratchet_key, pn: direct.previous_chain_len, n: direct.message_number };
+        let header_bytes = env.header_bytes();
+
+        if let Some(pos) = self.sessions.iter().position(|s| s.id == direct.session_id) {
+            let mut session = self.sessions[pos].clone();
+            let mk = session.ratchet.receive_key(&header, now_ms)?;
+            let aad = [session.ad.as_slice(), &header_bytes].concat();
+            let plaintext = mk.decrypt(&env.ciphertext, &aad)?;
+            session.pending_init = None;
+            self.sessions[pos] = session;
+            self.choose_active();
+            return Ok(Opened { plaintext, new_peer: None });
+        }
+
+        let init = direct.init.ok_or(CryptoError::UnknownSession)?;
+        if init.cert.device_key != env.sender.0 {
+            return Err(CryptoError::BadCertificate);
+        }
+        verify_cert(&init.cert)?;
+        let spk = me.prekey_secret(init.prekey_id).ok_or(CryptoError::UnknownSession)?;
+        let agreed = x3dh::respond(&me.device_dh(), &spk, me.cert(), &init.cert, &init.ephemeral)?;
+        if agreed.session_id != direct.session_id {
+            return Err(CryptoError::UnknownSession);
+        }
+        let mut ratchet = ratchet::State::init_responder(&agreed.shared, &spk);
+        let mk = ratchet.receive_key(&header, now_ms)?;
+        let aad = [agreed.associated_data.as_slice(), &header_bytes].concat();
+        let plaintext = mk.decrypt(&env.ciphertext, &aad)?;
+        self.insert(Session {
+            id: agreed.session_id,
+            initiator: init.cert.device_key,
+            ad: agreed.associated_data,
+            ratchet,
+            pending_init: None,
+        });
+        Ok(Opened { plaintext, new_peer: Some((init.cert, init.name)) })
+    }
+}

@@ -1,0 +1,74 @@
+//! What is inside a 1:1 envelope once decrypted: a versioned postcard encoding of [`Content`].
+
+use crate::codec::DecodeError;
+use crate::ids::MsgId;
+use crate::limits::{MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
+use serde::{Deserialize, Serialize};
+
+/// The plaintext content format version.
+pub const CONTENT_VERSION: u8 = 1;
+
+/// A decrypted message body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    /// A chat message.
+    Text {
+        /// The author's id for the message (receipts refer to it).
+        id: MsgId,
+        /// The author's clock when sent, ms since the epoch.
+        sent_at: u64,
+        /// The text, at most [`MAX_TEXT_BYTES`].
+        text: String,
+    },
+    /// The reader's node reports that these messages were read.
+    ReadReceipt {
+        /// The messages read.
+        ids: Vec<MsgId>,
+        /// When, on the reader's clock.
+        read_at: u64,
+    },
+}
+
+impl Content {
+    /// Encodes with the version byte first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CONTENT_VERSION];
+        // Serializing these plain types into a Vec cannot fail.
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes and checks limits.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (&version, body) = bytes.split_first().ok_or(DecodeError::Truncated("content"))?;
+        if version != CONTENT_VERSION {
+            return Err(DecodeError::UnsupportedVersion { what: "content", version });
+        }
+        let content: Content =
+            postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
+        match &content {
+            Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => {
+                Err(DecodeError::TooLarge("text"))
+            }
+            Content::ReadReceipt { ids, .. } if ids.len() > MAX_RECEIPT_IDS => {
+                Err(DecodeError::TooLarge("receipt"))
+            }
+            _ => Ok(content),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_round_trips() {
+        let c = Content::Text { id: MsgId([9; 16]), sent_at: 5, text: "hi ✓".into() };
+        assert_eq!(Content::decode(&c.encode()), Ok(c));
+        let r = Content::ReadReceipt { ids: vec![MsgId([1; 16])], read_at: 7 };
+        assert_eq!(Content::decode(&r.encode()), Ok(r));
+        assert!(Content::decode(&[]).is_err());
+        assert!(Content::decode(&[2, 0]).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! The envelope: what travels between devices and what carriers store. Format version 1:
+//!
+//! ```text
+//! header  = version u8 | kind u8 | group [32] | epoch u64 | sender [32] | recipient [32]
+//!         | seq u64 | deps_count u8 | deps [32]*count | crypto_header_len u16 | crypto_header
+//! envelope = header | ciphertext_len u32 | ciphertext | signature [64]
+//! ```
+//! The header is the AEAD associated data; the sender's device key signs
+//! `ENVELOPE_SIGNING_CONTEXT | header | ciphertext_len | ciphertext` (encrypt-then-sign), so any
+//! node can drop a forgery without decrypting. For 1:1 messages the crypto header is a
+//! [`DirectHeader`].
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::ids::{ConvId, DeviceKey};
+use crate::invite::DeviceCert;
+use crate::limits::*;
+
+/// The envelope format this build writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Domain separation for envelope signatures.
+pub const ENVELOPE_SIGNING_CONTEXT: &[u8] = b"dingo/envelope/v1\0";
+
+/// What kind of conversation an envelope belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EnvelopeKind {
+    /// A pairwise (1:1) Double Ratchet message.
+    Direct = 1,
+}
+
+impl EnvelopeKind {
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            1 => Ok(Self::Direct),
+            _ => Err(DecodeError::Invalid("envelope kind")),
+        }
+    }
+}
+
+/// A signed, encrypted message between devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Conversation kind.
+    pub kind: EnvelopeKind,
+    /// The conversation (group) it belongs to.
+    pub group: ConvId,
+    /// The group key epoch (0 for 1:1).
+    pub epoch: u64,
+    /// The signing device.
+    pub sender: DeviceKey,
+    /// The device it is addressed to.
+    pub recipient: DeviceKey,
+    /// The sender's sequence number in this conversation, from 1.
+    pub seq: u64,
+    /// Hashes of envelopes this one causally follows.
+    pub deps: Vec<[u8; 32]>,
+    /// Per-scheme crypto header (for 1:1: an encoded [`DirectHeader`]).
+    pub crypto_header: Vec<u8>,
+    /// AEAD ciphertext with tag.
+    pub ciphertext: Vec<u8>,
+    /// Ed25519 signature by `sender`.
+    pub signature: [u8; 64],
+}
+
+impl Envelope {
+    /// The header bytes: the AEAD associated data and the first part of what is signed.
+    pub fn header_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(ENVELOPE_VERSION)
+            .u8(self.kind as u8)
+            .bytes(&self.group.0)
+            .u64(self.epoch)
+            .bytes(&self.sender.0)
+            .bytes(&self.recipient.0)
+            .u64(self.seq)
+            .u8(self.deps.len().min(MAX_DEPS) as u8);
+        for d in self.deps.iter().take(MAX_DEPS) {
+            w.bytes(d);
+        }
+        w.u16(self.crypto_header.len() as u16).bytes(&self.crypto_header);
+        w.into_bytes()
+    }
+
+    /// The bytes the sender signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(ENVELOPE_SIGNING_CONTEXT)
+            .bytes(&self.header_bytes())
+            .long_bytes(&self.ciphertext);
+        w.into_bytes()
+    }
+
+    /// The full wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(&self.header_bytes())
+            .long_bytes(&self.ciphertext)
+            .bytes(&self.signature);
+        w.into_bytes()
+    }
+
+    /// A content hash naming this exact envelope.
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.encode()).as_bytes()
+    }
+
+    /// Decodes untrusted bytes; checks structure and limits only (not the signature).
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(DecodeError::TooLarge("envelope"));
+        }
+        let mut r = Reader::new(bytes);
+        let version = r.u8("envelope version")?;
+        if version != ENVELOPE_VERSION {
+            return Err(DecodeError::UnsupportedVersion { what: "envelope", version });
+        }
+        let kind = EnvelopeKind::from_u8(r.u8("envelope kind")?)?;
+        let group = ConvId(r.array("group")?);
+        let epoch = r.u64("epoch")?;
+        let sender = DeviceKey(r.array("sender")?);
+        let recipient = DeviceKey(r.array("recipient")?);
+        let seq = r.u64("seq")?;
+        let ndeps = r.u8("deps count")? as usize;
+        if ndeps > MAX_DEPS {
+            return Err(DecodeError::TooLarge("deps"));
+        }
+        let deps = (0..ndeps).map(|_| r.array("dep")).collect::<Result<Vec<_>, _>>()?;
+        let ch_len = r.u16("crypto header length")? as usize;
+        if ch_len > MAX_CRYPTO_HEADER_BYTES {
+            return Err(DecodeError::TooLarge("crypto header"));
+        }
+        let crypto_header = r.bytes(ch_len, "crypto header")?.to_vec();
+        let ciphertext = r.long_bytes(MAX_CIPHERTEXT_BYTES, "ciphertext")?.to_vec();
+        let signature = r.array("signature")?;
+        r.finish("envelope")?;
+        Ok(Self { kind, group, epoch, sender, recipient, seq, deps, crypto_header, ciphertext, signature })
+    }
+}
+
+/// The X3DH session start that rides on a 1:1 envelope until the initiator hears back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInit {
+    /// The initiator's device certificate (carries its user key).
+    pub cert: DeviceCert,
+    /// The initiator's self-chosen display name.
+    pub name: String,
+    /// The initiator's X3DH ephemeral public key.
+    pub ephemeral: [u8; 32],
+    /// Which of the recipient's signed prekeys was used.
+    pub prekey_id: u32,
+}
+
+/// The Double Ratchet message header of a 1:1 envelope (Signal's `HEADER(dh, pn, n)`), plus the
+/// session it belongs to and, until answered, the session start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectHeader {
+    /// Which of the pair's sessions this message uses.
+    pub session_id: [u8; 16],
+    /// The sender's current ratchet public key.
+    pub ratchet_key: [u8; 32],
+    /// Messages in the sender's previous sending chain.
+    pub previous_chain_len: u32,
+    /// This message's number in the current sending chain.
+    pub message_number: u32,
+    /// Present until the initiator has received a reply.
+    pub init: Option<SessionInit>,
+}
+
+impl DirectHeader {
+    /// Encodes the header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(&self.session_id)
+            .bytes(&self.ratchet_key)
+            .u32(self.previous_chain_len)
+            .u32(self.message_number);
+        match &self.init {
+            None => {
+                w.u8(0);
+            }
+            Some(init) => {
+                w.u8(1)
+                    .bytes(&init.cert.encode())
+                    .short_str(&init.name)
+                    .bytes(&init.ephemeral)
+                    .u32(init.prekey_id);
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Decodes untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let session_id = r.array("session id")?;
+        let ratchet_key = r.array("ratchet key")?;
+        let previous_chain_len = r.u32("previous chain length")?;
+        let message_number = r.u32("message number")?;
+        let init = match r.u8("init flag")? {
+            0 => None,
+            1 => Some(SessionInit {
+                cert: DeviceCert::read(&mut r)?,
+                name: r.short_str(MAX_NAME_BYTES, "name")?,
+                ephemeral: r.array("ephemeral key")?,
+                prekey_id: r.u32("prekey id")?,
+            }),
+            _ => return Err(DecodeError::Invalid("init flag")),
+        };
+        r.finish("direct header")?;
+        Ok(Self { session_id, ratchet_key, previous_chain_len, message_number, init })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            kind: EnvelopeKind::Direct,
+            group: ConvId([1; 32]),
+            epoch: 0,
+            sender: DeviceKey([2; 32]),
+            recipient: DeviceKey([3; 32]),
+            seq: 42,
+            deps: vec![[4; 32]],
+            crypto_header: vec![5; 60],
+            ciphertext: vec![6; 100],
+            signature: [7; 64],
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips_and_rejects_every_truncation() {
+        let env = sample();
+        let bytes = env.encode();
+        assert_eq!(Envelope::decode(&bytes), Ok(env));
+        for cut in 0..bytes.len() {
+            assert!(Envelope::decode(&bytes[..cut]).is_err(), "accepted a {cut}-byte prefix");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Envelope::decode(&longer), Err(DecodeError::Trailing("envelope")));
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let mut bytes = sample().encode();
+        bytes[0] = 9;
+        assert_eq!(
+            Envelope::decode(&bytes),
+            Err(DecodeError::UnsupportedVersion { what: "envelope", version: 9 })
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Size limits on everything that crosses the network or the disk. Decoders check them first.
+
+/// Longest chat text a user may send, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Largest ciphertext an envelope may carry (text limit plus room for the content encoding).
+pub const MAX_CIPHERTEXT_BYTES: usize = MAX_TEXT_BYTES + 1024;
+/// Largest per-envelope crypto header (ratchet header plus an optional session start).
+pub const MAX_CRYPTO_HEADER_BYTES: usize = 1024;
+/// Most causal dependencies an envelope may name.
+pub const MAX_DEPS: usize = 16;
+/// Largest encoded envelope.
+pub const MAX_ENVELOPE_BYTES: usize =
+    256 + MAX_DEPS * 32 + MAX_CRYPTO_HEADER_BYTES + MAX_CIPHERTEXT_BYTES;
+/// Most envelopes in one delivery request.
+pub const MAX_ENVELOPES_PER_REQUEST: usize = 512;
+/// Largest request or response frame on the `/dingo/msg` protocol.
+pub const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
+/// Longest display name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Most addresses an invite may carry.
+pub const MAX_INVITE_ADDRS: usize = 16;
+/// Longest multiaddr string in an invite.
+pub const MAX_ADDR_BYTES: usize = 256;
+/// Most message ids in one read receipt.
+pub const MAX_RECEIPT_IDS: usize = 1024;
