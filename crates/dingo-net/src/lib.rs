@@ -1,1 +1,456 @@
-//! placeholder
+//! Dingo's network actor: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, optional
+//! mDNS) with the `/dingo/msg/1` request-response protocol, driven by one task.
+//!
+//! [`Net`] is a cheap handle: each command goes over a bounded channel with a oneshot reply.
+//! Inbound requests come out as [`Event::Request`] with a [`Responder`]; the node answers when it
+//! has stored what arrived. This crate sees envelopes only as opaque ciphertext frames.
+
+mod codec;
+
+use dingo_types::wire::{DeliveryStatus, Request, Response, MSG_PROTOCOL};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, identity, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use std::collections::HashMap;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+pub use libp2p::{Multiaddr as Addr, PeerId as Peer};
+
+/// Commands queued to the swarm task before callers wait.
+pub const COMMAND_QUEUE: usize = 1024;
+/// Events queued to the node before inbound requests are answered "retry".
+pub const EVENT_QUEUE: usize = 1024;
+
+/// How the node's network is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Whether to discover peers with mDNS (the product default; never in tests outside
+    /// namespaces).
+    pub mdns: bool,
+    /// How often mDNS re-queries (libp2p's default of 5 minutes misses nodes started together).
+    pub mdns_query_interval: Duration,
+    /// How long a request may take before it fails and the sender retries.
+    pub request_timeout: Duration,
+    /// How long an idle connection stays open.
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    /// The product default: all interfaces, TCP and QUIC, mDNS on.
+    pub fn lan_default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().unwrap_or_else(|_| Multiaddr::empty()),
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().unwrap_or_else(|_| Multiaddr::empty()),
+            ],
+            mdns: true,
+            mdns_query_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Loopback only, mDNS off: for tests, the demo and benchmarks.
+    pub fn loopback() -> Self {
+        Self {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap_or_else(|_| Multiaddr::empty())],
+            mdns: false,
+            ..Self::lan_default()
+        }
+    }
+}
+
+/// Why a network operation failed.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// The transport could not be built or could not listen.
+    #[error("network setup failed: {0}")]
+    Setup(String),
+    /// Dialling failed.
+    #[error("dial failed: {0}")]
+    Dial(String),
+    /// A request failed (peer unreachable, timeout, closed, protocol error).
+    #[error("request to {peer} failed: {reason}")]
+    Request {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The swarm task has stopped.
+    #[error("the network has shut down")]
+    Closed,
+}
+
+/// Answers one inbound request.
+#[derive(Debug)]
+pub struct Responder(oneshot::Sender<Response>);
+
+impl Responder {
+    /// Sends the response.
+    pub fn respond(self, response: Response) {
+        let _ = self.0.send(response);
+    }
+}
+
+/// What the swarm reports to the node.
+#[derive(Debug)]
+pub enum Event {
+    /// A connection to `peer` is up (the node may flush that peer's outbox).
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// The remote address.
+        addr: Multiaddr,
+    },
+    /// The last connection to `peer` closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer was found (mDNS or identify).
+    Discovered {
+        /// The peer.
+        peer: PeerId,
+        /// Where.
+        addr: Multiaddr,
+    },
+    /// A peer sent a request; answer with the responder.
+    Request {
+        /// The sender (authenticated by Noise).
+        peer: PeerId,
+        /// The decoded request.
+        request: Request,
+        /// Where the answer goes.
+        responder: Responder,
+    },
+}
+
+enum Command {
+    Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, NetError>> },
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
+    AddAddress { peer: PeerId, addr: Multiaddr },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    IsConnected { peer: PeerId, reply: oneshot::Sender<bool> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    msg: request_response::Behaviour<codec::MsgCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// A handle to the swarm task.
+#[derive(Clone, Debug)]
+pub struct Net {
+    commands: mpsc::Sender<Command>,
+    local: PeerId,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("net::Command")
+    }
+}
+
+/// The libp2p PeerId of a device's Ed25519 public key.
+pub fn peer_id_of(device_key: &[u8; 32]) -> Option<PeerId> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(device_key).ok()?;
+    Some(PeerId::from_public_key(&identity::PublicKey::from(pk)))
+}
+
+/// The device key behind a PeerId, if it is an Ed25519 identity.
+pub fn device_key_of(peer: &PeerId) -> Option<[u8; 32]> {
+    let mh = peer.as_ref();
+    // Ed25519 PeerIds are identity multihashes of the protobuf-encoded public key.
+    let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    pk.try_into_ed25519().ok().map(|k| k.to_bytes())
+}
+
+impl Net {
+    /// Builds the swarm, starts listening, waits until each listener is up, and starts the task.
+    pub async fn spawn(
+        keypair: identity::Keypair,
+        config: Config,
+    ) -> Result<(Net, mpsc::Receiver<Event>), NetError> {
+        let local = keypair.public().to_peer_id();
+        let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+        let mdns_on = config.mdns;
+        let query_interval = config.mdns_query_interval;
+        let rr_config = request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(256);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|e| setup(&e))?
+            .with_quic()
+            .with_behaviour(|key| {
+                let mdns = if mdns_on {
+                    let cfg = mdns::Config { query_interval, ..Default::default() };
+                    Some(mdns::tokio::Behaviour::new(cfg, key.public().to_peer_id())?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    msg: request_response::Behaviour::with_codec(
+                        codec::MsgCodec,
+                        [(StreamProtocol::new(MSG_PROTOCOL), ProtocolSupport::Full)],
+                        rr_config,
+                    ),
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/dingo/id/1".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
+                    mdns: Toggle::from(mdns),
+                })
+            })
+            .map_err(|e| setup(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
+        }
+        let mut up = 0;
+        while up < config.listen.len() {
+            match tokio::time::timeout(Duration::from_secs(5), swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { .. }) => up += 1,
+                Ok(SwarmEvent::ListenerError { error, .. }) => return Err(setup(&error)),
+                Ok(SwarmEvent::ListenerClosed { reason: Err(error), .. }) => return Err(setup(&error)),
+                Ok(_) => {}
+                Err(_) => return Err(NetError::Setup("timed out waiting for listeners".into())),
+            }
+        }
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(run(swarm, command_rx, event_tx));
+        Ok((Net { commands, local }, events))
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn send(&self, c: Command) -> Result<(), NetError> {
+        self.commands.send(c).await.map_err(|_| NetError::Closed)
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request { peer, request, reply }).await?;
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
+    /// Dials an address and waits for the connection.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Dial { addr, reply }).await?;
+        rx.await.map_err(|_| NetError::Closed)?
+    }
+
+    /// Remembers an address for a peer (used when a request needs a connection).
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
+        self.send(Command::AddAddress { peer, addr }).await
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListenAddrs { reply }).await?;
+        rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// Whether a connection to `peer` is open.
+    pub async fn is_connected(&self, peer: PeerId) -> Result<bool, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::IsConnected { peer, reply }).await?;
+        rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// Stops the swarm task (connections close).
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+type PendingResponse = futures::future::BoxFuture<'static, (ResponseChannel<Response>, Option<Response>)>;
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    events: mpsc::Sender<Event>,
+    outbound: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, NetError>>)>,
+    dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NetError>>>,
+    responses: FuturesUnordered<PendingResponse>,
+}
+
+async fn run(swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, events: mpsc::Sender<Event>) {
+    let mut task = Task {
+        swarm,
+        events,
+        outbound: HashMap::new(),
+        dials: HashMap::new(),
+        responses: FuturesUnordered::new(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            cmd = commands.recv() => match cmd {
+                None => break,
+                Some(Command::Shutdown { reply }) => {
+                    let _ = reply.send(());
+                    break;
+                }
+                Some(cmd) => task.command(cmd),
+            },
+            Some((channel, response)) = task.responses.next(), if !task.responses.is_empty() => {
+                if let Some(response) = response {
+                    let _ = task.swarm.behaviour_mut().msg.send_response(channel, response);
+                }
+            }
+            event = task.swarm.select_next_some() => task.swarm_event(event),
+        }
+    }
+}
+
+impl Task {
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
+                self.outbound.insert(id, (peer, reply));
+            }
+            Command::Dial { addr, reply } => {
+                let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Dial(e.to_string())));
+                    }
+                }
+            }
+            Command::AddAddress { peer, addr } => {
+                self.swarm.add_peer_address(peer, addr);
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::IsConnected { peer, reply } => {
+                let _ = reply.send(self.swarm.is_connected(&peer));
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn emit(&mut self, event: Event) {
+        // A full queue means the node is overloaded: drop discovery hints; requests are answered
+        // "retry" below so the sender backs off and nothing is lost.
+        if let Err(mpsc::error::TrySendError::Full(Event::Request { request, responder, .. })) =
+            self.events.try_send(event)
+        {
+            let Request::Deliver(envs) = request;
+            responder.respond(Response::Results(vec![DeliveryStatus::Retry; envs.len()]));
+        }
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                if num_established.get() == 1 {
+                    self.emit(Event::Connected { peer: peer_id, addr });
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.emit(Event::Disconnected { peer: peer_id });
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(NetError::Dial(error.to_string())));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Msg(ev)) => self.msg_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr.clone());
+                    self.emit(Event::Discovered { peer: peer_id, addr });
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    tracing::debug!(%peer, %addr, "mDNS discovered");
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(peer);
+                    }
+                    self.emit(Event::Discovered { peer, addr });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn msg_event(&mut self, ev: request_response::Event<Request, Response>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let (tx, rx) = oneshot::channel();
+                    self.responses.push(Box::pin(async move { (channel, rx.await.ok()) }));
+                    self.emit(Event::Request { peer, request, responder: Responder(tx) });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, reply)) = self.outbound.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                if let Some((_, reply)) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request { peer, reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_map_to_device_keys_and_back() {
+        let kp = identity::Keypair::generate_ed25519();
+        let peer = kp.public().to_peer_id();
+        let key = device_key_of(&peer).expect("ed25519 peer");
+        assert_eq!(peer_id_of(&key), Some(peer));
+    }
+}

@@ -1,1 +1,388 @@
-//! placeholder
+//! Dingo's store: one sled database per home, every value sealed with the storage key
+//! (XChaCha20-Poly1305, location as associated data), keys prefixed by [`Table`].
+//!
+//! sled is blocking, so [`StoreHandle`] runs every operation on the store's own thread and the
+//! async runtime only awaits replies. Durability is group-committed: [`StoreHandle::flush`]
+//! callers that arrive while a flush is running share the next one, so a burst of messages
+//! costs a few fsyncs, not one each. Keys are never secret (ids and sequence numbers only);
+//! values are never stored in clear, so a copied store directory shows no plaintext.
+
+use dingo_crypto::at_rest::StorageKey;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+/// The on-disk format version, stored (sealed) under the meta table.
+pub const FORMAT_VERSION: u32 = 1;
+/// sled page cache cap; its 1 GiB default would dominate a node's memory.
+pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// Queued store jobs before callers wait.
+pub const JOB_QUEUE: usize = 1024;
+/// Queued flush requests before callers wait.
+pub const FLUSH_QUEUE: usize = 4096;
+
+/// Logical tables, each a one-byte key prefix in the single sled tree (so a batch across
+/// tables is atomic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Table {
+    /// Store format and identity check.
+    Meta = 0,
+    /// Contacts by user id.
+    Contacts = 1,
+    /// Contact user id by device key.
+    ContactByDevice = 2,
+    /// Ratchet sessions by peer user id.
+    Sessions = 3,
+    /// Messages by conversation, time and id.
+    Messages = 4,
+    /// Message location by message id.
+    MessageIndex = 5,
+    /// Sealed envelopes waiting for delivery, by peer and sequence.
+    Outbox = 6,
+    /// Conversation state (sequence counters, unread count).
+    Conversations = 7,
+    /// Received-sequence windows by conversation and sender device.
+    Replay = 8,
+    /// Peer addresses by device key.
+    Addresses = 9,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Another process (a running `dingo run`, usually) has the store open.
+    #[error("the store is in use by another Dingo process")]
+    Locked,
+    /// sled reported an I/O or internal error.
+    #[error("store I/O error: {0}")]
+    Io(#[from] sled::Error),
+    /// The directory is not a Dingo store, or its data does not decrypt with this identity.
+    #[error("the store at {0} is corrupt or belongs to another identity")]
+    Foreign(String),
+    /// A record failed to decrypt or decode (corruption or tampering).
+    #[error("corrupt record in table {0:?}")]
+    Corrupt(Table),
+    /// The store thread has stopped.
+    #[error("the store has shut down")]
+    Closed,
+}
+
+/// The blocking store. Use it through [`StoreHandle`] from async code.
+pub struct Store {
+    db: sled::Db,
+    key: StorageKey,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(table as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+fn aad(full_key: &[u8]) -> Vec<u8> {
+    [b"dingo/store/v1\0".as_slice(), full_key].concat()
+}
+
+/// Writes applied together, atomically.
+#[derive(Default)]
+pub struct Batch {
+    inner: sled::Batch,
+    writes: usize,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Batch({} writes)", self.writes)
+    }
+}
+
+impl Batch {
+    /// Number of writes queued.
+    pub fn len(&self) -> usize {
+        self.writes
+    }
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` with the storage key.
+    pub fn open(dir: &Path, key: StorageKey) -> Result<Self, StoreError> {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(1000));
+        // sled can panic on some corrupt files; a corrupt store must be an error, not a crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        let db = match opened {
+            Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
+            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                return Err(StoreError::Locked)
+            }
+            Ok(Err(sled::Error::Corruption { .. })) | Ok(Err(sled::Error::Unsupported(_))) => {
+                return Err(StoreError::Foreign(dir.display().to_string()))
+            }
+            Ok(r) => r?,
+        };
+        let store = Self { db, key };
+        match store.get::<u32>(Table::Meta, b"format") {
+            Ok(Some(FORMAT_VERSION)) => {}
+            Ok(Some(_)) => return Err(StoreError::Foreign(dir.display().to_string())),
+            Ok(None) if store.db.is_empty() => {
+                let mut b = Batch::default();
+                store.put(&mut b, Table::Meta, b"format", &FORMAT_VERSION);
+                store.apply(b)?;
+                store.db.flush()?;
+            }
+            Ok(None) | Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
+        }
+        Ok(store)
+    }
+
+    /// Reads and decrypts one record.
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let k = full_key(table, key);
+        match self.db.get(&k)? {
+            None => Ok(None),
+            Some(v) => self.decode(table, &k, &v).map(Some),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, table: Table, k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+        let plain = self.key.open(&aad(k), v).map_err(|_| StoreError::Corrupt(table))?;
+        postcard::from_bytes(&plain).map_err(|_| StoreError::Corrupt(table))
+    }
+
+    /// Records of `table` whose key starts with `prefix`, in key order (keys without the table
+    /// byte).
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
+        self.db.scan_prefix(full_key(table, prefix)).map(move |item| {
+            let (k, v) = item?;
+            let value = self.decode(table, &k, &v)?;
+            Ok((k[1..].to_vec(), value))
+        })
+    }
+
+    /// Like [`Store::scan`] from the end backwards.
+    pub fn scan_rev<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
+        self.db.scan_prefix(full_key(table, prefix)).rev().map(move |item| {
+            let (k, v) = item?;
+            let value = self.decode(table, &k, &v)?;
+            Ok((k[1..].to_vec(), value))
+        })
+    }
+
+    /// Queues an encrypted write of `value` into `batch`.
+    pub fn put<T: Serialize>(&self, batch: &mut Batch, table: Table, key: &[u8], value: &T) {
+        let k = full_key(table, key);
+        // Serializing Dingo's own record types into a Vec cannot fail.
+        let plain = postcard::to_allocvec(value).unwrap_or_default();
+        batch.inner.insert(k.clone(), self.key.seal(&aad(&k), &plain));
+        batch.writes += 1;
+    }
+
+    /// Queues a delete into `batch`.
+    pub fn delete(&self, batch: &mut Batch, table: Table, key: &[u8]) {
+        batch.inner.remove(full_key(table, key));
+        batch.writes += 1;
+    }
+
+    /// Applies a batch atomically (visible at once; durable after the next flush).
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.writes > 0 {
+            self.db.apply_batch(batch.inner)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every applied write durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+type Job = Box<dyn FnOnce(&Store) + Send>;
+
+/// The async face of the store: a cheap clonable handle to the store thread and the flusher.
+#[derive(Clone)]
+pub struct StoreHandle {
+    jobs: SyncSender<Job>,
+    flushes: SyncSender<oneshot::Sender<Result<(), String>>>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreHandle")
+    }
+}
+
+impl StoreHandle {
+    /// Starts the store thread and the flusher thread for `store`.
+    pub fn spawn(store: Store) -> Self {
+        let db = store.db.clone();
+        let (jobs, job_rx) = sync_channel::<Job>(JOB_QUEUE);
+        let (flushes, flush_rx) = sync_channel(FLUSH_QUEUE);
+        std::thread::Builder::new()
+            .name("dingo-store".into())
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    job(&store);
+                }
+            })
+            .ok();
+        std::thread::Builder::new()
+            .name("dingo-flush".into())
+            .spawn(move || flush_loop(db, flush_rx))
+            .ok();
+        Self { jobs, flushes }
+    }
+
+    /// Runs `f` on the store thread. Jobs run one at a time, in order, so a job's
+    /// read-modify-write is atomic with respect to other jobs.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let mut job: Job = Box::new(move |s: &Store| {
+            let _ = tx.send(f(s));
+        });
+        // Wait for room without blocking the runtime thread.
+        loop {
+            match self.jobs.try_send(job) {
+                Ok(()) => break,
+                Err(TrySendError::Full(j)) => {
+                    job = j;
+                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
+        }
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until every write applied before this call is durable (group-committed).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let mut req = tx;
+        loop {
+            match self.flushes.try_send(req) {
+                Ok(()) => break,
+                Err(TrySendError::Full(r)) => {
+                    req = r;
+                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Io(sled::Error::Unsupported(e))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+fn flush_loop(db: sled::Db, rx: Receiver<oneshot::Sender<Result<(), String>>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        for w in waiting {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dingo_crypto::Secret32;
+
+    fn key(b: u8) -> StorageKey {
+        StorageKey::new(Secret32::from_bytes([b; 32]))
+    }
+
+    #[test]
+    fn values_round_trip_and_scan_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        let mut b = Batch::default();
+        for i in [3u8, 1, 2] {
+            store.put(&mut b, Table::Messages, &[9, i], &format!("m{i}"));
+        }
+        store.put(&mut b, Table::Contacts, &[9, 1], &"other table");
+        store.apply(b).expect("apply");
+        let got: Vec<String> = store
+            .scan::<String>(Table::Messages, &[9])
+            .map(|r| r.expect("record").1)
+            .collect();
+        assert_eq!(got, ["m1", "m2", "m3"]);
+        assert_eq!(store.get::<String>(Table::Messages, &[9, 2]).expect("get"), Some("m2".into()));
+    }
+
+    #[test]
+    fn a_store_opened_with_another_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        drop(Store::open(dir.path(), key(1)).expect("open"));
+        assert!(matches!(Store::open(dir.path(), key(2)), Err(StoreError::Foreign(_))));
+        assert!(Store::open(dir.path(), key(1)).is_ok());
+    }
+
+    #[test]
+    fn a_second_open_in_the_same_process_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let _first = Store::open(dir.path(), key(1)).expect("open");
+        assert!(matches!(Store::open(dir.path(), key(1)), Err(StoreError::Locked)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handle_runs_jobs_and_group_commits() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let handle = StoreHandle::spawn(Store::open(dir.path(), key(1)).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let h = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                h.call(move |s| {
+                    let mut b = Batch::default();
+                    s.put(&mut b, Table::Outbox, &i.to_be_bytes(), &i);
+                    s.apply(b)
+                })
+                .await
+                .expect("call")
+                .expect("apply");
+                h.flush().await.expect("flush");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let n = handle.call(|s| s.scan::<u32>(Table::Outbox, &[]).count()).await.expect("count");
+        assert_eq!(n, 100);
+    }
+}
