@@ -62,6 +62,14 @@ impl DeviceCert {
         w.into_bytes()
     }
 
+    /// Decodes a whole certificate.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let cert = Self::read(&mut r)?;
+        r.finish("device certificate")?;
+        Ok(cert)
+    }
+
     /// Reads a certificate from the middle of a larger structure.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let version = r.u8("cert version")?;
@@ -90,6 +98,18 @@ pub struct SignedPreKey {
 }
 
 impl SignedPreKey {
+    /// Encodes the prekey (`id u32 | public [32] | signature [64]`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.id).bytes(&self.public).bytes(&self.signature);
+        w.into_bytes()
+    }
+
+    /// Reads a prekey from the middle of a larger structure.
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { id: r.u32("prekey id")?, public: r.array("prekey")?, signature: r.array("prekey signature")? })
+    }
+
     /// The bytes the device key signs.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -116,7 +136,7 @@ impl Invite {
     pub fn encode_payload(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(INVITE_VERSION).short_str(&self.name).bytes(&self.cert.encode());
-        w.u32(self.prekey.id).bytes(&self.prekey.public).bytes(&self.prekey.signature);
+        w.bytes(&self.prekey.encode());
         let addrs: Vec<&String> = self
             .addrs
             .iter()
@@ -139,11 +159,7 @@ impl Invite {
         }
         let name = r.short_str(MAX_NAME_BYTES, "name")?;
         let cert = DeviceCert::read(&mut r)?;
-        let prekey = SignedPreKey {
-            id: r.u32("prekey id")?,
-            public: r.array("prekey")?,
-            signature: r.array("prekey signature")?,
-        };
+        let prekey = SignedPreKey::read(&mut r)?;
         let n = r.u8("address count")? as usize;
         if n > MAX_INVITE_ADDRS {
             return Err(DecodeError::TooLarge("addresses"));

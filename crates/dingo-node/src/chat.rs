@@ -1,0 +1,602 @@
+//! The 1:1 chat state machine: every function here runs on the store thread (inside one store
+//! job), so its read-modify-write of sessions, counters and messages is atomic with respect to
+//! every other job. Nothing here does network I/O.
+
+use crate::records::*;
+use crate::{NodeError, NodeEvent};
+use dingo_crypto::identity::{fingerprint, safety_number, verify_invite};
+use dingo_crypto::session::{PeerSessions, Recipient, VerifiedEnvelope};
+use dingo_crypto::Identity;
+use dingo_store::{Batch, Store, Table};
+use dingo_types::content::Content;
+use dingo_types::invite::{DeviceCert, Invite, SignedPreKey};
+use dingo_types::limits::{MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
+use dingo_types::wire::DeliveryStatus;
+use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// Most envelopes sent to one peer in one request.
+pub(crate) const DELIVERY_BATCH: usize = 256;
+/// Most envelope bytes sent to one peer in one request.
+pub(crate) const DELIVERY_BATCH_BYTES: usize = 1024 * 1024;
+
+/// What happened to one inbound envelope.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    Stored(Vec<NodeEvent>),
+    Duplicate,
+    Rejected(String),
+    /// Not now (e.g. a key change awaits the user); the sender retries. Events to report.
+    Retry(Vec<NodeEvent>),
+}
+
+/// State shared by all store jobs: the identity and the write-through session cache.
+pub(crate) struct Core {
+    pub me: Identity,
+    sessions: Mutex<HashMap<UserId, PeerSessions>>,
+}
+
+fn preview(text: &str) -> String {
+    let mut s: String = text.chars().take(80).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn message_key(conv: &ConvId, sent_at: u64, seq: u64, id: &MsgId) -> Vec<u8> {
+    [conv.0.as_slice(), &sent_at.to_be_bytes(), &seq.to_be_bytes(), &id.0].concat()
+}
+
+fn outbox_key(uid: &UserId, seq: u64) -> Vec<u8> {
+    [uid.0.as_slice(), &seq.to_be_bytes()].concat()
+}
+
+fn replay_key(conv: &ConvId, sender: &DeviceKey) -> Vec<u8> {
+    [conv.0.as_slice(), &sender.0].concat()
+}
+
+pub(crate) fn peer_id_string(device_key: &[u8; 32]) -> String {
+    dingo_net::peer_id_of(device_key).map(|p| p.to_string()).unwrap_or_default()
+}
+
+impl ContactRec {
+    pub(crate) fn device_cert(&self) -> Result<DeviceCert, NodeError> {
+        DeviceCert::decode(&self.cert).map_err(|_| dingo_store::StoreError::Corrupt(Table::Contacts).into())
+    }
+    fn signed_prekey(&self) -> Option<SignedPreKey> {
+        let raw = self.prekey.as_ref()?;
+        let mut r = dingo_types::codec::Reader::new(raw);
+        SignedPreKey::read(&mut r).ok()
+    }
+    pub(crate) fn device_key(&self) -> Result<DeviceKey, NodeError> {
+        Ok(DeviceKey(self.device_cert()?.device_key))
+    }
+    pub(crate) fn info(&self) -> ContactInfo {
+        let cert = self.device_cert().ok();
+        ContactInfo {
+            name: self.name.clone(),
+            user_id: self.user_id.to_hex(),
+            device_id: cert.as_ref().map(|c| peer_id_string(&c.device_key)).unwrap_or_default(),
+            fingerprint: cert.as_ref().map(|c| fingerprint(&c.user_key)).unwrap_or_default(),
+            verified: self.verified,
+            key_changed: self.pending_cert.is_some(),
+            addrs: self.addrs.clone(),
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn new(me: Identity) -> Self {
+        Self { me, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    fn sessions_for(&self, s: &Store, uid: &UserId) -> Result<PeerSessions, NodeError> {
+        let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = cache.get(uid) {
+            return Ok(found.clone());
+        }
+        drop(cache);
+        Ok(s.get::<PeerSessions>(Table::Sessions, &uid.0)?.unwrap_or_default())
+    }
+
+    fn save_sessions(&self, s: &Store, b: &mut Batch, uid: &UserId, sessions: PeerSessions) {
+        s.put(b, Table::Sessions, &uid.0, &sessions);
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(*uid, sessions);
+    }
+
+    fn forget_cache(&self) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn apply(&self, s: &Store, b: Batch) -> Result<(), NodeError> {
+        s.apply(b).inspect_err(|_| self.forget_cache())?;
+        Ok(())
+    }
+
+    pub(crate) fn conv_with(&self, uid: &UserId) -> ConvId {
+        ConvId::direct(&self.me.user_id(), uid)
+    }
+
+    // ---- contacts ----
+
+    pub(crate) fn contacts(&self, s: &Store) -> Result<Vec<ContactRec>, NodeError> {
+        let mut out = s
+            .scan::<ContactRec>(Table::Contacts, &[])
+            .map(|r| r.map(|(_, c)| c))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        Ok(out)
+    }
+
+    /// Finds a contact by name (case-insensitive) or a unique user-id prefix.
+    pub(crate) fn contact(&self, s: &Store, who: &str) -> Result<ContactRec, NodeError> {
+        let all = self.contacts(s)?;
+        if let Some(c) = all.iter().find(|c| c.name.eq_ignore_ascii_case(who)) {
+            return Ok(c.clone());
+        }
+        let needle = who.to_lowercase();
+        if needle.len() >= 4 {
+            let hits: Vec<&ContactRec> = all.iter().filter(|c| c.user_id.to_hex().starts_with(&needle)).collect();
+            match hits.len() {
+                1 => return Ok(hits[0].clone()),
+                n if n > 1 => return Err(NodeError::AmbiguousContact(who.into())),
+                _ => {}
+            }
+        }
+        Err(NodeError::UnknownContact(who.into()))
+    }
+
+    pub(crate) fn contact_by_device(&self, s: &Store, device: &DeviceKey) -> Result<Option<ContactRec>, NodeError> {
+        match s.get::<UserId>(Table::ContactByDevice, &device.0)? {
+            Some(uid) => Ok(s.get::<ContactRec>(Table::Contacts, &uid.0)?),
+            None => Ok(None),
+        }
+    }
+
+    fn name_free(&self, s: &Store, name: &str, uid: &UserId) -> Result<bool, NodeError> {
+        Ok(!self.contacts(s)?.iter().any(|c| c.name.eq_ignore_ascii_case(name) && c.user_id != *uid))
+    }
+
+    pub(crate) fn add_contact(&self, s: &Store, invite: &Invite, name: Option<&str>, now: u64) -> Result<ContactRec, NodeError> {
+        verify_invite(invite).map_err(|_| NodeError::ForgedInvite)?;
+        let uid = UserId::from_user_key(&invite.cert.user_key);
+        if uid == self.me.user_id() {
+            return Err(NodeError::OwnInvite);
+        }
+        let name = name.map(str::trim).unwrap_or(invite.name.trim()).to_owned();
+        if name.is_empty() || name.starts_with('#') {
+            return Err(NodeError::BadInvite("the contact needs a name (not starting with '#'); pass --name".into()));
+        }
+        if !self.name_free(s, &name, &uid)? {
+            return Err(NodeError::NameTaken(name));
+        }
+        let cert = invite.cert.encode();
+        let prekey = Some(invite.prekey.encode());
+        let mut b = Batch::default();
+        let rec = match s.get::<ContactRec>(Table::Contacts, &uid.0)? {
+            Some(mut existing) if existing.cert == cert => {
+                existing.prekey = prekey;
+                existing.name = name;
+                for a in &invite.addrs {
+                    if !existing.addrs.contains(a) {
+                        existing.addrs.push(a.clone());
+                    }
+                }
+                existing
+            }
+            Some(mut existing) => {
+                // Same user, different device key: pin stays, conversation blocks.
+                existing.pending_cert = Some(cert);
+                existing.pending_prekey = prekey;
+                existing.addrs = invite.addrs.clone();
+                existing
+            }
+            None => {
+                s.put(&mut b, Table::ContactByDevice, &invite.cert.device_key, &uid);
+                ContactRec {
+                    user_id: uid,
+                    name,
+                    cert,
+                    prekey,
+                    addrs: invite.addrs.clone(),
+                    verified: false,
+                    pending_cert: None,
+                    pending_prekey: None,
+                    added_at: now,
+                }
+            }
+        };
+        s.put(&mut b, Table::Contacts, &uid.0, &rec);
+        self.apply(s, b)?;
+        Ok(rec)
+    }
+
+    pub(crate) fn verify_contact(&self, s: &Store, who: &str, confirm: bool) -> Result<Verification, NodeError> {
+        let mut c = self.contact(s, who)?;
+        let shown = match &c.pending_cert {
+            Some(p) => DeviceCert::decode(p).map_err(|_| dingo_store::StoreError::Corrupt(Table::Contacts))?,
+            None => c.device_cert()?,
+        };
+        let number = safety_number(&self.me.user_key(), &shown.user_key);
+        let key_changed = c.pending_cert.is_some();
+        if confirm {
+            let mut b = Batch::default();
+            if let Some(new_cert) = c.pending_cert.take() {
+                s.delete(&mut b, Table::ContactByDevice, &c.device_key()?.0);
+                s.put(&mut b, Table::ContactByDevice, &shown.device_key, &c.user_id);
+                c.cert = new_cert;
+                c.prekey = c.pending_prekey.take().or(c.prekey.take());
+                self.save_sessions(s, &mut b, &c.user_id, PeerSessions::default());
+            }
+            c.verified = true;
+            s.put(&mut b, Table::Contacts, &c.user_id.0, &c);
+            self.apply(s, b)?;
+        }
+        Ok(Verification { name: c.name, safety_number: number, verified: c.verified, key_changed: key_changed && !confirm })
+    }
+
+    /// Remembers an address a contact's device was seen at (bounded).
+    pub(crate) fn note_address(&self, s: &Store, device: &DeviceKey, addr: &str) -> Result<(), NodeError> {
+        let Some(mut c) = self.contact_by_device(s, device)? else { return Ok(()) };
+        if c.addrs.iter().any(|a| a == addr) {
+            return Ok(());
+        }
+        c.addrs.push(addr.to_owned());
+        if c.addrs.len() > 8 {
+            c.addrs.remove(0);
+        }
+        let mut b = Batch::default();
+        s.put(&mut b, Table::Contacts, &c.user_id.0, &c);
+        self.apply(s, b)
+    }
+
+    // ---- sending ----
+
+    /// Seals `content` for `contact` into the outbox (in `b`); returns the sequence number.
+    fn seal_into(&self, s: &Store, b: &mut Batch, contact: &ContactRec, conv: &mut ConversationRec, content: &Content, msg_id: Option<MsgId>) -> Result<u64, NodeError> {
+        if contact.pending_cert.is_some() {
+            return Err(NodeError::KeyChanged(contact.name.clone()));
+        }
+        let cert = contact.device_cert()?;
+        let prekey = contact.signed_prekey();
+        let mut sessions = self.sessions_for(s, &contact.user_id)?;
+        let convid = self.conv_with(&contact.user_id);
+        let seq = conv.next_seq.max(1);
+        conv.next_seq = seq + 1;
+        conv.contact = Some(contact.user_id);
+        let env = sessions.seal(&self.me, Recipient { cert: &cert, prekey: prekey.as_ref() }, convid, seq, &content.encode())?;
+        s.put(b, Table::Outbox, &outbox_key(&contact.user_id, seq), &OutboxItem { envelope: env.encode(), msg_id, conv: convid });
+        self.save_sessions(s, b, &contact.user_id, sessions);
+        Ok(seq)
+    }
+
+    pub(crate) fn send_text(&self, s: &Store, who: &str, text: &str, now: u64) -> Result<(MsgId, UserId), NodeError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(NodeError::TooLong(text.len(), MAX_TEXT_BYTES));
+        }
+        if text.is_empty() {
+            return Err(NodeError::Empty);
+        }
+        let contact = self.contact(s, who)?;
+        let convid = self.conv_with(&contact.user_id);
+        let mut conv = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
+        // Per-conversation monotonic time keeps this sender's messages in order for everyone.
+        let sent_at = now.max(conv.last_at);
+        let id = MsgId::random();
+        let mut b = Batch::default();
+        let content = Content::Text { id, sent_at, text: text.to_owned() };
+        let seq = self.seal_into(s, &mut b, &contact, &mut conv, &content, Some(id))?;
+        let rec = MessageRec {
+            id,
+            conv: convid,
+            direction: Direction::Out,
+            from: self.me.user_id(),
+            text: text.to_owned(),
+            sent_at,
+            received_at: None,
+            seq,
+            status: Status::Queued,
+            delivered_at: None,
+            read_at: None,
+        };
+        let key = message_key(&convid, sent_at, seq, &id);
+        s.put(&mut b, Table::Messages, &key, &rec);
+        s.put(&mut b, Table::MessageIndex, &id.0, &key);
+        conv.last_at = sent_at;
+        conv.last_text = preview(text);
+        conv.total += 1;
+        s.put(&mut b, Table::Conversations, &convid.0, &conv);
+        self.apply(s, b)?;
+        Ok((id, contact.user_id))
+    }
+
+    // ---- reading ----
+
+    fn view(&self, rec: &MessageRec, contact: &ContactRec) -> MessageView {
+        let (from, from_user_id) = match rec.direction {
+            Direction::Out => ("me".to_owned(), self.me.user_id().to_hex()),
+            Direction::In => (contact.name.clone(), contact.user_id.to_hex()),
+        };
+        MessageView {
+            id: rec.id.to_hex(),
+            direction: rec.direction,
+            from,
+            from_user_id,
+            text: rec.text.clone(),
+            sent_at: rec.sent_at,
+            received_at: rec.received_at,
+            seq: rec.seq,
+            status: rec.status,
+            delivered_at: rec.delivered_at,
+            read_at: rec.read_at,
+        }
+    }
+
+    pub(crate) fn messages(&self, s: &Store, who: &str) -> Result<Vec<MessageView>, NodeError> {
+        let contact = self.contact(s, who)?;
+        let convid = self.conv_with(&contact.user_id);
+        s.scan::<MessageRec>(Table::Messages, &convid.0)
+            .map(|r| r.map(|(_, m)| self.view(&m, &contact)).map_err(NodeError::from))
+            .collect()
+    }
+
+    /// Marks incoming messages read and queues read receipts. Returns the conversation and
+    /// whether receipts were queued.
+    pub(crate) fn read(&self, s: &Store, who: &str, now: u64) -> Result<(Vec<MessageView>, Option<UserId>), NodeError> {
+        let contact = self.contact(s, who)?;
+        let convid = self.conv_with(&contact.user_id);
+        let mut b = Batch::default();
+        let mut newly_read = Vec::new();
+        let mut out = Vec::new();
+        for item in s.scan::<MessageRec>(Table::Messages, &convid.0) {
+            let (key, mut m) = item?;
+            if m.direction == Direction::In && m.status != Status::Read {
+                m.status = Status::Read;
+                m.read_at = Some(now);
+                newly_read.push(m.id);
+                s.put(&mut b, Table::Messages, &key, &m);
+            }
+            out.push(self.view(&m, &contact));
+        }
+        let mut conv = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
+        conv.unread = 0;
+        let mut receipts_to = None;
+        if !newly_read.is_empty() && contact.pending_cert.is_none() {
+            for chunk in newly_read.chunks(MAX_RECEIPT_IDS) {
+                let receipt = Content::ReadReceipt { ids: chunk.to_vec(), read_at: now };
+                self.seal_into(s, &mut b, &contact, &mut conv, &receipt, None)?;
+            }
+            receipts_to = Some(contact.user_id);
+        }
+        s.put(&mut b, Table::Conversations, &convid.0, &conv);
+        self.apply(s, b)?;
+        Ok((out, receipts_to))
+    }
+
+    pub(crate) fn inbox(&self, s: &Store) -> Result<Vec<ConversationView>, NodeError> {
+        let mut out = Vec::new();
+        for item in s.scan::<ConversationRec>(Table::Conversations, &[]) {
+            let (_, conv) = item?;
+            let Some(uid) = conv.contact else { continue };
+            let Some(c) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
+            out.push(ConversationView {
+                contact: c.name,
+                user_id: uid.to_hex(),
+                unread: conv.unread,
+                total: conv.total,
+                last_at: conv.last_at,
+                last_text: conv.last_text,
+            });
+        }
+        out.sort_by(|a, b| b.last_at.cmp(&a.last_at));
+        Ok(out)
+    }
+
+    // ---- receiving ----
+
+    fn unique_name(&self, s: &Store, wanted: &str, uid: &UserId) -> Result<String, NodeError> {
+        let base: String = wanted.trim().trim_start_matches('#').chars().take(48).collect();
+        let base = if base.is_empty() { "contact".to_owned() } else { base };
+        if self.name_free(s, &base, uid)? {
+            return Ok(base);
+        }
+        Ok(format!("{base}-{}", &uid.to_hex()[..8]))
+    }
+
+    /// Verifies, decrypts and stores one envelope (signature already checked). Nothing changes
+    /// unless the envelope is accepted.
+    pub(crate) fn accept(&self, s: &Store, verified: &VerifiedEnvelope, now: u64) -> Result<Accepted, NodeError> {
+        let env = verified.envelope();
+        if env.recipient != self.me.device_key() {
+            return Ok(Accepted::Rejected("addressed to another device".into()));
+        }
+        let rkey = replay_key(&env.group, &env.sender);
+        let mut window = s.get::<ReplayWindow>(Table::Replay, &rkey)?.unwrap_or_default();
+        if window.contains(env.seq) {
+            return Ok(Accepted::Duplicate);
+        }
+        if !window.acceptable(env.seq) {
+            return Ok(Accepted::Rejected("sequence number outside the replay window".into()));
+        }
+        // A contact with a pending key change is still pinned to this device: receiving from it
+        // stays allowed.
+        let known = self.contact_by_device(s, &env.sender)?;
+        let mut sessions = match &known {
+            Some(c) => self.sessions_for(s, &c.user_id)?,
+            None => PeerSessions::default(),
+        };
+        let opened = match sessions.open(&self.me, verified, now) {
+            Ok(o) => o,
+            Err(e) => return Ok(Accepted::Rejected(format!("cannot open: {e}"))),
+        };
+        let mut b = Batch::default();
+        let mut events = Vec::new();
+        let contact = match (known, opened.new_peer) {
+            (Some(c), Some((cert, _))) if cert.encode() != c.cert => {
+                return Ok(Accepted::Rejected("certificate does not match the pinned one".into()));
+            }
+            (Some(c), _) => c,
+            (None, Some((cert, name))) => {
+                let uid = UserId::from_user_key(&cert.user_key);
+                if let Some(mut existing) = s.get::<ContactRec>(Table::Contacts, &uid.0)? {
+                    // A new device key for a pinned user: block until the user re-verifies; the
+                    // sender keeps retrying, so nothing is lost if they confirm.
+                    if existing.pending_cert.as_deref() != Some(cert.encode().as_slice()) {
+                        existing.pending_cert = Some(cert.encode());
+                        existing.pending_prekey = None;
+                        s.put(&mut b, Table::Contacts, &uid.0, &existing);
+                        self.apply(s, b)?;
+                        return Ok(Accepted::Retry(vec![NodeEvent::KeyChanged { contact: existing.name }]));
+                    }
+                    return Ok(Accepted::Retry(Vec::new()));
+                }
+                let rec = ContactRec {
+                    user_id: uid,
+                    name: self.unique_name(s, &name, &uid)?,
+                    cert: cert.encode(),
+                    prekey: None,
+                    addrs: Vec::new(),
+                    verified: false,
+                    pending_cert: None,
+                    pending_prekey: None,
+                    added_at: now,
+                };
+                s.put(&mut b, Table::ContactByDevice, &cert.device_key, &uid);
+                s.put(&mut b, Table::Contacts, &uid.0, &rec);
+                rec
+            }
+            (None, None) => return Ok(Accepted::Rejected("unknown sender".into())),
+        };
+        let convid = self.conv_with(&contact.user_id);
+        if env.group != convid {
+            return Ok(Accepted::Rejected("envelope names another conversation".into()));
+        }
+        let content = match Content::decode(&opened.plaintext) {
+            Ok(c) => c,
+            Err(e) => return Ok(Accepted::Rejected(format!("bad content: {e}"))),
+        };
+        let mut conv = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
+        conv.contact = Some(contact.user_id);
+        match content {
+            Content::Text { id, sent_at, text } => {
+                let rec = MessageRec {
+                    id,
+                    conv: convid,
+                    direction: Direction::In,
+                    from: contact.user_id,
+                    text: text.clone(),
+                    sent_at,
+                    received_at: Some(now),
+                    seq: env.seq,
+                    status: Status::Delivered,
+                    delivered_at: Some(now),
+                    read_at: None,
+                };
+                let key = message_key(&convid, sent_at, env.seq, &id);
+                s.put(&mut b, Table::Messages, &key, &rec);
+                s.put(&mut b, Table::MessageIndex, &id.0, &key);
+                conv.unread += 1;
+                conv.total += 1;
+                conv.last_at = conv.last_at.max(sent_at);
+                conv.last_text = preview(&text);
+                events.push(NodeEvent::Message { from: contact.name.clone(), id: id.to_hex(), text, sent_at });
+            }
+            Content::ReadReceipt { ids, read_at } => {
+                for id in ids {
+                    let Some(key) = s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? else { continue };
+                    let Some(mut m) = s.get::<MessageRec>(Table::Messages, &key)? else { continue };
+                    if m.conv != convid || m.direction != Direction::Out || m.status == Status::Read {
+                        continue;
+                    }
+                    m.status = Status::Read;
+                    m.read_at = Some(read_at);
+                    m.delivered_at.get_or_insert(read_at);
+                    s.put(&mut b, Table::Messages, &key, &m);
+                    events.push(NodeEvent::Read { id: id.to_hex(), by: contact.name.clone(), at: read_at });
+                }
+            }
+        }
+        window.insert(env.seq);
+        s.put(&mut b, Table::Replay, &rkey, &window);
+        s.put(&mut b, Table::Conversations, &convid.0, &conv);
+        self.save_sessions(s, &mut b, &contact.user_id, sessions);
+        self.apply(s, b)?;
+        Ok(Accepted::Stored(events))
+    }
+
+    // ---- delivery bookkeeping ----
+
+    /// Contacts with something in the outbox.
+    pub(crate) fn pending_contacts(&self, s: &Store) -> Result<HashSet<UserId>, NodeError> {
+        let mut out = HashSet::new();
+        for item in s.scan::<OutboxItem>(Table::Outbox, &[]) {
+            let (key, _) = item?;
+            if key.len() >= 16 {
+                let mut uid = [0u8; 16];
+                uid.copy_from_slice(&key[..16]);
+                out.insert(UserId(uid));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next envelopes for `uid`, oldest first, within the batch bounds.
+    pub(crate) fn outbox_batch(&self, s: &Store, uid: &UserId) -> Result<Option<(DeviceKey, Vec<(Vec<u8>, OutboxItem)>)>, NodeError> {
+        let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { return Ok(None) };
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        for item in s.scan::<OutboxItem>(Table::Outbox, &uid.0) {
+            let (key, it) = item?;
+            bytes += it.envelope.len();
+            if !items.is_empty() && (items.len() >= DELIVERY_BATCH || bytes > DELIVERY_BATCH_BYTES) {
+                break;
+            }
+            items.push((key, it));
+        }
+        Ok(Some((contact.device_key()?, items)))
+    }
+
+    /// Records the recipient's answers for a delivered batch.
+    pub(crate) fn delivery_results(&self, s: &Store, uid: &UserId, sent: &[(Vec<u8>, Option<MsgId>)], results: &[DeliveryStatus]) -> Result<Vec<NodeEvent>, NodeError> {
+        let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
+        let mut b = Batch::default();
+        let mut events = Vec::new();
+        for ((key, msg_id), status) in sent.iter().zip(results) {
+            let (new_status, at) = match *status {
+                DeliveryStatus::Stored(at) | DeliveryStatus::Duplicate(at) => (Status::Delivered, at),
+                DeliveryStatus::Rejected => (Status::Failed, 0),
+                DeliveryStatus::Retry => continue,
+            };
+            s.delete(&mut b, Table::Outbox, key);
+            let Some(id) = msg_id else { continue };
+            let Some(mkey) = s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? else { continue };
+            let Some(mut m) = s.get::<MessageRec>(Table::Messages, &mkey)? else { continue };
+            if m.status < new_status || new_status == Status::Failed {
+                m.status = new_status;
+            }
+            if new_status == Status::Delivered {
+                m.delivered_at.get_or_insert(at);
+                events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
+            }
+            s.put(&mut b, Table::Messages, &mkey, &m);
+        }
+        self.apply(s, b)?;
+        Ok(events)
+    }
+
+    /// Marks messages as transmitted but unacknowledged.
+    pub(crate) fn mark_sent(&self, s: &Store, ids: &[MsgId]) -> Result<(), NodeError> {
+        let mut b = Batch::default();
+        for id in ids {
+            let Some(mkey) = s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? else { continue };
+            let Some(mut m) = s.get::<MessageRec>(Table::Messages, &mkey)? else { continue };
+            if m.status == Status::Queued {
+                m.status = Status::Sent;
+                s.put(&mut b, Table::Messages, &mkey, &m);
+            }
+        }
+        self.apply(s, b)
+    }
+}

@@ -1,0 +1,311 @@
+//! Moving envelopes: the outbox loop that retries each contact's queue until the recipient's
+//! node answers "stored", and the handler that verifies, opens and stores inbound envelopes and
+//! answers only after a (group-committed) flush, so "delivered" always means durable.
+
+use crate::chat::{Accepted, Core};
+use crate::records::ContactRec;
+use crate::{Node, NodeError, NodeEvent};
+use dingo_crypto::session::verify_envelope;
+use dingo_net::{device_key_of, peer_id_of, Event, Net, Responder};
+use dingo_types::envelope::Envelope;
+use dingo_types::wire::{DeliveryStatus, Request, Response};
+use dingo_types::{now_ms, DeviceKey, MsgId, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+/// Inbound requests processed at once (beyond this they wait; libp2p bounds the streams).
+pub(crate) const INBOUND_CONCURRENCY: usize = 64;
+/// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF`].
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Which contacts have mail waiting, which are being served, and when to retry the others.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Contact → generation, bumped on every enqueue (so a worker that found the queue empty
+    /// cannot race a new message into oblivion).
+    pending: Mutex<HashMap<UserId, u64>>,
+    in_flight: Mutex<HashSet<UserId>>,
+    backoff: Mutex<HashMap<UserId, (Instant, Duration)>>,
+    wake: Notify,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    pub(crate) fn enqueued(&self, uid: UserId) {
+        *locked(&self.pending).entry(uid).or_insert(0) += 1;
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn wake_all(&self) {
+        locked(&self.backoff).clear();
+        self.wake.notify_one();
+    }
+
+    fn clear_backoff(&self, uid: &UserId) {
+        if locked(&self.backoff).remove(uid).is_some() {
+            self.wake.notify_one();
+        }
+    }
+
+    fn fail(&self, uid: UserId) {
+        let mut b = locked(&self.backoff);
+        let delay = b.get(&uid).map(|(_, d)| (*d * 2).min(MAX_BACKOFF)).unwrap_or(MIN_BACKOFF);
+        b.insert(uid, (Instant::now() + delay, delay));
+    }
+
+    fn due(&self) -> Vec<UserId> {
+        let now = Instant::now();
+        let pending = locked(&self.pending);
+        let mut in_flight = locked(&self.in_flight);
+        let backoff = locked(&self.backoff);
+        let due: Vec<UserId> = pending
+            .keys()
+            .filter(|u| !in_flight.contains(*u))
+            .filter(|u| backoff.get(*u).is_none_or(|(until, _)| *until <= now))
+            .copied()
+            .collect();
+        in_flight.extend(due.iter().copied());
+        due
+    }
+}
+
+pub(crate) async fn learn_addresses(net: &Net, rec: &ContactRec) {
+    let Ok(device) = rec.device_key() else { return };
+    let Some(peer) = peer_id_of(&device.0) else { return };
+    for a in &rec.addrs {
+        if let Ok(addr) = a.parse() {
+            let _ = net.add_address(peer, addr).await;
+        }
+    }
+}
+
+pub(crate) async fn start(node: &Node, config: dingo_net::Config, peers: Vec<dingo_net::Addr>) -> Result<Vec<String>, NodeError> {
+    let secret = node.inner.core.me.device_secret_bytes();
+    let mut bytes = *secret.expose();
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes)
+        .map_err(|_| NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+    let (net, events) = Net::spawn(keypair, config).await?;
+    let addrs: Vec<String> = net.listen_addrs().await?.iter().map(|a| a.to_string()).collect();
+    *locked(&node.inner.listen_addrs) = addrs.clone();
+    if node.inner.net.set(net.clone()).is_err() {
+        return Err(NodeError::Offline);
+    }
+    for rec in node.job(|c, s| c.contacts(s)).await? {
+        learn_addresses(&net, &rec).await;
+    }
+    for uid in node.job(|c, s| c.pending_contacts(s)).await? {
+        node.inner.delivery.enqueued(uid);
+    }
+    tokio::spawn(event_loop(node.clone(), events));
+    tokio::spawn(delivery_loop(node.clone()));
+    for addr in peers {
+        let net = net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net.dial(addr.clone()).await {
+                tracing::warn!(%addr, "could not dial peer: {e}");
+            }
+        });
+    }
+    Ok(addrs)
+}
+
+async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
+    let limit = Arc::new(Semaphore::new(INBOUND_CONCURRENCY));
+    let mut shutdown = node.inner.shutdown.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => break,
+            e = events.recv() => match e { Some(e) => e, None => break },
+        };
+        match event {
+            Event::Request { peer, request: Request::Deliver(envs), responder } => {
+                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let node = node.clone();
+                tokio::spawn(async move {
+                    handle_deliver(&node, peer, envs, responder).await;
+                    drop(permit);
+                });
+            }
+            Event::Connected { peer, .. } => {
+                let _ = node.inner.events.send(NodeEvent::PeerConnected { peer: peer.to_string() });
+                if let Some(key) = device_key_of(&peer) {
+                    if let Ok(Some(c)) = node.job(move |c, s| c.contact_by_device(s, &DeviceKey(key))).await {
+                        node.inner.delivery.clear_backoff(&c.user_id);
+                    }
+                }
+            }
+            Event::Discovered { peer, addr } => {
+                if let Some(key) = device_key_of(&peer) {
+                    let addr = addr.to_string();
+                    let _ = node.job(move |c, s| c.note_address(s, &DeviceKey(key), &addr)).await;
+                }
+            }
+            Event::Disconnected { .. } => {}
+        }
+    }
+}
+
+/// Verifies signatures off the runtime, then opens and stores the batch in one store job, then
+/// waits for durability, then answers.
+async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, responder: Responder) {
+    let n = envs.len();
+    let checked = tokio::task::spawn_blocking(move || {
+        envs.iter()
+            .map(|bytes| {
+                let env = Envelope::decode(bytes).map_err(|e| format!("malformed envelope: {e}"))?;
+                verify_envelope(env).map_err(|e| format!("{e}"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    if checked.len() != n {
+        responder.respond(Response::Results(vec![DeliveryStatus::Retry; n]));
+        return;
+    }
+    let now = now_ms();
+    let outcome = node
+        .job(move |core: &Core, s| {
+            let mut out = Vec::with_capacity(checked.len());
+            for item in checked {
+                out.push(match item {
+                    Err(reason) => Accepted::Rejected(reason),
+                    Ok(v) => core.accept(s, &v, now).unwrap_or_else(|e| {
+                        tracing::warn!("store error while accepting: {e}");
+                        Accepted::Retry(Vec::new())
+                    }),
+                });
+            }
+            Ok(out)
+        })
+        .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("store unavailable: {e}");
+            responder.respond(Response::Results(vec![DeliveryStatus::Retry; n]));
+            return;
+        }
+    };
+    let durable = node.inner.store.flush().await.is_ok();
+    let counters = &node.inner.counters;
+    let mut statuses = Vec::with_capacity(n);
+    let mut events = Vec::new();
+    for a in outcome {
+        statuses.push(match a {
+            Accepted::Stored(ev) if durable => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                events.extend(ev);
+                DeliveryStatus::Stored(now)
+            }
+            Accepted::Duplicate if durable => {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                DeliveryStatus::Duplicate(now)
+            }
+            Accepted::Stored(_) | Accepted::Duplicate => DeliveryStatus::Retry,
+            Accepted::Rejected(reason) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "dropped an envelope: {reason}");
+                events.push(NodeEvent::Rejected { peer: peer.to_string(), reason });
+                DeliveryStatus::Rejected
+            }
+            Accepted::Retry(ev) => {
+                events.extend(ev);
+                DeliveryStatus::Retry
+            }
+        });
+    }
+    responder.respond(Response::Results(statuses));
+    node.emit(events);
+}
+
+async fn delivery_loop(node: Node) {
+    let state = &node.inner.delivery;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut shutdown = node.inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = state.wake.notified() => {}
+            _ = tick.tick() => {}
+        }
+        for uid in state.due() {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let ok = deliver_to(&node, uid).await;
+                let state = &node.inner.delivery;
+                locked(&state.in_flight).remove(&uid);
+                match ok {
+                    Ok(()) => {
+                        if locked(&state.pending).contains_key(&uid) {
+                            state.wake.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(%uid, "delivery deferred: {e}");
+                        state.fail(uid);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Sends `uid`'s outbox in batches until it is empty or a delivery fails.
+async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
+    let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
+    let state = &node.inner.delivery;
+    loop {
+        let generation = locked(&state.pending).get(&uid).copied();
+        let Some((device, items)) = node.job(move |c, s| c.outbox_batch(s, &uid)).await? else {
+            locked(&state.pending).remove(&uid);
+            return Ok(());
+        };
+        if items.is_empty() {
+            let mut pending = locked(&state.pending);
+            if pending.get(&uid).copied() == generation {
+                pending.remove(&uid);
+                return Ok(());
+            }
+            continue;
+        }
+        let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+        let sent: Vec<(Vec<u8>, Option<MsgId>)> = items.iter().map(|(k, it)| (k.clone(), it.msg_id)).collect();
+        let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
+        let was_connected = net.is_connected(peer).await.unwrap_or(false);
+        match net.request(peer, Request::Deliver(envs)).await {
+            Ok(Response::Results(results)) if results.len() == sent.len() => {
+                let progressed = results.iter().any(|r| !matches!(r, DeliveryStatus::Retry));
+                let delivered = results
+                    .iter()
+                    .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
+                    .count() as u64;
+                let events = node.job(move |c, s| c.delivery_results(s, &uid, &sent, &results)).await?;
+                node.inner.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
+                node.emit(events);
+                if !progressed {
+                    return Err(NodeError::Net(dingo_net::NetError::Request { peer, reason: "recipient busy".into() }));
+                }
+                locked(&state.backoff).remove(&uid);
+            }
+            Ok(_) => {
+                return Err(NodeError::Net(dingo_net::NetError::Request { peer, reason: "malformed response".into() }));
+            }
+            Err(e) => {
+                if was_connected {
+                    let ids: Vec<MsgId> = sent.iter().filter_map(|(_, id)| *id).collect();
+                    let _ = node.job(move |c, s| c.mark_sent(s, &ids)).await;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+}

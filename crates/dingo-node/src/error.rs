@@ -1,0 +1,74 @@
+use thiserror::Error;
+
+/// Why a node operation failed. Each variant's message tells the user what to do.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// `init` found an identity already there.
+    #[error("an identity already exists in {0}; refusing to overwrite it")]
+    AlreadyInitialized(String),
+    /// No identity in the home directory.
+    #[error("no identity in {0}; run `dingo init --name NAME` first")]
+    NotInitialized(String),
+    /// Another process holds the home (usually a running `dingo run`).
+    #[error("{0} is in use by another Dingo process (pid {1})")]
+    HomeInUse(String, String),
+    /// The passphrase is wrong or the key file is corrupt.
+    #[error("wrong passphrase, or the key file is corrupt")]
+    WrongPassphrase,
+    /// The key file needs a passphrase and none was given.
+    #[error("this identity is protected by a passphrase; pass --passphrase-file FILE")]
+    PassphraseRequired,
+    /// The invite code could not be read.
+    #[error("malformed invite code: {0}")]
+    BadInvite(String),
+    /// The invite's signatures do not verify.
+    #[error("the invite code's signatures do not verify (forged or corrupted)")]
+    ForgedInvite,
+    /// The invite is this user's own.
+    #[error("that invite code is your own")]
+    OwnInvite,
+    /// No contact by that name or id.
+    #[error("unknown contact {0:?}; see `dingo contact list`")]
+    UnknownContact(String),
+    /// Two contacts match a prefix.
+    #[error("{0:?} matches more than one contact; use more of the name or id")]
+    AmbiguousContact(String),
+    /// A different contact already has the name.
+    #[error("a different contact is already called {0:?}; pass --name to choose another")]
+    NameTaken(String),
+    /// The contact's key changed and the conversation is blocked until re-verified.
+    #[error("the key of {0} changed: compare the safety number with `dingo contact verify {0}`, then accept it with `dingo contact verify {0} --confirm`")]
+    KeyChanged(String),
+    /// The message is over the size limit.
+    #[error("message too long: {0} bytes (the limit is {1} bytes)")]
+    TooLong(usize, usize),
+    /// The message is empty.
+    #[error("empty message")]
+    Empty,
+    /// The network is not running (offline command that needs it).
+    #[error("the node's network is not running")]
+    Offline,
+    /// A store failure.
+    #[error(transparent)]
+    Store(#[from] dingo_store::StoreError),
+    /// A network failure.
+    #[error(transparent)]
+    Net(#[from] dingo_net::NetError),
+    /// A file in the home directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A crypto operation failed where it should not (bad local state).
+    #[error("crypto error: {0}")]
+    Crypto(#[from] dingo_crypto::CryptoError),
+}
+
+impl NodeError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.display().to_string(), source }
+    }
+}
