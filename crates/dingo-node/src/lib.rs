@@ -36,7 +36,7 @@ use tokio::sync::{broadcast, watch};
 /// Events buffered per subscriber before the slowest one misses some.
 pub const EVENT_BUFFER: usize = 4096;
 
-pub use dingo_net::Config as NetConfig;
+pub use dingo_net::{Addr as Multiaddr, Config as NetConfig};
 
 /// A running (or offline) node; cheap to clone.
 #[derive(Clone)]
@@ -80,6 +80,9 @@ impl Node {
                 "the name must be 1 to {} bytes",
                 dingo_types::limits::MAX_NAME_BYTES
             )));
+        }
+        if home.is_initialized() {
+            return Err(NodeError::AlreadyInitialized(home.dir().display().to_string()));
         }
         let lock = home.lock()?;
         let identity = Identity::generate(name);

@@ -1,0 +1,193 @@
+use crate::{AddContactBody, ApiInfo, ConversationQuery, ErrorBody, SendBody, VerifyBody};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dingo_node::{Node, NodeError};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast::error::RecvError;
+
+
+#[derive(Clone)]
+struct AppState {
+    node: Node,
+    token: Arc<String>,
+    hosts: Arc<[String; 2]>,
+}
+
+/// The running API server.
+#[derive(Debug)]
+pub struct ApiHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiHandle {
+    /// Stops serving.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+struct ApiError(StatusCode, String);
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let status = match &e {
+            NodeError::UnknownContact(_) => StatusCode::NOT_FOUND,
+            NodeError::AmbiguousContact(_)
+            | NodeError::TooLong(..)
+            | NodeError::Empty
+            | NodeError::BadInvite(_)
+            | NodeError::ForgedInvite
+            | NodeError::OwnInvite
+            | NodeError::NameTaken(_) => StatusCode::BAD_REQUEST,
+            NodeError::KeyChanged(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Serves the API for `node` on 127.0.0.1 (random port) and writes `api.json` and `api.token`.
+pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
+    let home = node.home().clone();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| NodeError::Io { path: "127.0.0.1:0".into(), source: e })?;
+    let addr = listener.local_addr().map_err(|e| NodeError::Io { path: "api socket".into(), source: e })?;
+    let token = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>());
+    home.write_private(&home.token_file(), token.as_bytes())?;
+    let info = ApiInfo { addr: addr.to_string(), pid: std::process::id() };
+    home.write_private(&home.api_file(), &serde_json::to_vec(&info).unwrap_or_default())?;
+    let state = AppState {
+        node,
+        token: Arc::new(token),
+        hosts: Arc::new([format!("127.0.0.1:{}", addr.port()), format!("localhost:{}", addr.port())]),
+    };
+    let app = Router::new()
+        .route("/v1/id", get(id))
+        .route("/v1/contacts", get(contacts).post(add_contact))
+        .route("/v1/contacts/verify", post(verify))
+        .route("/v1/send", post(send))
+        .route("/v1/inbox", get(inbox))
+        .route("/v1/messages", get(messages))
+        .route("/v1/read", post(read))
+        .route("/v1/stats", get(stats))
+        .route("/v1/events", get(events))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("local API stopped: {e}");
+        }
+    });
+    Ok(ApiHandle { addr, task })
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn guard(State(st): State<AppState>, Query(q): Query<TokenQuery>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host_ok = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| st.hosts.iter().any(|allowed| allowed == h));
+    let origin_ok = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_none_or(|o| {
+        st.hosts.iter().any(|h| o == format!("http://{h}"))
+    });
+    if !host_ok || !origin_ok {
+        return ApiError(StatusCode::FORBIDDEN, "forbidden host or origin".into()).into_response();
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or(q.token);
+    match presented {
+        Some(t) if bool::from(t.as_bytes().ct_eq(st.token.as_bytes())) => next.run(req).await,
+        _ => ApiError(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()).into_response(),
+    }
+}
+
+async fn id(State(st): State<AppState>) -> ApiResult<dingo_node::IdInfo> {
+    Ok(Json(st.node.id()))
+}
+
+async fn contacts(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::ContactInfo>> {
+    Ok(Json(st.node.contacts().await?))
+}
+
+async fn add_contact(State(st): State<AppState>, Json(b): Json<AddContactBody>) -> ApiResult<dingo_node::ContactInfo> {
+    Ok(Json(st.node.add_contact(&b.invite, b.name).await?))
+}
+
+async fn verify(State(st): State<AppState>, Json(b): Json<VerifyBody>) -> ApiResult<dingo_node::Verification> {
+    Ok(Json(st.node.verify_contact(&b.who, b.confirm).await?))
+}
+
+async fn send(State(st): State<AppState>, Json(b): Json<SendBody>) -> ApiResult<dingo_node::SendResult> {
+    Ok(Json(st.node.send(&b.to, &b.text).await?))
+}
+
+async fn inbox(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::ConversationView>> {
+    Ok(Json(st.node.inbox().await?))
+}
+
+async fn messages(State(st): State<AppState>, Query(q): Query<ConversationQuery>) -> ApiResult<Vec<dingo_node::MessageView>> {
+    Ok(Json(st.node.messages(&q.with).await?))
+}
+
+async fn read(State(st): State<AppState>, Json(q): Json<ConversationQuery>) -> ApiResult<Vec<dingo_node::MessageView>> {
+    Ok(Json(st.node.read(&q.with).await?))
+}
+
+async fn stats(State(st): State<AppState>) -> ApiResult<dingo_node::Stats> {
+    Ok(Json(st.node.stats()))
+}
+
+async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let rx = st.node.subscribe();
+    ws.on_upgrade(move |socket| stream_events(socket, rx))
+}
+
+/// Forwards node events as JSON text frames `{"seq": N, "event": {...}}`; a slow client is told
+/// how many it missed rather than buffering without bound.
+async fn stream_events(mut socket: WebSocket, mut rx: tokio::sync::broadcast::Receiver<dingo_node::NodeEvent>) {
+    let mut seq: u64 = 0;
+    loop {
+        let frame = match rx.recv().await {
+            Ok(event) => {
+                seq += 1;
+                serde_json::json!({ "seq": seq, "event": event })
+            }
+            Err(RecvError::Lagged(missed)) => {
+                seq += missed;
+                serde_json::json!({ "seq": seq, "lagged": missed })
+            }
+            Err(RecvError::Closed) => break,
+        };
+        if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Each command, against the running node's API or, when no node runs, the home itself.
+
+use crate::cli::{Cli, Command, ContactCommand, RunArgs};
+use crate::output;
+use anyhow::{anyhow, bail, Context};
+use dingo_api::{AddContactBody, Client, ConversationQuery, SendBody, VerifyBody};
+use dingo_node::{Home, Multiaddr, NetConfig, Node, NodeError};
+use std::path::{Path, PathBuf};
+
+fn default_home() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("dingo");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/dingo"),
+        None => PathBuf::from(".dingo"),
+    }
+}
+
+fn read_passphrase(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read passphrase file {}", path.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        bail!("the passphrase file {} is empty", path.display());
+    }
+    Ok(Some(line.as_bytes().to_vec()))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Where a command is carried out.
+enum Backend {
+    /// A node runs on this home: go through its local API.
+    Api(Client),
+    /// No node runs: open the home here (sends are queued for the next `run`).
+    Local(Node, tokio::runtime::Runtime),
+}
+
+impl Backend {
+    fn open(home: &Home, passphrase: Option<&[u8]>) -> anyhow::Result<Self> {
+        let rt = runtime()?;
+        let _guard = rt.enter();
+        match Node::open(home, passphrase) {
+            Ok(node) => Ok(Backend::Local(node, rt)),
+            Err(NodeError::HomeInUse(..)) => Ok(Backend::Api(Client::from_home(home)?)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn call<T>(
+        &self,
+        api: impl FnOnce(&Client) -> Result<T, dingo_api::ClientError>,
+        local: impl AsyncFnOnce(&Node) -> Result<T, NodeError>,
+    ) -> anyhow::Result<T> {
+        match self {
+            Backend::Api(c) => Ok(api(c)?),
+            Backend::Local(node, rt) => Ok(rt.block_on(local(node))?),
+        }
+    }
+
+    fn close(self) -> anyhow::Result<()> {
+        if let Backend::Local(node, rt) = self {
+            rt.block_on(node.shutdown())?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = Home::new(cli.home.clone().unwrap_or_else(default_home));
+    let passphrase = read_passphrase(cli.passphrase_file.as_deref())?;
+    let pass = passphrase.as_deref();
+    match cli.command {
+        Command::Init { name } => {
+            let info = Node::init(&home, &name, pass)?;
+            println!("created identity for {} in {}", info.name, home.dir().display());
+            println!("user id:     {}", info.user_id);
+            println!("device id:   {}", info.device_id);
+            println!("fingerprint: {}", info.fingerprint);
+            println!("invite:      {}", info.invite);
+            if pass.is_none() {
+                eprintln!("note: no passphrase set; the key file is protected by its file permissions only");
+            }
+            Ok(())
+        }
+        Command::Run(args) => run_node(&home, pass, args),
+        Command::Demo { burst } => crate::demo::run(burst),
+        command => {
+            let backend = Backend::open(&home, pass)?;
+            let result = query(&backend, command);
+            backend.close()?;
+            result
+        }
+    }
+}
+
+fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Id(f) => {
+            let info = b.call(|c| c.get("/v1/id", &[]), async |n| Ok(n.id()))?;
+            if f.json {
+                return output::json(&info);
+            }
+            println!("name:        {}", info.name);
+            println!("user id:     {}", info.user_id);
+            println!("device id:   {}", info.device_id);
+            println!("fingerprint: {}", info.fingerprint);
+            println!("invite:      {}", info.invite);
+        }
+        Command::Contact(ContactCommand::Add { invite, name, json }) => {
+            let body = AddContactBody { invite: invite.clone(), name: name.clone() };
+            let c = b.call(|c| c.post("/v1/contacts", &body), async |n| n.add_contact(&invite, name).await)?;
+            if json.json {
+                return output::json(&c);
+            }
+            println!("added {} ({})", c.name, c.user_id);
+            if c.key_changed {
+                println!("warning: this is a NEW key for {}; compare safety numbers with `dingo contact verify {}`", c.name, c.name);
+            }
+        }
+        Command::Contact(ContactCommand::List(f)) => {
+            let list = b.call(|c| c.get("/v1/contacts", &[]), async |n| n.contacts().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::contacts(&list);
+        }
+        Command::Contact(ContactCommand::Verify { name, confirm, json }) => {
+            let body = VerifyBody { who: name.clone(), confirm };
+            let v = b.call(|c| c.post("/v1/contacts/verify", &body), async |n| n.verify_contact(&name, confirm).await)?;
+            if json.json {
+                return output::json(&v);
+            }
+            println!("safety number with {}:", v.name);
+            let groups: Vec<&str> = v.safety_number.split(' ').collect();
+            for row in groups.chunks(4) {
+                println!("    {}", row.join(" "));
+            }
+            if v.key_changed {
+                println!("their key CHANGED: compare this number with them, then run `dingo contact verify {} --confirm`", v.name);
+            } else if v.verified {
+                println!("marked verified");
+            } else {
+                println!("compare it with {} in person or by phone, then run with --confirm", v.name);
+            }
+        }
+        Command::Send { contact, text, json } => {
+            let body = SendBody { to: contact.clone(), text: text.clone() };
+            let r = b.call(|c| c.post("/v1/send", &body), async |n| n.send(&contact, &text).await)?;
+            if json.json {
+                return output::json(&r);
+            }
+            println!("{}", r.id);
+            if matches!(b, Backend::Local(..)) {
+                eprintln!("no node is running: the message is queued and `dingo run` will deliver it");
+            }
+        }
+        Command::Inbox(f) => {
+            let list = b.call(|c| c.get("/v1/inbox", &[]), async |n| n.inbox().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::inbox(&list);
+        }
+        Command::Messages { contact, json } => {
+            let list = b.call(|c| c.get("/v1/messages", &[("with", &contact)]), async |n| n.messages(&contact).await)?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::messages(&list);
+        }
+        Command::Read { contact, json } => {
+            let q = ConversationQuery { with: contact.clone() };
+            let list = b.call(|c| c.post("/v1/read", &q), async |n| n.read(&contact).await)?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::messages(&list);
+        }
+        Command::Init { .. } | Command::Run(_) | Command::Demo { .. } => {
+            return Err(anyhow!("internal: command dispatched twice"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
+    list.iter()
+        .map(|a| a.parse::<Multiaddr>().map_err(|e| anyhow!("bad {what} address {a:?}: {e}")))
+        .collect()
+}
+
+fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let node = match Node::open(home, pass) {
+            Err(NodeError::HomeInUse(dir, pid)) => {
+                bail!("another Dingo node is already running on {dir} (pid {pid})")
+            }
+            other => other?,
+        };
+        let mut config = NetConfig::lan_default();
+        config.mdns = !args.no_mdns;
+        if !args.listen.is_empty() {
+            config.listen = parse_addrs(&args.listen, "--listen")?;
+        }
+        let peers = parse_addrs(&args.peer, "--peer")?;
+        let addrs = node.start_network(config, peers).await?;
+        let api = dingo_api::serve(node.clone()).await?;
+        let id = node.id();
+        eprintln!("dingo node for {} ({}) listening on {}", id.name, id.device_id, addrs.join(" "));
+        eprintln!("local API on {}", api.addr);
+        eprintln!("invite: {}", id.invite);
+        let mut events = node.subscribe();
+        let printer = tokio::spawn(async move {
+            while let Ok(e) = events.recv().await {
+                match e {
+                    dingo_node::NodeEvent::Message { from, text, .. } => eprintln!("message from {from}: {text}"),
+                    dingo_node::NodeEvent::KeyChanged { contact } => {
+                        eprintln!("warning: the key of {contact} changed; their messages wait until you run `dingo contact verify {contact}`")
+                    }
+                    other => tracing::debug!(?other, "event"),
+                }
+            }
+        });
+        wait_for_signal().await;
+        eprintln!("shutting down");
+        printer.abort();
+        api.stop();
+        let _ = std::fs::remove_file(home.api_file());
+        let _ = std::fs::remove_file(home.token_file());
+        node.shutdown().await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
