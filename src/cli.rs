@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use clap::{Args, Parser, Subcommand};
+use dingo_node::Multiaddr;
 use std::path::PathBuf;
 
 /// Dingo: a serverless, end-to-end encrypted team messenger.
@@ -76,10 +77,10 @@ pub(crate) struct JsonFlag {
 pub(crate) struct RunArgs {
     /// Listen address (repeatable). Default: all interfaces, TCP and QUIC, random ports.
     #[arg(long = "listen", value_name = "MULTIADDR")]
-    pub listen: Vec<String>,
+    pub listen: Vec<Multiaddr>,
     /// Dial this peer at start (repeatable), for networks without multicast.
     #[arg(long = "peer", value_name = "MULTIADDR")]
-    pub peer: Vec<String>,
+    pub peer: Vec<Multiaddr>,
     /// Do not discover peers with mDNS.
     #[arg(long)]
     pub no_mdns: bool,

@@ -4,7 +4,7 @@ use crate::cli::{Cli, Command, ContactCommand, RunArgs};
 use crate::output;
 use anyhow::{anyhow, bail, Context};
 use dingo_api::{AddContactBody, Client, ConversationQuery, SendBody, VerifyBody};
-use dingo_node::{Home, Multiaddr, NetConfig, Node, NodeError};
+use dingo_node::{Home, NetConfig, Node, NodeError};
 use std::path::{Path, PathBuf};
 
 fn default_home() -> PathBuf {
@@ -187,12 +187,6 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_addrs(list: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
-    list.iter()
-        .map(|a| a.parse::<Multiaddr>().map_err(|e| anyhow!("bad {what} address {a:?}: {e}")))
-        .collect()
-}
-
 fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
@@ -205,10 +199,9 @@ fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<(
         let mut config = NetConfig::lan_default();
         config.mdns = !args.no_mdns;
         if !args.listen.is_empty() {
-            config.listen = parse_addrs(&args.listen, "--listen")?;
+            config.listen = args.listen;
         }
-        let peers = parse_addrs(&args.peer, "--peer")?;
-        let addrs = node.start_network(config, peers).await?;
+        let addrs = node.start_network(config, args.peer).await?;
         let api = dingo_api::serve(node.clone()).await?;
         let id = node.id();
         eprintln!("dingo node for {} ({}) listening on {}", id.name, id.device_id, addrs.join(" "));

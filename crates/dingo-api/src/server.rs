@@ -49,7 +49,7 @@ impl From<NodeError> for ApiError {
             | NodeError::ForgedInvite
             | NodeError::OwnInvite
             | NodeError::NameTaken(_) => StatusCode::BAD_REQUEST,
-            NodeError::KeyChanged(_) => StatusCode::CONFLICT,
+            NodeError::KeyChanged(_) | NodeError::NoSession(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

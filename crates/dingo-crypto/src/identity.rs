@@ -101,6 +101,18 @@ impl Identity {
         Self { secrets, user, device, cert, prekey }
     }
 
+    /// The same user on a new device: fresh device, X25519 and prekey secrets certified by the
+    /// same user key (moving to a new machine; contacts see a key change to re-verify).
+    pub fn with_new_device(&self) -> Self {
+        let mut secrets = self.secrets.clone();
+        secrets.device = Secret32::random();
+        secrets.device_dh = Secret32::random();
+        secrets.prekey = Secret32::random();
+        secrets.storage_key = Secret32::random();
+        secrets.cert_created_at = now_ms();
+        Self::from_secrets(secrets)
+    }
+
     /// Serializes the secrets for the key file (to be wrapped by [`crate::at_rest::wrap_key_file`]).
     pub fn to_secret_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(&self.secrets).unwrap_or_default()

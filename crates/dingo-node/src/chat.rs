@@ -227,7 +227,7 @@ impl Core {
                 s.delete(&mut b, Table::ContactByDevice, &c.device_key()?.0);
                 s.put(&mut b, Table::ContactByDevice, &shown.device_key, &c.user_id);
                 c.cert = new_cert;
-                c.prekey = c.pending_prekey.take().or(c.prekey.take());
+                c.prekey = c.pending_prekey.take();
                 self.save_sessions(s, &mut b, &c.user_id, PeerSessions::default());
             }
             c.verified = true;
@@ -266,7 +266,12 @@ impl Core {
         let seq = conv.next_seq.max(1);
         conv.next_seq = seq + 1;
         conv.contact = Some(contact.user_id);
-        let env = sessions.seal(&self.me, Recipient { cert: &cert, prekey: prekey.as_ref() }, convid, seq, &content.encode())?;
+        let env = sessions
+            .seal(&self.me, Recipient { cert: &cert, prekey: prekey.as_ref() }, convid, seq, &content.encode())
+            .map_err(|e| match e {
+                dingo_crypto::CryptoError::UnknownSession => NodeError::NoSession(contact.name.clone()),
+                other => other.into(),
+            })?;
         s.put(b, Table::Outbox, &outbox_key(&contact.user_id, seq), &OutboxItem { envelope: env.encode(), msg_id, conv: convid });
         self.save_sessions(s, b, &contact.user_id, sessions);
         Ok(seq)

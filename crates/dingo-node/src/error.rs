@@ -39,6 +39,9 @@ pub enum NodeError {
     /// The contact's key changed and the conversation is blocked until re-verified.
     #[error("the key of {0} changed: compare the safety number with `dingo contact verify {0}`, then accept it with `dingo contact verify {0} --confirm`")]
     KeyChanged(String),
+    /// No session and no prekey to start one.
+    #[error("no encrypted session with {0} yet: add their invite with `dingo contact add`, or wait for their first message")]
+    NoSession(String),
     /// The message is over the size limit.
     #[error("message too long: {0} bytes (the limit is {1} bytes)")]
     TooLong(usize, usize),

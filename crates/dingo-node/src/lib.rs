@@ -99,7 +99,7 @@ impl Node {
         }
         let lock = home.lock()?;
         let identity = home.load_identity(passphrase)?;
-        let store = Store::open(&home.store_dir(), StorageKey::new(identity.storage_key().clone()))?;
+        let store = open_store(home, &identity)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(Node {
             inner: Arc::new(Inner {
@@ -236,6 +236,21 @@ impl Node {
         }
         self.inner.store.flush().await?;
         Ok(())
+    }
+}
+
+/// Opens the store, waiting briefly if a previous owner in this process is still closing (the
+/// home lock is already ours, so whoever holds sled's lock is on the way out).
+fn open_store(home: &Home, identity: &Identity) -> Result<Store, NodeError> {
+    let mut tries = 0;
+    loop {
+        match Store::open(&home.store_dir(), StorageKey::new(identity.storage_key().clone())) {
+            Err(dingo_store::StoreError::Locked) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

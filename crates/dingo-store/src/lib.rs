@@ -121,6 +121,9 @@ impl Batch {
 impl Store {
     /// Opens (or creates) the store in `dir` with the storage key.
     pub fn open(dir: &Path, key: StorageKey) -> Result<Self, StoreError> {
+        // Only a missing or empty directory may become a new store: sled quietly starts afresh
+        // over files it cannot parse, and a damaged store must be reported, never replaced.
+        let fresh = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
@@ -141,7 +144,7 @@ impl Store {
         match store.get::<u32>(Table::Meta, b"format") {
             Ok(Some(FORMAT_VERSION)) => {}
             Ok(Some(_)) => return Err(StoreError::Foreign(dir.display().to_string())),
-            Ok(None) if store.db.is_empty() => {
+            Ok(None) if fresh && store.db.is_empty() => {
                 let mut b = Batch::default();
                 store.put(&mut b, Table::Meta, b"format", &FORMAT_VERSION);
                 store.apply(b)?;

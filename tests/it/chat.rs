@@ -1,0 +1,124 @@
+//! 1:1 chat between in-process nodes over 127.0.0.1.
+
+use crate::support::*;
+use dingo_node::{Direction, Home, Multiaddr, NetConfig, Node, NodeError, Status};
+
+async fn wait_status(node: &Node, with: &str, id: &str, status: Status) {
+    eventually(&format!("{id} to be {status:?}"), async || {
+        node.messages(with).await.ok()?.into_iter().find(|m| m.id == id && m.status == status).map(|_| ())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ways_with_delivery_and_read_receipts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    befriend(&alice, &bob).await;
+
+    let mut to_bob = Vec::new();
+    for i in 0..3 {
+        to_bob.push(alice.send("bob", &format!("a{i}")).await.expect("send").id);
+    }
+    let to_alice = bob.send("alice", "b0").await.expect("send").id;
+    for id in &to_bob {
+        wait_status(&alice, "bob", id, Status::Delivered).await;
+    }
+    wait_status(&bob, "alice", &to_alice, Status::Delivered).await;
+
+    let at_bob = bob.messages("alice").await.expect("messages");
+    let texts: Vec<&str> = at_bob.iter().filter(|m| m.direction == Direction::In).map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["a0", "a1", "a2"]);
+    assert_eq!(bob.inbox().await.expect("inbox")[0].unread, 3);
+
+    bob.read("alice").await.expect("read");
+    for id in &to_bob {
+        wait_status(&alice, "bob", id, Status::Read).await;
+    }
+    alice.read("bob").await.expect("read");
+    wait_status(&bob, "alice", &to_alice, Status::Read).await;
+    let m = alice.messages("bob").await.expect("messages");
+    assert!(m.iter().filter(|m| m.direction == Direction::Out).all(|m| m.read_at.is_some() && m.delivered_at.is_some()));
+    assert_eq!(alice.stats().rejected + bob.stats().rejected, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_recipient_gets_everything_when_it_starts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob_home = Home::new(dir.path().join("bob"));
+    Node::init(&bob_home, "bob", None).expect("init");
+    let bob = Node::open(&bob_home, None).expect("open");
+    alice.add_contact(&bob.id().invite, None).await.expect("add");
+    bob.add_contact(&alice.id().invite, None).await.expect("add");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(alice.send("bob", &format!("while you were out {i}")).await.expect("send").id);
+    }
+    assert!(alice.messages("bob").await.expect("m").iter().all(|m| m.status == Status::Queued));
+    let peers: Vec<Multiaddr> = alice.id().addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    bob.start_network(NetConfig::loopback(), peers).await.expect("bob online");
+    for id in &ids {
+        wait_status(&alice, "bob", id, Status::Delivered).await;
+    }
+    let got: Vec<String> = bob.messages("alice").await.expect("m").into_iter().map(|m| m.id).collect();
+    assert_eq!(got, ids, "all delivered, once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_with_our_invite_becomes_an_unverified_contact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    alice.add_contact(&bob.id().invite, None).await.expect("add");
+    let id = alice.send("bob", "hello, we have not met").await.expect("send").id;
+    wait_status(&alice, "bob", &id, Status::Delivered).await;
+    let contacts = bob.contacts().await.expect("contacts");
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0].name, "alice");
+    assert!(!contacts[0].verified);
+    let reply = bob.send("alice", "welcome").await.expect("reply over the session alice started").id;
+    wait_status(&bob, "alice", &reply, Status::Delivered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_blocks_the_conversation_until_reverified() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob_home = Home::new(dir.path().join("bob"));
+    Node::init(&bob_home, "bob", None).expect("init");
+    let old_bob = bob_home.load_identity(None).expect("identity");
+    let bob = Node::open(&bob_home, None).expect("open");
+    bob.start_network(NetConfig::loopback(), vec![]).await.expect("net");
+    befriend(&alice, &bob).await;
+    let first = alice.send("bob", "before").await.expect("send").id;
+    wait_status(&alice, "bob", &first, Status::Delivered).await;
+    bob.shutdown().await.expect("shutdown");
+
+    // Bob moves to a new device: same user key, new device key.
+    let new_home = Home::new(dir.path().join("bob2"));
+    new_home.create_identity(&old_bob.with_new_device(), None).expect("new device");
+    let bob2 = Node::open(&new_home, None).expect("open");
+    bob2.start_network(NetConfig::loopback(), vec![]).await.expect("net");
+    bob2.add_contact(&alice.id().invite, None).await.expect("add alice");
+    let from_new = bob2.send("alice", "it's me, on my new laptop").await.expect("send").id;
+
+    let mut events = alice.subscribe();
+    eventually("alice to see the key change", async || {
+        alice.contacts().await.ok()?.into_iter().find(|c| c.name == "bob" && c.key_changed).map(|_| ())
+    })
+    .await;
+    let _ = events.try_recv();
+    assert!(alice.messages("bob").await.expect("m").iter().all(|m| m.id != from_new), "nothing accepted before re-verification");
+    match alice.send("bob", "are you there?").await {
+        Err(NodeError::KeyChanged(name)) => assert_eq!(name, "bob"),
+        other => panic!("expected a key-change block, got {other:?}"),
+    }
+    let v = alice.verify_contact("bob", false).await.expect("verify");
+    assert!(v.key_changed);
+    alice.verify_contact("bob", true).await.expect("confirm");
+    wait_status(&bob2, "alice", &from_new, Status::Delivered).await;
+    let back = alice.send("bob", "welcome back").await.expect("send after re-verification").id;
+    wait_status(&alice, "bob", &back, Status::Delivered).await;
+}

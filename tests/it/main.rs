@@ -1,0 +1,10 @@
+//! Integration tests: real nodes over real sockets on 127.0.0.1 with mDNS off (and, ignored by
+//! default, real mDNS inside network namespaces). One binary, a module per area.
+
+mod adversarial;
+mod chat;
+mod cli;
+mod crash;
+mod lan;
+mod support;
+mod vectors;
