@@ -1,0 +1,302 @@
+//! Every security claim of the 1:1 layer (DESIGN.md §4), attacked over a real socket: a hostile
+//! peer ("mallory") speaks the wire protocol directly to a real node.
+
+use crate::support::*;
+use dingo_crypto::session::{PeerSessions, Recipient};
+use dingo_crypto::Identity;
+use dingo_net::{peer_id_of, Config, Net};
+use dingo_node::{Home, NetConfig, Node};
+use dingo_types::content::Content;
+use dingo_types::envelope::{DirectHeader, Envelope};
+use dingo_types::invite::Invite;
+use dingo_types::wire::{DeliveryStatus, Request, Response};
+use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
+
+struct Mallory {
+    me: Identity,
+    net: Net,
+    sessions: PeerSessions,
+    victim: Invite,
+    seq: u64,
+}
+
+impl Mallory {
+    async fn new(victim: &Node) -> Self {
+        let me = Identity::generate("mallory");
+        let mut secret = *me.device_secret_bytes().expose();
+        let kp = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).expect("keypair");
+        let (net, _events) = Net::spawn(kp, Config::loopback()).await.expect("net");
+        let victim_invite = Invite::from_code(&victim.id().invite).expect("invite");
+        let m = Self { me, net, sessions: PeerSessions::default(), victim: victim_invite, seq: 0 };
+        m.learn(victim).await;
+        m
+    }
+
+    async fn learn(&self, victim: &Node) {
+        let peer = peer_id_of(&self.victim.cert.device_key).expect("peer");
+        for a in victim.id().addrs {
+            self.net.add_address(peer, a.parse().expect("addr")).await.expect("add");
+        }
+    }
+
+    fn conv(&self) -> ConvId {
+        ConvId::direct(&self.me.user_id(), &UserId::from_user_key(&self.victim.cert.user_key))
+    }
+
+    fn seal_to(&mut self, group: ConvId, text: &str) -> Envelope {
+        self.seq += 1;
+        let content = Content::Text { id: MsgId::random(), sent_at: 1, text: text.into() };
+        self.sessions
+            .seal(&self.me, Recipient { cert: &self.victim.cert, prekey: Some(&self.victim.prekey) }, group, self.seq, &content.encode())
+            .expect("seal")
+    }
+
+    fn seal(&mut self, text: &str) -> Envelope {
+        self.seal_to(self.conv(), text)
+    }
+
+    fn resign(&self, env: &mut Envelope) {
+        env.signature = self.me.sign_device(&env.signed_bytes());
+    }
+
+    async fn deliver(&self, bytes: Vec<u8>) -> DeliveryStatus {
+        let peer = peer_id_of(&self.victim.cert.device_key).expect("peer");
+        match self.net.request(peer, Request::Deliver(vec![bytes])).await.expect("request") {
+            Response::Results(r) => r[0],
+        }
+    }
+}
+
+async fn texts(victim: &Node) -> Vec<String> {
+    victim.messages("mallory").await.map(|m| m.into_iter().map(|m| m.text).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_any_field_is_rejected_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = started_node(dir.path(), "victim").await;
+    let mut mallory = Mallory::new(&victim).await;
+    let first = mallory.seal("hello");
+    assert!(matches!(mallory.deliver(first.encode()).await, DeliveryStatus::Stored(_)));
+
+    let env = mallory.seal("second");
+    let bytes = env.encode();
+    let header_len = env.header_bytes().len();
+    // Byte offsets of each header field (see dingo_types::envelope).
+    let fields: &[(&str, usize)] = &[
+        ("version", 0),
+        ("kind", 1),
+        ("group", 2),
+        ("epoch", 34),
+        ("sender", 42),
+        ("recipient", 74),
+        ("seq", 106),
+        ("deps count", 114),
+        ("crypto header length", 115),
+        ("crypto header: session id", 117),
+        ("crypto header: ratchet key", 117 + 16),
+        ("crypto header: message number", 117 + 16 + 32 + 4),
+        ("ciphertext length", header_len),
+        ("ciphertext", header_len + 4 + 3),
+        ("signature", bytes.len() - 1),
+    ];
+    let rejected_before = victim.stats().rejected;
+    for (name, offset) in fields {
+        let mut bad = bytes.clone();
+        bad[*offset] ^= 0x01;
+        assert_eq!(mallory.deliver(bad).await, DeliveryStatus::Rejected, "flipped {name}");
+    }
+    // A sender who can sign still cannot change the header: it is the AEAD's associated data.
+    let mut resigned_variants = Vec::new();
+    let mut e = env.clone();
+    e.epoch = 7;
+    resigned_variants.push(("epoch", e));
+    let mut e = env.clone();
+    e.deps.push([9; 32]);
+    resigned_variants.push(("deps", e));
+    let mut e = env.clone();
+    e.ciphertext[0] ^= 1;
+    resigned_variants.push(("ciphertext", e));
+    let mut e = env.clone();
+    e.recipient = DeviceKey([7; 32]);
+    resigned_variants.push(("recipient", e));
+    let mut e = env.clone();
+    let mut h = DirectHeader::decode(&e.crypto_header).expect("header");
+    h.message_number += 1;
+    e.crypto_header = h.encode();
+    resigned_variants.push(("message number", e));
+    for (name, mut e) in resigned_variants {
+        mallory.resign(&mut e);
+        assert_eq!(mallory.deliver(e.encode()).await, DeliveryStatus::Rejected, "re-signed {name}");
+    }
+    assert_eq!(mallory.deliver(vec![1, 2, 3]).await, DeliveryStatus::Rejected, "garbage");
+    assert_eq!(victim.stats().rejected - rejected_before, fields.len() as u64 + 6);
+
+    // Ratchet and replay state are unchanged: the untouched envelope still opens.
+    assert!(matches!(mallory.deliver(bytes).await, DeliveryStatus::Stored(_)));
+    assert_eq!(texts(&victim).await, ["hello", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_acknowledged_but_never_stored_twice_even_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = started_node(dir.path(), "victim").await;
+    let mut mallory = Mallory::new(&victim).await;
+    let env = mallory.seal("only once").encode();
+    assert!(matches!(mallory.deliver(env.clone()).await, DeliveryStatus::Stored(_)));
+    assert!(matches!(mallory.deliver(env.clone()).await, DeliveryStatus::Duplicate(_)));
+    assert_eq!(texts(&victim).await, ["only once"]);
+
+    victim.shutdown().await.expect("shutdown");
+    drop(victim);
+    let victim = Node::open(&Home::new(dir.path().join("victim")), None).expect("reopen");
+    victim.start_network(NetConfig::loopback(), vec![]).await.expect("net");
+    mallory.learn(&victim).await;
+    assert!(matches!(mallory.deliver(env).await, DeliveryStatus::Duplicate(_)));
+    assert_eq!(texts(&victim).await, ["only once"]);
+    let next = mallory.seal("still in sync").encode();
+    assert!(matches!(mallory.deliver(next).await, DeliveryStatus::Stored(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_for_another_conversation_or_signer_are_rejected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = started_node(dir.path(), "victim").await;
+    let bob = started_node(dir.path(), "bob").await;
+    befriend(&victim, &bob).await;
+    let mut mallory = Mallory::new(&victim).await;
+    let hi = mallory.seal("hi").encode();
+    assert!(matches!(mallory.deliver(hi).await, DeliveryStatus::Stored(_)));
+
+    // Moved into the victim's conversation with bob.
+    let bob_uid = UserId::from_user_key(&Invite::from_code(&bob.id().invite).expect("inv").cert.user_key);
+    let victim_uid = UserId::from_user_key(&mallory.victim.cert.user_key);
+    let moved = mallory.seal_to(ConvId::direct(&victim_uid, &bob_uid), "injected into bob's chat");
+    assert_eq!(mallory.deliver(moved.encode()).await, DeliveryStatus::Rejected);
+
+    // Claims to come from bob's device, signed by mallory.
+    let bob_cert = Invite::from_code(&bob.id().invite).expect("inv").cert;
+    let mut forged = mallory.seal("I am bob");
+    forged.sender = DeviceKey(bob_cert.device_key);
+    mallory.resign(&mut forged);
+    assert_eq!(mallory.deliver(forged.encode()).await, DeliveryStatus::Rejected);
+
+    // A fresh session start that carries bob's certificate but is signed by mallory's device.
+    let mut fresh = Mallory::new(&victim).await;
+    let mut env = fresh.seal("I am bob too");
+    let mut h = DirectHeader::decode(&env.crypto_header).expect("header");
+    h.init.as_mut().expect("init").cert = bob_cert;
+    env.crypto_header = h.encode();
+    fresh.resign(&mut env);
+    assert_eq!(fresh.deliver(env.encode()).await, DeliveryStatus::Rejected);
+
+    let at_bob_conv = victim.messages("bob").await.expect("m");
+    assert!(at_bob_conv.is_empty(), "nothing reached the conversation with bob");
+    assert_eq!(texts(&victim).await, ["hi"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_order_x25519_keys_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = started_node(dir.path(), "victim").await;
+    let low_order: [[u8; 32]; 3] = [
+        [0; 32],
+        {
+            let mut one = [0; 32];
+            one[0] = 1;
+            one
+        },
+        // A point of order 8 (from the Curve25519 small-subgroup list).
+        [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda,
+            0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+        ],
+    ];
+    for point in low_order {
+        let mut mallory = Mallory::new(&victim).await;
+        let mut env = mallory.seal("low order");
+        let mut h = DirectHeader::decode(&env.crypto_header).expect("header");
+        h.init.as_mut().expect("init").ephemeral = point;
+        env.crypto_header = h.encode();
+        mallory.resign(&mut env);
+        assert_eq!(mallory.deliver(env.encode()).await, DeliveryStatus::Rejected);
+
+        // And a sender cannot be tricked into a session with a low-order prekey.
+        let mut victim_invite = mallory.victim.clone();
+        victim_invite.prekey.public = point;
+        let content = Content::Text { id: MsgId::random(), sent_at: 1, text: "x".into() };
+        let res = PeerSessions::default().seal(
+            &mallory.me,
+            Recipient { cert: &victim_invite.cert, prekey: Some(&victim_invite.prekey) },
+            mallory.conv(),
+            1,
+            &content.encode(),
+        );
+        assert!(res.is_err(), "sealed to a low-order (or unsigned) prekey");
+    }
+    assert!(victim.contacts().await.expect("contacts").is_empty());
+}
+
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_store_shows_no_plaintext() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    befriend(&alice, &bob).await;
+    let canary = "CANARY-7f3a9c-the-merger-is-off";
+    let id = alice.send("bob", canary).await.expect("send").id;
+    eventually("delivery", async || {
+        bob.messages("alice").await.ok()?.into_iter().find(|m| m.id == id).map(|_| ())
+    })
+    .await;
+    bob.read("alice").await.expect("read");
+    alice.shutdown().await.expect("shutdown");
+    bob.shutdown().await.expect("shutdown");
+    for name in ["alice", "bob"] {
+        let home = dir.path().join(name);
+        for needle in [canary.as_bytes(), b"the-merger", "alice".as_bytes()] {
+            let store_hits = files_contain(&home.join("store"), needle);
+            assert!(store_hits.is_empty(), "{:?} found in {store_hits:?}", String::from_utf8_lossy(needle));
+        }
+        let key_hits = files_contain(&home, canary.as_bytes());
+        assert!(key_hits.is_empty(), "canary in {key_hits:?}");
+    }
+}
+
+#[test]
+fn debug_output_of_secret_holders_prints_no_key_bytes() {
+    let id = Identity::generate("dbg");
+    let secret = *id.device_secret_bytes().expose();
+    let storage = *id.storage_key().expose();
+    let shown = format!(
+        "{:?} {:?} {:?} {:?}",
+        id,
+        id.device_secret_bytes(),
+        dingo_crypto::at_rest::StorageKey::new(id.storage_key().clone()),
+        PeerSessions::default()
+    );
+    for s in [secret, storage] {
+        let hex: String = s.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!shown.contains(&hex), "{shown}");
+        assert!(!shown.contains(&format!("{:?}", s)), "{shown}");
+        assert!(!shown.contains(&format!("{:?}", &s[..8])[1..20]), "{shown}");
+    }
+}
