@@ -1,0 +1,212 @@
+//! Frozen known-answer vectors for the wire formats and the key schedule, and property tests for
+//! codec round trips. A change to any constant here is a format change: bump the version.
+
+use dingo_crypto::ratchet;
+use dingo_crypto::x3dh;
+use dingo_crypto::Secret32;
+use dingo_types::content::Content;
+use dingo_types::envelope::{DirectHeader, Envelope, EnvelopeKind, SessionInit};
+use dingo_types::invite::{DeviceCert, Invite, SignedPreKey};
+use dingo_types::wire::{DeliveryStatus, Request, Response};
+use dingo_types::{ConvId, DeviceKey, MsgId};
+use proptest::prelude::*;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn cert(b: u8) -> DeviceCert {
+    DeviceCert { user_key: [b; 32], device_key: [b + 1; 32], device_dh: [b + 2; 32], created_at: 1_764_000_000_000, signature: [b + 3; 64] }
+}
+
+fn sample_envelope() -> Envelope {
+    let header = DirectHeader {
+        session_id: [0x11; 16],
+        ratchet_key: [0x22; 32],
+        previous_chain_len: 3,
+        message_number: 4,
+        init: Some(SessionInit { cert: cert(0x30), name: "alice".into(), ephemeral: [0x44; 32], prekey_id: 1 }),
+    };
+    Envelope {
+        kind: EnvelopeKind::Direct,
+        group: ConvId([0x01; 32]),
+        epoch: 0,
+        sender: DeviceKey([0x02; 32]),
+        recipient: DeviceKey([0x03; 32]),
+        seq: 42,
+        deps: vec![],
+        crypto_header: header.encode(),
+        ciphertext: vec![0xCC; 5],
+        signature: [0x55; 64],
+    }
+}
+
+const ENVELOPE_V1: &str = "01010101010101010101010101010101010101010101010101010101010101010101000000000000000002020202020202020202020202020202020202020202020202020202020202020303030303030303030303030303030303030303030303030303030303030303000000000000002a00010c111111111111111111111111111111112222222222222222222222222222222222222222222222222222222222222222000000030000000401013030303030303030303030303030303030303030303030303030303030303030313131313131313131313131313131313131313131313131313131313131313132323232323232323232323232323232323232323232323232323232323232320000019ab697e8003333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333305616c69636544444444444444444444444444444444444444444444444444444444444444440000000100000005cccccccccc55555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555555";
+const CONTENT_V1: &str = "01000a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0afbd0dfb4ab330668c3a96c6c6f";
+const REQUEST_V1: &str = "010002000000030102030000000104";
+const RESPONSE_V1: &str = "010004000000000000000007010000000000000008020000000000000000030000000000000000";
+const INVITE_V1: &str = "dingo1AQVhbGljZQEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIAAAGatpfoADMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMAAAABZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZ3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3ARcvaXA0LzEyNy4wLjAuMS90Y3AvNDAwMeeSybU";
+const X3DH_SK: &str = "579c6449ef29a8e7fcd23b2c673b15ab7bc63a180b205310ceaf9dbced376d00";
+const X3DH_SESSION: &str = "89924bc9ebf12bef90c344be3416aafa";
+const RATCHET_MK0: &str = "7972b78a2352c457dc2c1f9ee4a5a92ba44c817f1f045294d36261213267d96c";
+const RATCHET_CT0: &str = "680289fd498c8d6271e7daa0566347597a853601c1";
+
+#[test]
+fn envelope_codec_v1_is_frozen() {
+    let env = sample_envelope();
+    assert_eq!(hex(&env.encode()), ENVELOPE_V1);
+    assert_eq!(Envelope::decode(&unhex(ENVELOPE_V1)), Ok(env.clone()));
+    assert_eq!(DirectHeader::decode(&env.crypto_header).expect("header").encode(), env.crypto_header);
+}
+
+#[test]
+fn content_and_wire_frames_v1_are_frozen() {
+    let c = Content::Text { id: MsgId([0x0A; 16]), sent_at: 1_764_000_000_123, text: "héllo".into() };
+    assert_eq!(hex(&c.encode()), CONTENT_V1);
+    let req = Request::Deliver(vec![vec![1, 2, 3], vec![4]]);
+    assert_eq!(hex(&req.encode()), REQUEST_V1);
+    let resp = Response::Results(vec![DeliveryStatus::Stored(7), DeliveryStatus::Duplicate(8), DeliveryStatus::Rejected, DeliveryStatus::Retry]);
+    assert_eq!(hex(&resp.encode()), RESPONSE_V1);
+}
+
+#[test]
+fn invite_code_v1_is_frozen() {
+    let inv = Invite {
+        name: "alice".into(),
+        cert: cert(0x30),
+        prekey: SignedPreKey { id: 1, public: [0x66; 32], signature: [0x77; 64] },
+        addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+    };
+    assert_eq!(inv.to_code(), INVITE_V1);
+    assert_eq!(Invite::from_code(INVITE_V1), Ok(inv));
+}
+
+#[test]
+fn x3dh_and_ratchet_key_schedule_is_frozen() {
+    let ik_a = StaticSecret::from([0x01; 32]);
+    let ek_a = StaticSecret::from([0x02; 32]);
+    let ik_b = StaticSecret::from([0x03; 32]);
+    let spk_b = StaticSecret::from([0x04; 32]);
+    let mut a = cert(0x10);
+    a.device_dh = PublicKey::from(&ik_a).to_bytes();
+    let mut b = cert(0x20);
+    b.device_dh = PublicKey::from(&ik_b).to_bytes();
+    let spk_pub = PublicKey::from(&spk_b).to_bytes();
+    let alice = x3dh::initiate(&ik_a, &ek_a, &a, &b, &spk_pub).expect("initiate");
+    let bob = x3dh::respond(&ik_b, &spk_b, &b, &a, &PublicKey::from(&ek_a).to_bytes()).expect("respond");
+    assert_eq!(alice.shared, bob.shared);
+    assert_eq!(alice.associated_data, bob.associated_data);
+    assert_eq!(alice.session_id, bob.session_id);
+    assert_eq!(hex(alice.shared.expose()), X3DH_SK);
+    assert_eq!(hex(&alice.session_id), X3DH_SESSION);
+
+    let mut ra = ratchet::State::init_initiator(&alice.shared, &spk_pub, StaticSecret::from([0x05; 32])).expect("init");
+    let (h, mk) = ra.next_send().expect("send");
+    assert_eq!(hex(&mk.expose_for_tests()), RATCHET_MK0);
+    let ct = mk.encrypt(b"hello", b"ad");
+    assert_eq!(hex(&ct), RATCHET_CT0);
+    let mut rb = ratchet::State::init_responder(&bob.shared, &spk_b);
+    let mk_b = rb.receive_key(&h, 0).expect("receive");
+    assert_eq!(mk_b.decrypt(&ct, b"ad").expect("decrypt"), b"hello");
+}
+
+/// RFC 7748 §6.1: the X25519 wrapper computes the published shared secret.
+#[test]
+fn x25519_matches_rfc7748() {
+    let alice: [u8; 32] = unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").try_into().expect("32");
+    let bob_pub: [u8; 32] = unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f").try_into().expect("32");
+    let shared = x3dh::dh(&StaticSecret::from(alice), &bob_pub).expect("dh");
+    assert_eq!(hex(&shared), "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+}
+
+/// RFC 5869 test case 1: HKDF-SHA256 as the key schedule uses it.
+#[test]
+fn hkdf_sha256_matches_rfc5869() {
+    let ikm = unhex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b");
+    let salt = unhex("000102030405060708090a0b0c");
+    let info = unhex("f0f1f2f3f4f5f6f7f8f9");
+    let mut okm = [0u8; 42];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &ikm).expand(&info, &mut okm).expect("expand");
+    assert_eq!(hex(&okm), "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+}
+
+#[test]
+fn secrets_compare_by_value() {
+    assert_eq!(Secret32::from_bytes([1; 32]), Secret32::from_bytes([1; 32]));
+    assert_ne!(Secret32::from_bytes([1; 32]), Secret32::from_bytes([2; 32]));
+}
+
+fn arb_envelope() -> impl Strategy<Value = Envelope> {
+    (
+        any::<[u8; 32]>(),
+        any::<u64>(),
+        any::<[u8; 32]>(),
+        any::<u64>(),
+        proptest::collection::vec(any::<[u8; 32]>(), 0..16),
+        proptest::collection::vec(any::<u8>(), 0..1024),
+        proptest::collection::vec(any::<u8>(), 0..4096),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(|(group, epoch, sender, seq, deps, crypto_header, ciphertext, sig_half)| {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&sig_half);
+            Envelope {
+                kind: EnvelopeKind::Direct,
+                group: ConvId(group),
+                epoch,
+                sender: DeviceKey(sender),
+                recipient: DeviceKey(group),
+                seq,
+                deps,
+                crypto_header,
+                ciphertext,
+                signature,
+            }
+        })
+}
+
+proptest! {
+    #[test]
+    fn envelopes_round_trip(env in arb_envelope()) {
+        prop_assert_eq!(Envelope::decode(&env.encode()), Ok(env));
+    }
+
+    #[test]
+    fn decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Envelope::decode(&bytes);
+        let _ = DirectHeader::decode(&bytes);
+        let _ = Request::decode(&bytes);
+        let _ = Response::decode(&bytes);
+        let _ = Content::decode(&bytes);
+        let _ = Invite::decode_payload(&bytes);
+    }
+
+    #[test]
+    fn content_round_trips(text in ".{0,200}", sent_at in any::<u64>(), id in any::<[u8; 16]>()) {
+        let c = Content::Text { id: MsgId(id), sent_at, text };
+        prop_assert_eq!(Content::decode(&c.encode()), Ok(c));
+    }
+
+    #[test]
+    fn wire_frames_round_trip(envs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..512), 0..16)) {
+        let req = Request::Deliver(envs);
+        prop_assert_eq!(Request::decode(&req.encode()), Ok(req));
+    }
+}
+
+const STORED_VALUE_V1: &str = "01c57d39e0145130c40398a361dfdef97a04fa6797e4106a526697d0c3fa64b12b9b081bded9ed00cc77b93fe45cd205dc4f3692df1c6b72";
+const KEY_FILE_V1: &str = "44494e474f4b455901000000000000000000000000001f96b2852f847aa403c9661b17e074e499a14c2dfe631a5d8a5e95f91ba23db47eccee067674e716bd282f822e1e07b2395a7f04e302448dc011b3563a95f1cdf94531";
+
+/// Values written by format version 1 of the store and key file still open.
+#[test]
+fn disk_formats_v1_still_open() {
+    let key = dingo_crypto::at_rest::StorageKey::new(Secret32::from_bytes([7; 32]));
+    assert_eq!(key.open(b"table/key", &unhex(STORED_VALUE_V1)).expect("open"), b"stored value v1");
+    assert!(key.open(b"table/other", &unhex(STORED_VALUE_V1)).is_err());
+    assert_eq!(dingo_crypto::at_rest::unwrap_key_file(&unhex(KEY_FILE_V1), None).expect("unwrap"), b"identity v1");
+}
