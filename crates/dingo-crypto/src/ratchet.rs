@@ -58,6 +58,8 @@ struct SkippedKey {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct State {
     dhs: Secret32,
+    /// Public half of `dhs`, kept so sending needs no scalar multiplication.
+    dhs_pub: [u8; 32],
     dhr: Option<[u8; 32]>,
     rk: Secret32,
     cks: Option<Secret32>,
@@ -149,6 +151,7 @@ impl State {
     ) -> Result<Self, CryptoError> {
         let (rk, cks) = kdf_rk(sk, &dh(&fresh, responder_ratchet)?);
         Ok(Self {
+            dhs_pub: PublicKey::from(&fresh).to_bytes(),
             dhs: Secret32::from_bytes(fresh.to_bytes()),
             dhr: Some(*responder_ratchet),
             rk,
@@ -164,6 +167,7 @@ impl State {
     /// `RatchetInitBob`: the responder, whose first ratchet key pair is its signed prekey.
     pub fn init_responder(sk: &Secret32, prekey: &StaticSecret) -> Self {
         Self {
+            dhs_pub: PublicKey::from(prekey).to_bytes(),
             dhs: Secret32::from_bytes(prekey.to_bytes()),
             dhr: None,
             rk: sk.clone(),
@@ -176,10 +180,6 @@ impl State {
         }
     }
 
-    fn dhs_public(&self) -> [u8; 32] {
-        PublicKey::from(&StaticSecret::from(*self.dhs.expose())).to_bytes()
-    }
-
     /// Whether this side can send yet (the responder cannot until it has received).
     pub fn can_send(&self) -> bool {
         self.cks.is_some()
@@ -190,7 +190,7 @@ impl State {
     pub fn next_send(&mut self) -> Result<(Header, MessageKey), CryptoError> {
         let cks = self.cks.as_ref().ok_or(CryptoError::UnknownSession)?;
         let (next, mk) = kdf_ck(cks);
-        let header = Header { dh: self.dhs_public(), pn: self.pn, n: self.ns };
+        let header = Header { dh: self.dhs_pub, pn: self.pn, n: self.ns };
         self.cks = Some(next);
         self.ns = self.ns.checked_add(1).ok_or(CryptoError::TooManySkipped)?;
         Ok((header, mk))
@@ -247,6 +247,7 @@ impl State {
         self.rk = rk2;
         self.ckr = Some(ckr);
         self.cks = Some(cks);
+        self.dhs_pub = PublicKey::from(&fresh).to_bytes();
         self.dhs = Secret32::from_bytes(fresh.to_bytes());
         Ok(())
     }

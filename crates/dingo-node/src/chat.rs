@@ -31,10 +31,24 @@ pub(crate) enum Accepted {
     Retry(Vec<NodeEvent>),
 }
 
+/// What a batch of inbound envelopes changes, written once by [`Core::commit`].
+#[derive(Default)]
+pub(crate) struct AcceptCtx {
+    batch: Batch,
+    windows: HashMap<Vec<u8>, ReplayWindow>,
+    dirty_windows: HashSet<Vec<u8>>,
+    convs: HashMap<ConvId, ConversationRec>,
+    sessions: HashMap<UserId, PeerSessions>,
+    contacts: HashMap<DeviceKey, Option<ContactRec>>,
+    new_contacts: bool,
+}
+
 /// State shared by all store jobs: the identity and the write-through session cache.
 pub(crate) struct Core {
     pub me: Identity,
     sessions: Mutex<HashMap<UserId, PeerSessions>>,
+    /// All contacts, sorted by name; dropped whenever a contact is written.
+    contacts: Mutex<Option<Vec<ContactRec>>>,
 }
 
 fn preview(text: &str) -> String {
@@ -89,7 +103,7 @@ impl ContactRec {
 
 impl Core {
     pub(crate) fn new(me: Identity) -> Self {
-        Self { me, sessions: Mutex::new(HashMap::new()) }
+        Self { me, sessions: Mutex::new(HashMap::new()), contacts: Mutex::new(None) }
     }
 
     fn sessions_for(&self, s: &Store, uid: &UserId) -> Result<PeerSessions, NodeError> {
@@ -108,6 +122,11 @@ impl Core {
 
     fn forget_cache(&self) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.contacts_changed();
+    }
+
+    fn contacts_changed(&self) {
+        *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn apply(&self, s: &Store, b: Batch) -> Result<(), NodeError> {
@@ -122,11 +141,15 @@ impl Core {
     // ---- contacts ----
 
     pub(crate) fn contacts(&self, s: &Store) -> Result<Vec<ContactRec>, NodeError> {
+        if let Some(cached) = self.contacts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(cached.clone());
+        }
         let mut out = s
             .scan::<ContactRec>(Table::Contacts, &[])
             .map(|r| r.map(|(_, c)| c))
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
         Ok(out)
     }
 
@@ -210,6 +233,7 @@ impl Core {
         };
         s.put(&mut b, Table::Contacts, &uid.0, &rec);
         self.apply(s, b)?;
+        self.contacts_changed();
         Ok(rec)
     }
 
@@ -233,6 +257,7 @@ impl Core {
             c.verified = true;
             s.put(&mut b, Table::Contacts, &c.user_id.0, &c);
             self.apply(s, b)?;
+            self.contacts_changed();
         }
         Ok(Verification { name: c.name, safety_number: number, verified: c.verified, key_changed: key_changed && !confirm })
     }
@@ -249,7 +274,9 @@ impl Core {
         }
         let mut b = Batch::default();
         s.put(&mut b, Table::Contacts, &c.user_id.0, &c);
-        self.apply(s, b)
+        self.apply(s, b)?;
+        self.contacts_changed();
+        Ok(())
     }
 
     // ---- sending ----
@@ -410,15 +437,19 @@ impl Core {
         Ok(format!("{base}-{}", &uid.to_hex()[..8]))
     }
 
-    /// Verifies, decrypts and stores one envelope (signature already checked). Nothing changes
-    /// unless the envelope is accepted.
-    pub(crate) fn accept(&self, s: &Store, verified: &VerifiedEnvelope, now: u64) -> Result<Accepted, NodeError> {
+    /// Verifies, decrypts and stores one envelope (signature already checked) into `ctx`.
+    /// Nothing changes unless the envelope is accepted; [`Core::commit`] writes the batch.
+    pub(crate) fn accept(&self, s: &Store, ctx: &mut AcceptCtx, verified: &VerifiedEnvelope, now: u64) -> Result<Accepted, NodeError> {
         let env = verified.envelope();
         if env.recipient != self.me.device_key() {
             return Ok(Accepted::Rejected("addressed to another device".into()));
         }
         let rkey = replay_key(&env.group, &env.sender);
-        let mut window = s.get::<ReplayWindow>(Table::Replay, &rkey)?.unwrap_or_default();
+        if !ctx.windows.contains_key(&rkey) {
+            let w = s.get::<ReplayWindow>(Table::Replay, &rkey)?.unwrap_or_default();
+            ctx.windows.insert(rkey.clone(), w);
+        }
+        let window = &ctx.windows[&rkey];
         if window.contains(env.seq) {
             return Ok(Accepted::Duplicate);
         }
@@ -427,17 +458,26 @@ impl Core {
         }
         // A contact with a pending key change is still pinned to this device: receiving from it
         // stays allowed.
-        let known = self.contact_by_device(s, &env.sender)?;
+        let known = match ctx.contacts.get(&env.sender) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.contact_by_device(s, &env.sender)?;
+                ctx.contacts.insert(env.sender, c.clone());
+                c
+            }
+        };
         let mut sessions = match &known {
-            Some(c) => self.sessions_for(s, &c.user_id)?,
+            Some(c) => match ctx.sessions.get(&c.user_id) {
+                Some(sess) => sess.clone(),
+                None => self.sessions_for(s, &c.user_id)?,
+            },
             None => PeerSessions::default(),
         };
         let opened = match sessions.open(&self.me, verified, now) {
             Ok(o) => o,
             Err(e) => return Ok(Accepted::Rejected(format!("cannot open: {e}"))),
         };
-        let mut b = Batch::default();
-        let mut events = Vec::new();
+        let mut new_contact = None;
         let contact = match (known, opened.new_peer) {
             (Some(c), Some((cert, _))) if cert.encode() != c.cert => {
                 return Ok(Accepted::Rejected("certificate does not match the pinned one".into()));
@@ -451,8 +491,10 @@ impl Core {
                     if existing.pending_cert.as_deref() != Some(cert.encode().as_slice()) {
                         existing.pending_cert = Some(cert.encode());
                         existing.pending_prekey = None;
+                        let mut b = Batch::default();
                         s.put(&mut b, Table::Contacts, &uid.0, &existing);
                         self.apply(s, b)?;
+                        self.contacts_changed();
                         return Ok(Accepted::Retry(vec![NodeEvent::KeyChanged { contact: existing.name }]));
                     }
                     return Ok(Accepted::Retry(Vec::new()));
@@ -468,8 +510,7 @@ impl Core {
                     pending_prekey: None,
                     added_at: now,
                 };
-                s.put(&mut b, Table::ContactByDevice, &cert.device_key, &uid);
-                s.put(&mut b, Table::Contacts, &uid.0, &rec);
+                new_contact = Some(rec.clone());
                 rec
             }
             (None, None) => return Ok(Accepted::Rejected("unknown sender".into())),
@@ -482,7 +523,19 @@ impl Core {
             Ok(c) => c,
             Err(e) => return Ok(Accepted::Rejected(format!("bad content: {e}"))),
         };
-        let mut conv = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
+        // Accepted: from here on, record everything in the context.
+        if let Some(rec) = new_contact {
+            s.put(&mut ctx.batch, Table::ContactByDevice, &env.sender.0, &rec.user_id);
+            s.put(&mut ctx.batch, Table::Contacts, &rec.user_id.0, &rec);
+            ctx.contacts.insert(env.sender, Some(rec));
+            ctx.new_contacts = true;
+        }
+        if !ctx.convs.contains_key(&convid) {
+            let c = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
+            ctx.convs.insert(convid, c);
+        }
+        let mut events = Vec::new();
+        let conv = ctx.convs.get_mut(&convid).ok_or(NodeError::Offline)?;
         conv.contact = Some(contact.user_id);
         match content {
             Content::Text { id, sent_at, text } => {
@@ -499,9 +552,9 @@ impl Core {
                     delivered_at: Some(now),
                     read_at: None,
                 };
+                // Incoming messages need no id index: receipts only ever name outgoing ones.
                 let key = message_key(&convid, sent_at, env.seq, &id);
-                s.put(&mut b, Table::Messages, &key, &rec);
-                s.put(&mut b, Table::MessageIndex, &id.0, &key);
+                s.put(&mut ctx.batch, Table::Messages, &key, &rec);
                 conv.unread += 1;
                 conv.total += 1;
                 conv.last_at = conv.last_at.max(sent_at);
@@ -518,17 +571,39 @@ impl Core {
                     m.status = Status::Read;
                     m.read_at = Some(read_at);
                     m.delivered_at.get_or_insert(read_at);
-                    s.put(&mut b, Table::Messages, &key, &m);
+                    s.put(&mut ctx.batch, Table::Messages, &key, &m);
                     events.push(NodeEvent::Read { id: id.to_hex(), by: contact.name.clone(), at: read_at });
                 }
             }
         }
-        window.insert(env.seq);
-        s.put(&mut b, Table::Replay, &rkey, &window);
-        s.put(&mut b, Table::Conversations, &convid.0, &conv);
-        self.save_sessions(s, &mut b, &contact.user_id, sessions);
-        self.apply(s, b)?;
+        if let Some(w) = ctx.windows.get_mut(&rkey) {
+            w.insert(env.seq);
+        }
+        ctx.dirty_windows.insert(rkey);
+        ctx.sessions.insert(contact.user_id, sessions);
         Ok(Accepted::Stored(events))
+    }
+
+    /// Writes everything a batch of accepts recorded, in one atomic sled batch: each message is
+    /// one record, and sessions, replay windows and conversations once per batch.
+    pub(crate) fn commit(&self, s: &Store, mut ctx: AcceptCtx) -> Result<(), NodeError> {
+        for key in &ctx.dirty_windows {
+            if let Some(w) = ctx.windows.get(key) {
+                s.put(&mut ctx.batch, Table::Replay, key, w);
+            }
+        }
+        for (convid, conv) in &ctx.convs {
+            s.put(&mut ctx.batch, Table::Conversations, &convid.0, conv);
+        }
+        for (uid, sessions) in ctx.sessions {
+            self.save_sessions(s, &mut ctx.batch, &uid, sessions);
+        }
+        let new_contacts = ctx.new_contacts;
+        self.apply(s, ctx.batch)?;
+        if new_contacts {
+            self.contacts_changed();
+        }
+        Ok(())
     }
 
     // ---- delivery bookkeeping ----

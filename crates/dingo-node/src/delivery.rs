@@ -2,7 +2,7 @@
 //! node answers "stored", and the handler that verifies, opens and stores inbound envelopes and
 //! answers only after a (group-committed) flush, so "delivered" always means durable.
 
-use crate::chat::{Accepted, Core};
+use crate::chat::{AcceptCtx, Accepted, Core};
 use crate::records::ContactRec;
 use crate::{Node, NodeError, NodeEvent};
 use dingo_crypto::session::verify_envelope;
@@ -174,16 +174,15 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
     let now = now_ms();
     let outcome = node
         .job(move |core: &Core, s| {
+            let mut ctx = AcceptCtx::default();
             let mut out = Vec::with_capacity(checked.len());
             for item in checked {
                 out.push(match item {
                     Err(reason) => Accepted::Rejected(reason),
-                    Ok(v) => core.accept(s, &v, now).unwrap_or_else(|e| {
-                        tracing::warn!("store error while accepting: {e}");
-                        Accepted::Retry(Vec::new())
-                    }),
+                    Ok(v) => core.accept(s, &mut ctx, &v, now)?,
                 });
             }
+            core.commit(s, ctx)?;
             Ok(out)
         })
         .await;

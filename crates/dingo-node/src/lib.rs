@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, watch};
 
+
 /// Events buffered per subscriber before the slowest one misses some.
 pub const EVENT_BUFFER: usize = 4096;
 

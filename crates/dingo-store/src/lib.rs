@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 /// The on-disk format version, stored (sealed) under the meta table.
 pub const FORMAT_VERSION: u32 = 1;
 /// sled page cache cap; its 1 GiB default would dominate a node's memory.
-pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Queued store jobs before callers wait.
 pub const JOB_QUEUE: usize = 1024;
 /// Queued flush requests before callers wait.
@@ -127,6 +127,7 @@ impl Store {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(1000));
         // sled can panic on some corrupt files; a corrupt store must be an error, not a crash.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
