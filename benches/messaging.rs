@@ -61,16 +61,34 @@ impl request_response::Codec for RawCodec {
     type Protocol = StreamProtocol;
     type Request = Vec<u8>;
     type Response = Vec<u8>;
-    async fn read_request<T: futures::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         read_raw(io).await
     }
-    async fn read_response<T: futures::AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>> {
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
         read_raw(io).await
     }
-    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, r: Vec<u8>) -> std::io::Result<()> {
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> std::io::Result<()> {
         write_raw(io, &r).await
     }
-    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, r: Vec<u8>) -> std::io::Result<()> {
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        r: Vec<u8>,
+    ) -> std::io::Result<()> {
         write_raw(io, &r).await
     }
 }
@@ -128,7 +146,9 @@ async fn bare_baseline(n: usize) -> Summary {
                     message: request_response::Message::Response { .. },
                     ..
                 }) => break,
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => panic!("{error}"),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                    panic!("{error}")
+                }
                 _ => {}
             }
         }
@@ -222,7 +242,12 @@ fn run_node_startup_and_rss() -> (f64, u64) {
     let dir = tempfile::tempdir().expect("tmp");
     let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/dingo");
     let home = dir.path().join("n");
-    let ok = std::process::Command::new(&bin).arg("--home").arg(&home).args(["init", "--name", "n"]).output().expect("init");
+    let ok = std::process::Command::new(&bin)
+        .arg("--home")
+        .arg(&home)
+        .args(["init", "--name", "n"])
+        .output()
+        .expect("init");
     assert!(ok.status.success(), "build the release binary first: cargo build --release");
     let start = Instant::now();
     let mut child = std::process::Command::new(&bin)
@@ -259,14 +284,18 @@ fn main() {
     }
     let latency_n = env_n("BENCH_LATENCY_N", 10_000);
     let throughput_n = env_n("BENCH_THROUGHPUT_N", 20_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let bare = rt.block_on(bare_baseline(latency_n));
     let dingo = rt.block_on(dingo_latency(latency_n));
     let tput = rt.block_on(dingo_throughput(throughput_n));
     let (startup, rss) = run_node_startup_and_rss();
     println!("| measure | result | target |");
     println!("|---|---|---|");
-    println!("| bare libp2p request/response RTT, 256 B (n={latency_n}) | p50 {:.3} ms, p99 {:.3} ms | baseline |", bare.p50, bare.p99);
+    println!(
+        "| bare libp2p request/response RTT, 256 B (n={latency_n}) | p50 {:.3} ms, p99 {:.3} ms | baseline |",
+        bare.p50, bare.p99
+    );
     println!("| Dingo send → decrypted + durably stored at recipient (n={latency_n}) | p50 {:.3} ms, p99 {:.3} ms | p50 ≤ 0.5 ms, p99 ≤ 2 ms |", dingo.p50, dingo.p99);
     println!("| Dingo p50 / bare p50 | {:.1}× | ≤ 3× |", dingo.p50 / bare.p50);
     println!("| sustained 1:1 throughput, 256 B, durable + delivery receipts (n={throughput_n}) | {tput:.0} msg/s | ≥ 10,000 msg/s |");

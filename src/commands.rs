@@ -19,7 +19,8 @@ fn default_home() -> PathBuf {
 
 fn read_passphrase(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
     let Some(path) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read passphrase file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read passphrase file {}", path.display()))?;
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
         bail!("the passphrase file {} is empty", path.display());
@@ -112,7 +113,8 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
         }
         Command::Contact(ContactCommand::Add { invite, name, json }) => {
             let body = AddContactBody { invite: invite.clone(), name: name.clone() };
-            let c = b.call(|c| c.post("/v1/contacts", &body), async |n| n.add_contact(&invite, name).await)?;
+            let c =
+                b.call(|c| c.post("/v1/contacts", &body), async |n| n.add_contact(&invite, name).await)?;
             if json.json {
                 return output::json(&c);
             }
@@ -130,7 +132,10 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
         }
         Command::Contact(ContactCommand::Verify { name, confirm, json }) => {
             let body = VerifyBody { who: name.clone(), confirm };
-            let v = b.call(|c| c.post("/v1/contacts/verify", &body), async |n| n.verify_contact(&name, confirm).await)?;
+            let v = b.call(
+                |c| c.post("/v1/contacts/verify", &body),
+                async |n| n.verify_contact(&name, confirm).await,
+            )?;
             if json.json {
                 return output::json(&v);
             }
@@ -166,7 +171,10 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             output::inbox(&list);
         }
         Command::Messages { contact, json } => {
-            let list = b.call(|c| c.get("/v1/messages", &[("with", &contact)]), async |n| n.messages(&contact).await)?;
+            let list = b.call(
+                |c| c.get("/v1/messages", &[("with", &contact)]),
+                async |n| n.messages(&contact).await,
+            )?;
             if json.json {
                 return output::json(&list);
             }

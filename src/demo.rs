@@ -15,7 +15,10 @@ async fn node(dir: &std::path::Path, name: &str) -> anyhow::Result<Node> {
     Ok(Node::open(&home, None)?)
 }
 
-async fn wait_for(rx: &mut broadcast::Receiver<NodeEvent>, mut want: impl FnMut(&NodeEvent) -> bool) -> anyhow::Result<NodeEvent> {
+async fn wait_for(
+    rx: &mut broadcast::Receiver<NodeEvent>,
+    mut want: impl FnMut(&NodeEvent) -> bool,
+) -> anyhow::Result<NodeEvent> {
     tokio::time::timeout(STEP_TIMEOUT, async {
         loop {
             match rx.recv().await {
@@ -75,7 +78,11 @@ async fn demo(burst: usize) -> anyhow::Result<()> {
     wait_for(&mut bob_events, |e| matches!(e, NodeEvent::Message { .. })).await?;
     println!("[{:>8}] bob's node stored and decrypted it after {}", ms(t0.elapsed()), ms(start.elapsed()));
     wait_for(&mut alice_events, |e| matches!(e, NodeEvent::Delivered { id, .. } if *id == sent.id)).await?;
-    println!("[{:>8}] alice sees DELIVERED after {} (first message: includes the X3DH session start)", ms(t0.elapsed()), ms(start.elapsed()));
+    println!(
+        "[{:>8}] alice sees DELIVERED after {} (first message: includes the X3DH session start)",
+        ms(t0.elapsed()),
+        ms(start.elapsed())
+    );
     let read_start = Instant::now();
     bob.read("alice").await?;
     wait_for(&mut alice_events, |e| matches!(e, NodeEvent::Read { id, .. } if *id == sent.id)).await?;
@@ -134,16 +141,26 @@ async fn demo(burst: usize) -> anyhow::Result<()> {
     carol.start_network(NetConfig::loopback(), alice_addr).await?;
     println!("[{:>8}] carol comes online and dials alice", ms(t0.elapsed()));
     wait_for(&mut carol_events, |e| matches!(e, NodeEvent::Message { id, .. } if *id == queued.id)).await?;
-    println!("[{:>8}] carol received the queued message {} after coming online", ms(t0.elapsed()), ms(online.elapsed()));
+    println!(
+        "[{:>8}] carol received the queued message {} after coming online",
+        ms(t0.elapsed()),
+        ms(online.elapsed())
+    );
     wait_for(&mut alice_events, |e| matches!(e, NodeEvent::Delivered { id, .. } if *id == queued.id)).await?;
     println!("[{:>8}] alice sees DELIVERED", ms(t0.elapsed()));
 
     println!("\n== what each node stored");
     for (name, n) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
         let inbox = n.inbox().await?;
-        let summary: Vec<String> = inbox.iter().map(|c| format!("{} ({} msgs, {} unread)", c.contact, c.total, c.unread)).collect();
+        let summary: Vec<String> =
+            inbox.iter().map(|c| format!("{} ({} msgs, {} unread)", c.contact, c.total, c.unread)).collect();
         let s = n.stats();
-        println!("{name:<6} conversations: {}; envelopes received {}, rejected {}", summary.join(", "), s.received, s.rejected);
+        println!(
+            "{name:<6} conversations: {}; envelopes received {}, rejected {}",
+            summary.join(", "),
+            s.received,
+            s.rejected
+        );
     }
     for n in [&alice, &bob, &carol] {
         n.shutdown().await?;

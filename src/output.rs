@@ -52,7 +52,10 @@ fn status(m: &MessageView) -> String {
         (Direction::Out, Status::Delivered) => {
             format!("  [delivered {}]", m.delivered_at.map(time).unwrap_or_default())
         }
-        (Direction::Out, s) => format!("  [{}]", serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        (Direction::Out, s) => format!(
+            "  [{}]",
+            serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        ),
     }
 }
 

@@ -28,7 +28,8 @@ async fn both_ways_with_delivery_and_read_receipts() {
     wait_status(&bob, "alice", &to_alice, Status::Delivered).await;
 
     let at_bob = bob.messages("alice").await.expect("messages");
-    let texts: Vec<&str> = at_bob.iter().filter(|m| m.direction == Direction::In).map(|m| m.text.as_str()).collect();
+    let texts: Vec<&str> =
+        at_bob.iter().filter(|m| m.direction == Direction::In).map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["a0", "a1", "a2"]);
     assert_eq!(bob.inbox().await.expect("inbox")[0].unread, 3);
 
@@ -39,7 +40,10 @@ async fn both_ways_with_delivery_and_read_receipts() {
     alice.read("bob").await.expect("read");
     wait_status(&bob, "alice", &to_alice, Status::Read).await;
     let m = alice.messages("bob").await.expect("messages");
-    assert!(m.iter().filter(|m| m.direction == Direction::Out).all(|m| m.read_at.is_some() && m.delivered_at.is_some()));
+    assert!(m
+        .iter()
+        .filter(|m| m.direction == Direction::Out)
+        .all(|m| m.read_at.is_some() && m.delivered_at.is_some()));
     assert_eq!(alice.stats().rejected + bob.stats().rejected, 0);
 }
 
@@ -110,7 +114,10 @@ async fn a_changed_key_blocks_the_conversation_until_reverified() {
     })
     .await;
     let _ = events.try_recv();
-    assert!(alice.messages("bob").await.expect("m").iter().all(|m| m.id != from_new), "nothing accepted before re-verification");
+    assert!(
+        alice.messages("bob").await.expect("m").iter().all(|m| m.id != from_new),
+        "nothing accepted before re-verification"
+    );
     match alice.send("bob", "are you there?").await {
         Err(NodeError::KeyChanged(name)) => assert_eq!(name, "bob"),
         other => panic!("expected a key-change block, got {other:?}"),

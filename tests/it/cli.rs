@@ -108,7 +108,8 @@ fn bad_input_gets_a_clear_error_and_the_right_exit_code() {
     let b = dir.path().join("bob");
     dingo_ok(&a, &["init", "--name", "alice"]);
     let bob_init = dingo_ok(&b, &["init", "--name", "bob"]);
-    let bob_invite = bob_init.lines().find_map(|l| l.strip_prefix("invite:")).expect("invite").trim().to_owned();
+    let bob_invite =
+        bob_init.lines().find_map(|l| l.strip_prefix("invite:")).expect("invite").trim().to_owned();
 
     let expect_fail = |home: &std::path::Path, args: &[&str], code: i32, needle: &str| {
         let out = dingo(home, args);

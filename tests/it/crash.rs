@@ -37,7 +37,9 @@ fn recipient_killed_mid_stream_of_1000_gets_each_exactly_once_in_order() {
         ids.push(r.id);
         if i == 400 {
             // Let some arrive, then pull the plug mid-stream.
-            eventually_blocking("some deliveries", || (incoming(bob.as_ref()?, "alice").len() > 50).then_some(()));
+            eventually_blocking("some deliveries", || {
+                (incoming(bob.as_ref()?, "alice").len() > 50).then_some(())
+            });
             bob.take().expect("bob").kill9();
         }
     }
@@ -66,14 +68,18 @@ fn sender_killed_with_queued_messages_delivers_them_after_restart() {
     dingo_ok(&a, &["contact", "add", &bob_invite]);
     let mut ids = Vec::new();
     for i in 0..50 {
-        let r: SendResult =
-            alice.client.post("/v1/send", &SendBody { to: "bob".into(), text: format!("q{i:02}") }).expect("send");
+        let r: SendResult = alice
+            .client
+            .post("/v1/send", &SendBody { to: "bob".into(), text: format!("q{i:02}") })
+            .expect("send");
         ids.push(r.id);
     }
     alice.kill9();
     let bob = NodeProc::start(&b, LOOPBACK, &[]);
     let _alice = NodeProc::start(&a, LOOPBACK, &bob.addrs);
-    eventually_blocking("the queued messages at bob", || (incoming(&bob, "alice").len() == ids.len()).then_some(()));
+    eventually_blocking("the queued messages at bob", || {
+        (incoming(&bob, "alice").len() == ids.len()).then_some(())
+    });
     let got: Vec<String> = incoming(&bob, "alice").into_iter().map(|m| m.id).collect();
     assert_eq!(got, ids);
 }

@@ -76,9 +76,13 @@ fn two_nodes_find_each_other_with_mdns_and_chat_without_peer_flags() {
     let sent = eventually_blocking("alice's node API", || {
         let out = lan.dingo(1, &a, &["send", "bob", "found you over mDNS", "--json"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        (out.status.success() && !stderr.contains("queued")).then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        (out.status.success() && !stderr.contains("queued"))
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     });
-    let id = serde_json::from_str::<serde_json::Value>(&sent).expect("json")["id"].as_str().expect("id").to_owned();
+    let id = serde_json::from_str::<serde_json::Value>(&sent).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     eventually_blocking("delivery over the namespace LAN", || {
         let out = lan.dingo(1, &a, &["messages", "bob", "--json"]);
         let msgs: Vec<MessageView> = serde_json::from_slice(&out.stdout).ok()?;

@@ -103,7 +103,10 @@ impl NodeProc {
         let mut child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().expect("spawn dingo run");
         let client = eventually_blocking("the node's API", || {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("dingo run exited early ({status}): {}", std::fs::read_to_string(home.join("run.log")).unwrap_or_default());
+                panic!(
+                    "dingo run exited early ({status}): {}",
+                    std::fs::read_to_string(home.join("run.log")).unwrap_or_default()
+                );
             }
             let c = Client::from_home(&Home::new(home)).ok()?;
             c.get::<dingo_node::IdInfo>("/v1/id", &[]).ok().map(|_| c)
@@ -146,6 +149,8 @@ impl Drop for NodeProc {
 /// Counts outgoing messages at `status` or beyond.
 pub fn count_at_least(msgs: &[MessageView], status: Status) -> usize {
     msgs.iter()
-        .filter(|m| m.direction == dingo_node::Direction::Out && m.status >= status && m.status != Status::Failed)
+        .filter(|m| {
+            m.direction == dingo_node::Direction::Out && m.status >= status && m.status != Status::Failed
+        })
         .count()
 }

@@ -21,7 +21,13 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn cert(b: u8) -> DeviceCert {
-    DeviceCert { user_key: [b; 32], device_key: [b + 1; 32], device_dh: [b + 2; 32], created_at: 1_764_000_000_000, signature: [b + 3; 64] }
+    DeviceCert {
+        user_key: [b; 32],
+        device_key: [b + 1; 32],
+        device_dh: [b + 2; 32],
+        created_at: 1_764_000_000_000,
+        signature: [b + 3; 64],
+    }
 }
 
 fn sample_envelope() -> Envelope {
@@ -30,7 +36,12 @@ fn sample_envelope() -> Envelope {
         ratchet_key: [0x22; 32],
         previous_chain_len: 3,
         message_number: 4,
-        init: Some(SessionInit { cert: cert(0x30), name: "alice".into(), ephemeral: [0x44; 32], prekey_id: 1 }),
+        init: Some(SessionInit {
+            cert: cert(0x30),
+            name: "alice".into(),
+            ephemeral: [0x44; 32],
+            prekey_id: 1,
+        }),
     };
     Envelope {
         kind: EnvelopeKind::Direct,
@@ -70,7 +81,12 @@ fn content_and_wire_frames_v1_are_frozen() {
     assert_eq!(hex(&c.encode()), CONTENT_V1);
     let req = Request::Deliver(vec![vec![1, 2, 3], vec![4]]);
     assert_eq!(hex(&req.encode()), REQUEST_V1);
-    let resp = Response::Results(vec![DeliveryStatus::Stored(7), DeliveryStatus::Duplicate(8), DeliveryStatus::Rejected, DeliveryStatus::Retry]);
+    let resp = Response::Results(vec![
+        DeliveryStatus::Stored(7),
+        DeliveryStatus::Duplicate(8),
+        DeliveryStatus::Rejected,
+        DeliveryStatus::Retry,
+    ]);
     assert_eq!(hex(&resp.encode()), RESPONSE_V1);
 }
 
@@ -105,7 +121,8 @@ fn x3dh_and_ratchet_key_schedule_is_frozen() {
     assert_eq!(hex(alice.shared.expose()), X3DH_SK);
     assert_eq!(hex(&alice.session_id), X3DH_SESSION);
 
-    let mut ra = ratchet::State::init_initiator(&alice.shared, &spk_pub, StaticSecret::from([0x05; 32])).expect("init");
+    let mut ra = ratchet::State::init_initiator(&alice.shared, &spk_pub, StaticSecret::from([0x05; 32]))
+        .expect("init");
     let (h, mk) = ra.next_send().expect("send");
     assert_eq!(hex(&mk.expose_for_tests()), RATCHET_MK0);
     let ct = mk.encrypt(b"hello", b"ad");
@@ -118,8 +135,10 @@ fn x3dh_and_ratchet_key_schedule_is_frozen() {
 /// RFC 7748 §6.1: the X25519 wrapper computes the published shared secret.
 #[test]
 fn x25519_matches_rfc7748() {
-    let alice: [u8; 32] = unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").try_into().expect("32");
-    let bob_pub: [u8; 32] = unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f").try_into().expect("32");
+    let alice: [u8; 32] =
+        unhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").try_into().expect("32");
+    let bob_pub: [u8; 32] =
+        unhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f").try_into().expect("32");
     let shared = x3dh::dh(&StaticSecret::from(alice), &bob_pub).expect("dh");
     assert_eq!(hex(&shared), "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
 }
@@ -132,7 +151,10 @@ fn hkdf_sha256_matches_rfc5869() {
     let info = unhex("f0f1f2f3f4f5f6f7f8f9");
     let mut okm = [0u8; 42];
     hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &ikm).expand(&info, &mut okm).expect("expand");
-    assert_eq!(hex(&okm), "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+    assert_eq!(
+        hex(&okm),
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    );
 }
 
 #[test]
@@ -208,5 +230,8 @@ fn disk_formats_v1_still_open() {
     let key = dingo_crypto::at_rest::StorageKey::new(Secret32::from_bytes([7; 32]));
     assert_eq!(key.open(b"table/key", &unhex(STORED_VALUE_V1)).expect("open"), b"stored value v1");
     assert!(key.open(b"table/other", &unhex(STORED_VALUE_V1)).is_err());
-    assert_eq!(dingo_crypto::at_rest::unwrap_key_file(&unhex(KEY_FILE_V1), None).expect("unwrap"), b"identity v1");
+    assert_eq!(
+        dingo_crypto::at_rest::unwrap_key_file(&unhex(KEY_FILE_V1), None).expect("unwrap"),
+        b"identity v1"
+    );
 }

@@ -39,14 +39,22 @@ impl Client {
         let info: ApiInfo = std::fs::read(home.api_file())
             .map_err(|e| ClientError::Files(e.to_string()))
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| ClientError::Files(e.to_string())))?;
-        let token = std::fs::read_to_string(home.token_file()).map_err(|e| ClientError::Files(e.to_string()))?;
+        let token =
+            std::fs::read_to_string(home.token_file()).map_err(|e| ClientError::Files(e.to_string()))?;
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        Ok(Self { base: format!("http://{}", info.addr), addr: info.addr, token: token.trim().to_owned(), agent })
+        Ok(Self {
+            base: format!("http://{}", info.addr),
+            addr: info.addr,
+            token: token.trim().to_owned(),
+            agent,
+        })
     }
 
     fn finish<T: DeserializeOwned>(&self, r: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
         match r {
-            Ok(resp) => resp.into_json().map_err(|e| ClientError::Node(format!("unreadable answer from the node: {e}"))),
+            Ok(resp) => resp
+                .into_json()
+                .map_err(|e| ClientError::Node(format!("unreadable answer from the node: {e}"))),
             Err(ureq::Error::Status(_, resp)) => {
                 let body: ErrorBody = resp
                     .into_json()
@@ -59,7 +67,10 @@ impl Client {
 
     /// `GET path?query`.
     pub fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, ClientError> {
-        let mut req = self.agent.get(&format!("{}{}", self.base, path)).set("Authorization", &format!("Bearer {}", self.token));
+        let mut req = self
+            .agent
+            .get(&format!("{}{}", self.base, path))
+            .set("Authorization", &format!("Bearer {}", self.token));
         for (k, v) in query {
             req = req.query(k, v);
         }
@@ -68,7 +79,10 @@ impl Client {
 
     /// `POST path` with a JSON body.
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        let req = self.agent.post(&format!("{}{}", self.base, path)).set("Authorization", &format!("Bearer {}", self.token));
+        let req = self
+            .agent
+            .post(&format!("{}{}", self.base, path))
+            .set("Authorization", &format!("Bearer {}", self.token));
         self.finish(req.send_json(body))
     }
 }

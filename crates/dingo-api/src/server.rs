@@ -13,7 +13,6 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast::error::RecvError;
 
-
 #[derive(Clone)]
 struct AppState {
     node: Node,
@@ -105,15 +104,21 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-async fn guard(State(st): State<AppState>, Query(q): Query<TokenQuery>, req: Request, next: Next) -> Response {
+async fn guard(
+    State(st): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    req: Request,
+    next: Next,
+) -> Response {
     let headers = req.headers();
     let host_ok = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| st.hosts.iter().any(|allowed| allowed == h));
-    let origin_ok = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_none_or(|o| {
-        st.hosts.iter().any(|h| o == format!("http://{h}"))
-    });
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_none_or(|o| st.hosts.iter().any(|h| o == format!("http://{h}")));
     if !host_ok || !origin_ok {
         return ApiError(StatusCode::FORBIDDEN, "forbidden host or origin".into()).into_response();
     }
@@ -137,11 +142,17 @@ async fn contacts(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::Conta
     Ok(Json(st.node.contacts().await?))
 }
 
-async fn add_contact(State(st): State<AppState>, Json(b): Json<AddContactBody>) -> ApiResult<dingo_node::ContactInfo> {
+async fn add_contact(
+    State(st): State<AppState>,
+    Json(b): Json<AddContactBody>,
+) -> ApiResult<dingo_node::ContactInfo> {
     Ok(Json(st.node.add_contact(&b.invite, b.name).await?))
 }
 
-async fn verify(State(st): State<AppState>, Json(b): Json<VerifyBody>) -> ApiResult<dingo_node::Verification> {
+async fn verify(
+    State(st): State<AppState>,
+    Json(b): Json<VerifyBody>,
+) -> ApiResult<dingo_node::Verification> {
     Ok(Json(st.node.verify_contact(&b.who, b.confirm).await?))
 }
 
@@ -153,11 +164,17 @@ async fn inbox(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::Conversa
     Ok(Json(st.node.inbox().await?))
 }
 
-async fn messages(State(st): State<AppState>, Query(q): Query<ConversationQuery>) -> ApiResult<Vec<dingo_node::MessageView>> {
+async fn messages(
+    State(st): State<AppState>,
+    Query(q): Query<ConversationQuery>,
+) -> ApiResult<Vec<dingo_node::MessageView>> {
     Ok(Json(st.node.messages(&q.with).await?))
 }
 
-async fn read(State(st): State<AppState>, Json(q): Json<ConversationQuery>) -> ApiResult<Vec<dingo_node::MessageView>> {
+async fn read(
+    State(st): State<AppState>,
+    Json(q): Json<ConversationQuery>,
+) -> ApiResult<Vec<dingo_node::MessageView>> {
     Ok(Json(st.node.read(&q.with).await?))
 }
 
@@ -172,7 +189,10 @@ async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {
 
 /// Forwards node events as JSON text frames `{"seq": N, "event": {...}}`; a slow client is told
 /// how many it missed rather than buffering without bound.
-async fn stream_events(mut socket: WebSocket, mut rx: tokio::sync::broadcast::Receiver<dingo_node::NodeEvent>) {
+async fn stream_events(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<dingo_node::NodeEvent>,
+) {
     let mut seq: u64 = 0;
     loop {
         let frame = match rx.recv().await {

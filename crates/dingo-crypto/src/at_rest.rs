@@ -72,7 +72,14 @@ impl StorageKey {
     }
 }
 
-fn wrapping_key(kdf: u8, m: u32, t: u32, p: u32, salt: &[u8; 16], passphrase: &[u8]) -> Result<Secret32, CryptoError> {
+fn wrapping_key(
+    kdf: u8,
+    m: u32,
+    t: u32,
+    p: u32,
+    salt: &[u8; 16],
+    passphrase: &[u8],
+) -> Result<Secret32, CryptoError> {
     let mut out = [0u8; 32];
     match kdf {
         0 => {
@@ -81,7 +88,8 @@ fn wrapping_key(kdf: u8, m: u32, t: u32, p: u32, salt: &[u8; 16], passphrase: &[
             out = *h.finalize().as_bytes();
         }
         1 => {
-            let params = argon2::Params::new(m, t, p, Some(32)).map_err(|_| CryptoError::Format("key file parameters"))?;
+            let params = argon2::Params::new(m, t, p, Some(32))
+                .map_err(|_| CryptoError::Format("key file parameters"))?;
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
                 .hash_password_into(passphrase, salt, &mut out)
                 .map_err(|_| CryptoError::Format("key file parameters"))?;

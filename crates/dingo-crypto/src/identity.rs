@@ -51,8 +51,7 @@ pub fn verify(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> Result<(), CryptoEr
 
 /// Checks that `cert` is signed by the user key it names.
 pub fn verify_cert(cert: &DeviceCert) -> Result<(), CryptoError> {
-    verify(&cert.user_key, &cert.signed_bytes(), &cert.signature)
-        .map_err(|_| CryptoError::BadCertificate)
+    verify(&cert.user_key, &cert.signed_bytes(), &cert.signature).map_err(|_| CryptoError::BadCertificate)
 }
 
 /// Checks an invite: the certificate by the user key and the prekey by the device key.
@@ -238,8 +237,7 @@ mod tests {
     fn debug_of_identity_prints_no_secret() {
         let id = Identity::generate("bob");
         let shown = format!("{id:?}");
-        let secret_hex: String =
-            id.secrets.user.expose().iter().map(|b| format!("{b:02x}")).collect();
+        let secret_hex: String = id.secrets.user.expose().iter().map(|b| format!("{b:02x}")).collect();
         assert!(!shown.contains(&secret_hex));
         assert!(!shown.contains(&format!("{:?}", id.secrets.user.expose())));
     }

@@ -121,9 +121,7 @@ impl MessageKey {
     /// Encrypts with associated data `ad`.
     pub fn encrypt(&self, plaintext: &[u8], ad: &[u8]) -> Vec<u8> {
         let (cipher, nonce) = self.cipher();
-        cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: ad })
-            .unwrap_or_default()
+        cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: ad }).unwrap_or_default()
     }
 
     /// Decrypts and authenticates.

@@ -183,9 +183,10 @@ impl PeerSessions {
         if env.recipient != me.device_key() || env.kind != EnvelopeKind::Direct || env.epoch != 0 {
             return Err(CryptoError::UnknownSession);
         }
-        let direct = DirectHeader::decode(&env.crypto_header)
-            .map_err(|_| CryptoError::Format("direct header"))?;
-        let header = Header { dh: direct.ratchet_key, pn: direct.previous_chain_len, n: direct.message_number };
+        let direct =
+            DirectHeader::decode(&env.crypto_header).map_err(|_| CryptoError::Format("direct header"))?;
+        let header =
+            Header { dh: direct.ratchet_key, pn: direct.previous_chain_len, n: direct.message_number };
         let header_bytes = env.header_bytes();
 
         if let Some(pos) = self.sessions.iter().position(|s| s.id == direct.session_id) {

@@ -374,7 +374,9 @@ impl Task {
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, connection_id, endpoint, num_established, ..
+            } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -395,7 +397,11 @@ impl Task {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Msg(ev)) => self.msg_event(ev),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 for addr in info.listen_addrs {
                     self.swarm.add_peer_address(peer_id, addr.clone());
                     self.emit(Event::Discovered { peer: peer_id, addr });

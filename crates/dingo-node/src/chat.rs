@@ -21,6 +21,9 @@ pub(crate) const DELIVERY_BATCH: usize = 256;
 /// Most envelope bytes sent to one peer in one request.
 pub(crate) const DELIVERY_BATCH_BYTES: usize = 1024 * 1024;
 
+/// Outbox entries (key and item) in send order.
+pub(crate) type OutboxBatch = Vec<(Vec<u8>, OutboxItem)>;
+
 /// What happened to one inbound envelope.
 #[derive(Debug)]
 pub(crate) enum Accepted {
@@ -148,7 +151,7 @@ impl Core {
             .scan::<ContactRec>(Table::Contacts, &[])
             .map(|r| r.map(|(_, c)| c))
             .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        out.sort_by_key(|c| c.name.to_lowercase());
         *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
         Ok(out)
     }
@@ -161,7 +164,8 @@ impl Core {
         }
         let needle = who.to_lowercase();
         if needle.len() >= 4 {
-            let hits: Vec<&ContactRec> = all.iter().filter(|c| c.user_id.to_hex().starts_with(&needle)).collect();
+            let hits: Vec<&ContactRec> =
+                all.iter().filter(|c| c.user_id.to_hex().starts_with(&needle)).collect();
             match hits.len() {
                 1 => return Ok(hits[0].clone()),
                 n if n > 1 => return Err(NodeError::AmbiguousContact(who.into())),
@@ -171,7 +175,11 @@ impl Core {
         Err(NodeError::UnknownContact(who.into()))
     }
 
-    pub(crate) fn contact_by_device(&self, s: &Store, device: &DeviceKey) -> Result<Option<ContactRec>, NodeError> {
+    pub(crate) fn contact_by_device(
+        &self,
+        s: &Store,
+        device: &DeviceKey,
+    ) -> Result<Option<ContactRec>, NodeError> {
         match s.get::<UserId>(Table::ContactByDevice, &device.0)? {
             Some(uid) => Ok(s.get::<ContactRec>(Table::Contacts, &uid.0)?),
             None => Ok(None),
@@ -182,7 +190,13 @@ impl Core {
         Ok(!self.contacts(s)?.iter().any(|c| c.name.eq_ignore_ascii_case(name) && c.user_id != *uid))
     }
 
-    pub(crate) fn add_contact(&self, s: &Store, invite: &Invite, name: Option<&str>, now: u64) -> Result<ContactRec, NodeError> {
+    pub(crate) fn add_contact(
+        &self,
+        s: &Store,
+        invite: &Invite,
+        name: Option<&str>,
+        now: u64,
+    ) -> Result<ContactRec, NodeError> {
         verify_invite(invite).map_err(|_| NodeError::ForgedInvite)?;
         let uid = UserId::from_user_key(&invite.cert.user_key);
         if uid == self.me.user_id() {
@@ -190,7 +204,9 @@ impl Core {
         }
         let name = name.map(str::trim).unwrap_or(invite.name.trim()).to_owned();
         if name.is_empty() || name.starts_with('#') {
-            return Err(NodeError::BadInvite("the contact needs a name (not starting with '#'); pass --name".into()));
+            return Err(NodeError::BadInvite(
+                "the contact needs a name (not starting with '#'); pass --name".into(),
+            ));
         }
         if !self.name_free(s, &name, &uid)? {
             return Err(NodeError::NameTaken(name));
@@ -237,10 +253,17 @@ impl Core {
         Ok(rec)
     }
 
-    pub(crate) fn verify_contact(&self, s: &Store, who: &str, confirm: bool) -> Result<Verification, NodeError> {
+    pub(crate) fn verify_contact(
+        &self,
+        s: &Store,
+        who: &str,
+        confirm: bool,
+    ) -> Result<Verification, NodeError> {
         let mut c = self.contact(s, who)?;
         let shown = match &c.pending_cert {
-            Some(p) => DeviceCert::decode(p).map_err(|_| dingo_store::StoreError::Corrupt(Table::Contacts))?,
+            Some(p) => {
+                DeviceCert::decode(p).map_err(|_| dingo_store::StoreError::Corrupt(Table::Contacts))?
+            }
             None => c.device_cert()?,
         };
         let number = safety_number(&self.me.user_key(), &shown.user_key);
@@ -259,7 +282,12 @@ impl Core {
             self.apply(s, b)?;
             self.contacts_changed();
         }
-        Ok(Verification { name: c.name, safety_number: number, verified: c.verified, key_changed: key_changed && !confirm })
+        Ok(Verification {
+            name: c.name,
+            safety_number: number,
+            verified: c.verified,
+            key_changed: key_changed && !confirm,
+        })
     }
 
     /// Remembers an address a contact's device was seen at (bounded).
@@ -282,7 +310,15 @@ impl Core {
     // ---- sending ----
 
     /// Seals `content` for `contact` into the outbox (in `b`); returns the sequence number.
-    fn seal_into(&self, s: &Store, b: &mut Batch, contact: &ContactRec, conv: &mut ConversationRec, content: &Content, msg_id: Option<MsgId>) -> Result<u64, NodeError> {
+    fn seal_into(
+        &self,
+        s: &Store,
+        b: &mut Batch,
+        contact: &ContactRec,
+        conv: &mut ConversationRec,
+        content: &Content,
+        msg_id: Option<MsgId>,
+    ) -> Result<u64, NodeError> {
         if contact.pending_cert.is_some() {
             return Err(NodeError::KeyChanged(contact.name.clone()));
         }
@@ -294,17 +330,34 @@ impl Core {
         conv.next_seq = seq + 1;
         conv.contact = Some(contact.user_id);
         let env = sessions
-            .seal(&self.me, Recipient { cert: &cert, prekey: prekey.as_ref() }, convid, seq, &content.encode())
+            .seal(
+                &self.me,
+                Recipient { cert: &cert, prekey: prekey.as_ref() },
+                convid,
+                seq,
+                &content.encode(),
+            )
             .map_err(|e| match e {
                 dingo_crypto::CryptoError::UnknownSession => NodeError::NoSession(contact.name.clone()),
                 other => other.into(),
             })?;
-        s.put(b, Table::Outbox, &outbox_key(&contact.user_id, seq), &OutboxItem { envelope: env.encode(), msg_id, conv: convid });
+        s.put(
+            b,
+            Table::Outbox,
+            &outbox_key(&contact.user_id, seq),
+            &OutboxItem { envelope: env.encode(), msg_id, conv: convid },
+        );
         self.save_sessions(s, b, &contact.user_id, sessions);
         Ok(seq)
     }
 
-    pub(crate) fn send_text(&self, s: &Store, who: &str, text: &str, now: u64) -> Result<(MsgId, UserId), NodeError> {
+    pub(crate) fn send_text(
+        &self,
+        s: &Store,
+        who: &str,
+        text: &str,
+        now: u64,
+    ) -> Result<(MsgId, UserId), NodeError> {
         if text.len() > MAX_TEXT_BYTES {
             return Err(NodeError::TooLong(text.len(), MAX_TEXT_BYTES));
         }
@@ -376,7 +429,12 @@ impl Core {
 
     /// Marks incoming messages read and queues read receipts. Returns the conversation and
     /// whether receipts were queued.
-    pub(crate) fn read(&self, s: &Store, who: &str, now: u64) -> Result<(Vec<MessageView>, Option<UserId>), NodeError> {
+    pub(crate) fn read(
+        &self,
+        s: &Store,
+        who: &str,
+        now: u64,
+    ) -> Result<(Vec<MessageView>, Option<UserId>), NodeError> {
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
         let mut b = Batch::default();
@@ -422,7 +480,7 @@ impl Core {
                 last_text: conv.last_text,
             });
         }
-        out.sort_by(|a, b| b.last_at.cmp(&a.last_at));
+        out.sort_by_key(|c| std::cmp::Reverse(c.last_at));
         Ok(out)
     }
 
@@ -439,7 +497,13 @@ impl Core {
 
     /// Verifies, decrypts and stores one envelope (signature already checked) into `ctx`.
     /// Nothing changes unless the envelope is accepted; [`Core::commit`] writes the batch.
-    pub(crate) fn accept(&self, s: &Store, ctx: &mut AcceptCtx, verified: &VerifiedEnvelope, now: u64) -> Result<Accepted, NodeError> {
+    pub(crate) fn accept(
+        &self,
+        s: &Store,
+        ctx: &mut AcceptCtx,
+        verified: &VerifiedEnvelope,
+        now: u64,
+    ) -> Result<Accepted, NodeError> {
         let env = verified.envelope();
         if env.recipient != self.me.device_key() {
             return Ok(Accepted::Rejected("addressed to another device".into()));
@@ -530,12 +594,13 @@ impl Core {
             ctx.contacts.insert(env.sender, Some(rec));
             ctx.new_contacts = true;
         }
-        if !ctx.convs.contains_key(&convid) {
-            let c = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
-            ctx.convs.insert(convid, c);
-        }
+        let conv = match ctx.convs.entry(convid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
+            }
+        };
         let mut events = Vec::new();
-        let conv = ctx.convs.get_mut(&convid).ok_or(NodeError::Offline)?;
         conv.contact = Some(contact.user_id);
         match content {
             Content::Text { id, sent_at, text } => {
@@ -559,7 +624,12 @@ impl Core {
                 conv.total += 1;
                 conv.last_at = conv.last_at.max(sent_at);
                 conv.last_text = preview(&text);
-                events.push(NodeEvent::Message { from: contact.name.clone(), id: id.to_hex(), text, sent_at });
+                events.push(NodeEvent::Message {
+                    from: contact.name.clone(),
+                    id: id.to_hex(),
+                    text,
+                    sent_at,
+                });
             }
             Content::ReadReceipt { ids, read_at } => {
                 for id in ids {
@@ -623,7 +693,11 @@ impl Core {
     }
 
     /// The next envelopes for `uid`, oldest first, within the batch bounds.
-    pub(crate) fn outbox_batch(&self, s: &Store, uid: &UserId) -> Result<Option<(DeviceKey, Vec<(Vec<u8>, OutboxItem)>)>, NodeError> {
+    pub(crate) fn outbox_batch(
+        &self,
+        s: &Store,
+        uid: &UserId,
+    ) -> Result<Option<(DeviceKey, OutboxBatch)>, NodeError> {
         let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { return Ok(None) };
         let mut items = Vec::new();
         let mut bytes = 0;
@@ -639,7 +713,13 @@ impl Core {
     }
 
     /// Records the recipient's answers for a delivered batch.
-    pub(crate) fn delivery_results(&self, s: &Store, uid: &UserId, sent: &[(Vec<u8>, Option<MsgId>)], results: &[DeliveryStatus]) -> Result<Vec<NodeEvent>, NodeError> {
+    pub(crate) fn delivery_results(
+        &self,
+        s: &Store,
+        uid: &UserId,
+        sent: &[(Vec<u8>, Option<MsgId>)],
+        results: &[DeliveryStatus],
+    ) -> Result<Vec<NodeEvent>, NodeError> {
         let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
         let mut b = Batch::default();
         let mut events = Vec::new();

@@ -87,7 +87,11 @@ pub(crate) async fn learn_addresses(net: &Net, rec: &ContactRec) {
     }
 }
 
-pub(crate) async fn start(node: &Node, config: dingo_net::Config, peers: Vec<dingo_net::Addr>) -> Result<Vec<String>, NodeError> {
+pub(crate) async fn start(
+    node: &Node,
+    config: dingo_net::Config,
+    peers: Vec<dingo_net::Addr>,
+) -> Result<Vec<String>, NodeError> {
     let secret = node.inner.core.me.device_secret_bytes();
     let mut bytes = *secret.expose();
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes)
@@ -277,7 +281,8 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             continue;
         }
         let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
-        let sent: Vec<(Vec<u8>, Option<MsgId>)> = items.iter().map(|(k, it)| (k.clone(), it.msg_id)).collect();
+        let sent: Vec<(Vec<u8>, Option<MsgId>)> =
+            items.iter().map(|(k, it)| (k.clone(), it.msg_id)).collect();
         let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
         let was_connected = net.is_connected(peer).await.unwrap_or(false);
         match net.request(peer, Request::Deliver(envs)).await {
@@ -291,12 +296,18 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 node.inner.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
                 node.emit(events);
                 if !progressed {
-                    return Err(NodeError::Net(dingo_net::NetError::Request { peer, reason: "recipient busy".into() }));
+                    return Err(NodeError::Net(dingo_net::NetError::Request {
+                        peer,
+                        reason: "recipient busy".into(),
+                    }));
                 }
                 locked(&state.backoff).remove(&uid);
             }
             Ok(_) => {
-                return Err(NodeError::Net(dingo_net::NetError::Request { peer, reason: "malformed response".into() }));
+                return Err(NodeError::Net(dingo_net::NetError::Request {
+                    peer,
+                    reason: "malformed response".into(),
+                }));
             }
             Err(e) => {
                 if was_connected {

@@ -18,8 +18,8 @@ mod records;
 pub use error::NodeError;
 pub use home::Home;
 pub use records::{
-    ContactInfo, ConversationView, Direction, IdInfo, MessageView, NodeEvent, SendResult, Stats,
-    Status, Verification,
+    ContactInfo, ConversationView, Direction, IdInfo, MessageView, NodeEvent, SendResult, Stats, Status,
+    Verification,
 };
 
 use chat::Core;
@@ -32,7 +32,6 @@ use dingo_types::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, watch};
-
 
 /// Events buffered per subscriber before the slowest one misses some.
 pub const EVENT_BUFFER: usize = 4096;
@@ -220,7 +219,11 @@ impl Node {
 
     /// Starts the network: listens, dials `peers`, and starts delivery. Returns the listen
     /// addresses.
-    pub async fn start_network(&self, config: NetConfig, peers: Vec<dingo_net::Addr>) -> Result<Vec<String>, NodeError> {
+    pub async fn start_network(
+        &self,
+        config: NetConfig,
+        peers: Vec<dingo_net::Addr>,
+    ) -> Result<Vec<String>, NodeError> {
         delivery::start(self, config, peers).await
     }
 

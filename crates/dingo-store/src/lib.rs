@@ -133,7 +133,9 @@ impl Store {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
             Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
-            Ok(Err(sled::Error::Io(e))) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            Ok(Err(sled::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+            {
                 return Err(StoreError::Locked)
             }
             Ok(Err(sled::Error::Corruption { .. })) | Ok(Err(sled::Error::Unsupported(_))) => {
@@ -256,10 +258,7 @@ impl StoreHandle {
                 }
             })
             .ok();
-        std::thread::Builder::new()
-            .name("dingo-flush".into())
-            .spawn(move || flush_loop(db, flush_rx))
-            .ok();
+        std::thread::Builder::new().name("dingo-flush".into()).spawn(move || flush_loop(db, flush_rx)).ok();
         Self { jobs, flushes }
     }
 
@@ -341,10 +340,8 @@ mod tests {
         }
         store.put(&mut b, Table::Contacts, &[9, 1], &"other table");
         store.apply(b).expect("apply");
-        let got: Vec<String> = store
-            .scan::<String>(Table::Messages, &[9])
-            .map(|r| r.expect("record").1)
-            .collect();
+        let got: Vec<String> =
+            store.scan::<String>(Table::Messages, &[9]).map(|r| r.expect("record").1).collect();
         assert_eq!(got, ["m1", "m2", "m3"]);
         assert_eq!(store.get::<String>(Table::Messages, &[9, 2]).expect("get"), Some("m2".into()));
     }

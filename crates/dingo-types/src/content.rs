@@ -44,12 +44,9 @@ impl Content {
         if version != CONTENT_VERSION {
             return Err(DecodeError::UnsupportedVersion { what: "content", version });
         }
-        let content: Content =
-            postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
+        let content: Content = postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
         match &content {
-            Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => {
-                Err(DecodeError::TooLarge("text"))
-            }
+            Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TooLarge("text")),
             Content::ReadReceipt { ids, .. } if ids.len() > MAX_RECEIPT_IDS => {
                 Err(DecodeError::TooLarge("receipt"))
             }

@@ -84,18 +84,14 @@ impl Envelope {
     /// The bytes the sender signs.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.bytes(ENVELOPE_SIGNING_CONTEXT)
-            .bytes(&self.header_bytes())
-            .long_bytes(&self.ciphertext);
+        w.bytes(ENVELOPE_SIGNING_CONTEXT).bytes(&self.header_bytes()).long_bytes(&self.ciphertext);
         w.into_bytes()
     }
 
     /// The full wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.bytes(&self.header_bytes())
-            .long_bytes(&self.ciphertext)
-            .bytes(&self.signature);
+        w.bytes(&self.header_bytes()).long_bytes(&self.ciphertext).bytes(&self.signature);
         w.into_bytes()
     }
 

@@ -107,7 +107,11 @@ impl SignedPreKey {
 
     /// Reads a prekey from the middle of a larger structure.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { id: r.u32("prekey id")?, public: r.array("prekey")?, signature: r.array("prekey signature")? })
+        Ok(Self {
+            id: r.u32("prekey id")?,
+            public: r.array("prekey")?,
+            signature: r.array("prekey signature")?,
+        })
     }
 
     /// The bytes the device key signs.
@@ -137,12 +141,8 @@ impl Invite {
         let mut w = Writer::new();
         w.u8(INVITE_VERSION).short_str(&self.name).bytes(&self.cert.encode());
         w.bytes(&self.prekey.encode());
-        let addrs: Vec<&String> = self
-            .addrs
-            .iter()
-            .filter(|a| a.len() <= MAX_ADDR_BYTES)
-            .take(MAX_INVITE_ADDRS)
-            .collect();
+        let addrs: Vec<&String> =
+            self.addrs.iter().filter(|a| a.len() <= MAX_ADDR_BYTES).take(MAX_INVITE_ADDRS).collect();
         w.u8(addrs.len() as u8);
         for a in addrs {
             w.short_str(a);
@@ -164,9 +164,7 @@ impl Invite {
         if n > MAX_INVITE_ADDRS {
             return Err(DecodeError::TooLarge("addresses"));
         }
-        let addrs = (0..n)
-            .map(|_| r.short_str(MAX_ADDR_BYTES, "address"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let addrs = (0..n).map(|_| r.short_str(MAX_ADDR_BYTES, "address")).collect::<Result<Vec<_>, _>>()?;
         r.finish("invite")?;
         Ok(Self { name, cert, prekey, addrs })
     }

@@ -9,8 +9,7 @@ pub const MAX_CRYPTO_HEADER_BYTES: usize = 1024;
 /// Most causal dependencies an envelope may name.
 pub const MAX_DEPS: usize = 16;
 /// Largest encoded envelope.
-pub const MAX_ENVELOPE_BYTES: usize =
-    256 + MAX_DEPS * 32 + MAX_CRYPTO_HEADER_BYTES + MAX_CIPHERTEXT_BYTES;
+pub const MAX_ENVELOPE_BYTES: usize = 256 + MAX_DEPS * 32 + MAX_CRYPTO_HEADER_BYTES + MAX_CIPHERTEXT_BYTES;
 /// Most envelopes in one delivery request.
 pub const MAX_ENVELOPES_PER_REQUEST: usize = 512;
 /// Largest request or response frame on the `/dingo/msg` protocol.

@@ -145,9 +145,6 @@ mod tests {
     fn oversized_counts_are_refused_before_allocation() {
         let mut w = Writer::new();
         w.u8(1).u16(u16::MAX);
-        assert_eq!(
-            Request::decode(&w.into_bytes()),
-            Err(DecodeError::TooLarge("envelope count"))
-        );
+        assert_eq!(Request::decode(&w.into_bytes()), Err(DecodeError::TooLarge("envelope count")));
     }
 }

@@ -1,0 +1,13 @@
+//! `/dingo/msg/1` request and response frames, as read off a libp2p stream.
+#![no_main]
+use dingo_types::wire::{Request, Response};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(req) = Request::decode(data) {
+        assert_eq!(req.encode(), data);
+    }
+    if let Ok(resp) = Response::decode(data) {
+        assert_eq!(resp.encode(), data);
+    }
+});
