@@ -224,3 +224,94 @@ impl PeerSessions {
         Ok(Opened { plaintext, new_peer: Some((init.cert, init.name)) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dingo_types::UserId;
+
+    fn conv(a: &Identity, b: &Identity) -> ConvId {
+        ConvId::direct(&a.user_id(), &b.user_id())
+    }
+
+    fn deliver(
+        from: &mut PeerSessions,
+        me: &Identity,
+        to_id: &Identity,
+        to: &mut PeerSessions,
+        seq: u64,
+        text: &[u8],
+    ) {
+        let env = from
+            .seal(
+                me,
+                Recipient { cert: to_id.cert(), prekey: Some(to_id.signed_prekey()) },
+                conv(me, to_id),
+                seq,
+                text,
+            )
+            .expect("seal");
+        let verified = verify_envelope(env).expect("signature");
+        let opened = to.open(to_id, &verified, 0).expect("open");
+        assert_eq!(opened.plaintext, text);
+    }
+
+    #[test]
+    fn simultaneous_session_starts_converge_on_one_session() {
+        let (alice, bob) = (Identity::generate("alice"), Identity::generate("bob"));
+        let (mut at_alice, mut at_bob) = (PeerSessions::default(), PeerSessions::default());
+        // Both start a session before hearing from the other.
+        let a1 = at_alice
+            .seal(
+                &alice,
+                Recipient { cert: bob.cert(), prekey: Some(bob.signed_prekey()) },
+                conv(&alice, &bob),
+                1,
+                b"a1",
+            )
+            .expect("seal");
+        let b1 = at_bob
+            .seal(
+                &bob,
+                Recipient { cert: alice.cert(), prekey: Some(alice.signed_prekey()) },
+                conv(&bob, &alice),
+                1,
+                b"b1",
+            )
+            .expect("seal");
+        assert_eq!(at_bob.open(&bob, &verify_envelope(a1).expect("sig"), 0).expect("open").plaintext, b"a1");
+        assert_eq!(
+            at_alice.open(&alice, &verify_envelope(b1).expect("sig"), 0).expect("open").plaintext,
+            b"b1"
+        );
+        assert_eq!(at_alice.active, at_bob.active, "both pick the same session");
+        for i in 2..10u64 {
+            deliver(&mut at_alice, &alice, &bob, &mut at_bob, i, format!("a{i}").as_bytes());
+            deliver(&mut at_bob, &bob, &alice, &mut at_alice, i, format!("b{i}").as_bytes());
+        }
+        assert_ne!(UserId::from_user_key(&alice.user_key()), UserId::from_user_key(&bob.user_key()));
+    }
+
+    #[test]
+    fn a_failed_open_leaves_the_sessions_unchanged() {
+        let (alice, bob) = (Identity::generate("alice"), Identity::generate("bob"));
+        let (mut at_alice, mut at_bob) = (PeerSessions::default(), PeerSessions::default());
+        deliver(&mut at_alice, &alice, &bob, &mut at_bob, 1, b"first");
+        let mut env = at_alice
+            .seal(&alice, Recipient { cert: bob.cert(), prekey: None }, conv(&alice, &bob), 2, b"second")
+            .expect("seal");
+        let good = env.clone();
+        env.ciphertext[0] ^= 1;
+        env.signature = alice.sign_device(&env.signed_bytes());
+        let before = postcard::to_allocvec(&at_bob).expect("ser");
+        assert_eq!(
+            at_bob.open(&bob, &verify_envelope(env).expect("sig"), 0).err(),
+            Some(CryptoError::DecryptFailed)
+        );
+        assert_eq!(postcard::to_allocvec(&at_bob).expect("ser"), before);
+        assert_eq!(
+            at_bob.open(&bob, &verify_envelope(good).expect("sig"), 0).expect("open").plaintext,
+            b"second"
+        );
+    }
+}
