@@ -85,6 +85,14 @@ pub enum NetError {
         /// What went wrong.
         reason: String,
     },
+    /// The peer could not be reached (no known address answered); nothing was transmitted.
+    #[error("{peer} is unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong.
+        reason: String,
+    },
     /// The swarm task has stopped.
     #[error("the network has shut down")]
     Closed,
@@ -437,7 +445,14 @@ impl Task {
             },
             request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
                 if let Some((_, reply)) = self.outbound.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request { peer, reason: error.to_string() }));
+                    let reason = error.to_string();
+                    let err = match error {
+                        request_response::OutboundFailure::DialFailure => {
+                            NetError::Unreachable { peer, reason }
+                        }
+                        _ => NetError::Request { peer, reason },
+                    };
+                    let _ = reply.send(Err(err));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {

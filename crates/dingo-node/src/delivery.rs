@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// Inbound requests processed at once (beyond this they wait; libp2p bounds the streams).
 pub(crate) const INBOUND_CONCURRENCY: usize = 64;
+/// Batches up to this size have their signatures checked on the runtime thread.
+pub(crate) const INLINE_VERIFY_MAX: usize = 2;
 /// First retry delay after a failed delivery; doubles up to [`MAX_BACKOFF`].
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest retry delay.
@@ -161,16 +163,21 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
 /// waits for durability, then answers.
 async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, responder: Responder) {
     let n = envs.len();
-    let checked = tokio::task::spawn_blocking(move || {
+    let check = move || {
         envs.iter()
             .map(|bytes| {
                 let env = Envelope::decode(bytes).map_err(|e| format!("malformed envelope: {e}"))?;
                 verify_envelope(env).map_err(|e| format!("{e}"))
             })
             .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    };
+    // One or two signatures cost less than a hop to the blocking pool; batches go there so a
+    // worker thread is never held for milliseconds.
+    let checked = if n <= INLINE_VERIFY_MAX {
+        check()
+    } else {
+        tokio::task::spawn_blocking(check).await.unwrap_or_default()
+    };
     if checked.len() != n {
         responder.respond(Response::Results(vec![DeliveryStatus::Retry; n]));
         return;
@@ -284,7 +291,6 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
         let sent: Vec<(Vec<u8>, Option<MsgId>)> =
             items.iter().map(|(k, it)| (k.clone(), it.msg_id)).collect();
         let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
-        let was_connected = net.is_connected(peer).await.unwrap_or(false);
         match net.request(peer, Request::Deliver(envs)).await {
             Ok(Response::Results(results)) if results.len() == sent.len() => {
                 let progressed = results.iter().any(|r| !matches!(r, DeliveryStatus::Retry));
@@ -310,7 +316,8 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 }));
             }
             Err(e) => {
-                if was_connected {
+                // Anything but "unreachable" may have reached the recipient: say "sent".
+                if !matches!(e, dingo_net::NetError::Unreachable { .. }) {
                     let ids: Vec<MsgId> = sent.iter().filter_map(|(_, id)| *id).collect();
                     let _ = node.job(move |c, s| c.mark_sent(s, &ids)).await;
                 }

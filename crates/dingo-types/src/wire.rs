@@ -111,8 +111,9 @@ impl Response {
                     out.push(match tag {
                         0 => DeliveryStatus::Stored(at),
                         1 => DeliveryStatus::Duplicate(at),
-                        2 => DeliveryStatus::Rejected,
-                        3 => DeliveryStatus::Retry,
+                        // Statuses without a time must carry zero: one encoding per value.
+                        2 if at == 0 => DeliveryStatus::Rejected,
+                        3 if at == 0 => DeliveryStatus::Retry,
                         _ => return Err(DecodeError::Invalid("status")),
                     });
                 }
@@ -139,6 +140,14 @@ mod tests {
             DeliveryStatus::Retry,
         ]);
         assert_eq!(Response::decode(&resp.encode()), Ok(resp));
+    }
+
+    /// Found by the `wire` fuzz target: a `Retry` with a non-zero time decoded, so two byte
+    /// strings meant the same response.
+    #[test]
+    fn regression_fuzz_retry_with_time_is_not_canonical() {
+        let crash = [0x1, 0x0, 0x1, 0x3, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x8];
+        assert_eq!(Response::decode(&crash), Err(DecodeError::Invalid("status")));
     }
 
     #[test]
