@@ -129,3 +129,24 @@ async fn a_changed_key_blocks_the_conversation_until_reverified() {
     let back = alice.send("bob", "welcome back").await.expect("send after re-verification").id;
     wait_status(&alice, "bob", &back, Status::Delivered).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_chat_over_quic_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut nodes = Vec::new();
+    for name in ["alice", "bob"] {
+        let home = Home::new(dir.path().join(name));
+        Node::init(&home, name, None).expect("init");
+        let node = Node::open(&home, None).expect("open");
+        let mut config = NetConfig::loopback();
+        config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
+        let addrs = node.start_network(config, vec![]).await.expect("network");
+        assert!(addrs.iter().all(|a| a.contains("quic-v1")), "{addrs:?}");
+        nodes.push(node);
+    }
+    befriend(&nodes[0], &nodes[1]).await;
+    let id = nodes[0].send("bob", "over QUIC").await.expect("send").id;
+    wait_status(&nodes[0], "bob", &id, Status::Delivered).await;
+    let reply = nodes[1].send("alice", "QUIC back").await.expect("send").id;
+    wait_status(&nodes[1], "alice", &reply, Status::Delivered).await;
+}

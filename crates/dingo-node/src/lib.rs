@@ -259,6 +259,10 @@ fn open_store(home: &Home, identity: &Identity) -> Result<Store, NodeError> {
 }
 
 fn id_info(me: &Identity, addrs: Vec<String>) -> IdInfo {
+    // Loopback addresses only help peers on this machine: leave them out of the invite when the
+    // node is reachable any other way.
+    let is_loopback = |a: &String| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/");
+    let addrs = if addrs.iter().all(is_loopback) { addrs } else { addrs.into_iter().filter(|a| !is_loopback(a)).collect() };
     IdInfo {
         user_id: me.user_id().to_hex(),
         device_id: chat::peer_id_string(&me.device_key().0),
