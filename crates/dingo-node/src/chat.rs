@@ -34,6 +34,14 @@ pub(crate) enum Accepted {
     Retry(Vec<NodeEvent>),
 }
 
+/// What a run of outgoing seals changes, written once by [`Core::commit_seals`].
+#[derive(Default)]
+pub(crate) struct SealCtx {
+    batch: Batch,
+    convs: HashMap<ConvId, ConversationRec>,
+    sessions: HashMap<UserId, PeerSessions>,
+}
+
 /// What a batch of inbound envelopes changes, written once by [`Core::commit`].
 #[derive(Default)]
 pub(crate) struct AcceptCtx {
@@ -309,13 +317,27 @@ impl Core {
 
     // ---- sending ----
 
-    /// Seals `content` for `contact` into the outbox (in `b`); returns the sequence number.
+    fn ctx_conv<'a>(
+        &self,
+        s: &Store,
+        ctx: &'a mut SealCtx,
+        convid: ConvId,
+    ) -> Result<&'a mut ConversationRec, NodeError> {
+        Ok(match ctx.convs.entry(convid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
+            }
+        })
+    }
+
+    /// Seals `content` for `contact` into the outbox (in `ctx`); returns the sequence number.
+    /// On error nothing in `ctx` changes, so no sequence number is ever skipped.
     fn seal_into(
         &self,
         s: &Store,
-        b: &mut Batch,
+        ctx: &mut SealCtx,
         contact: &ContactRec,
-        conv: &mut ConversationRec,
         content: &Content,
         msg_id: Option<MsgId>,
     ) -> Result<u64, NodeError> {
@@ -324,11 +346,12 @@ impl Core {
         }
         let cert = contact.device_cert()?;
         let prekey = contact.signed_prekey();
-        let mut sessions = self.sessions_for(s, &contact.user_id)?;
+        let mut sessions = match ctx.sessions.get(&contact.user_id) {
+            Some(sess) => sess.clone(),
+            None => self.sessions_for(s, &contact.user_id)?,
+        };
         let convid = self.conv_with(&contact.user_id);
-        let seq = conv.next_seq.max(1);
-        conv.next_seq = seq + 1;
-        conv.contact = Some(contact.user_id);
+        let seq = self.ctx_conv(s, ctx, convid)?.next_seq.max(1);
         let env = sessions
             .seal(
                 &self.me,
@@ -341,19 +364,36 @@ impl Core {
                 dingo_crypto::CryptoError::UnknownSession => NodeError::NoSession(contact.name.clone()),
                 other => other.into(),
             })?;
+        let conv = self.ctx_conv(s, ctx, convid)?;
+        conv.next_seq = seq + 1;
+        conv.contact = Some(contact.user_id);
         s.put(
-            b,
+            &mut ctx.batch,
             Table::Outbox,
             &outbox_key(&contact.user_id, seq),
             &OutboxItem { envelope: env.encode(), msg_id, conv: convid },
         );
-        self.save_sessions(s, b, &contact.user_id, sessions);
+        ctx.sessions.insert(contact.user_id, sessions);
         Ok(seq)
     }
 
+    /// Writes what a run of seals recorded: sessions and conversations once, atomically with
+    /// the messages and outbox entries.
+    pub(crate) fn commit_seals(&self, s: &Store, mut ctx: SealCtx) -> Result<(), NodeError> {
+        for (convid, conv) in &ctx.convs {
+            s.put(&mut ctx.batch, Table::Conversations, &convid.0, conv);
+        }
+        for (uid, sessions) in ctx.sessions {
+            self.save_sessions(s, &mut ctx.batch, &uid, sessions);
+        }
+        self.apply(s, ctx.batch)
+    }
+
+    /// Seals a text into the outbox (in `ctx`, written by [`Core::commit_seals`]).
     pub(crate) fn send_text(
         &self,
         s: &Store,
+        ctx: &mut SealCtx,
         who: &str,
         text: &str,
         now: u64,
@@ -366,13 +406,11 @@ impl Core {
         }
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
-        let mut conv = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
         // Per-conversation monotonic time keeps this sender's messages in order for everyone.
-        let sent_at = now.max(conv.last_at);
+        let sent_at = now.max(self.ctx_conv(s, ctx, convid)?.last_at);
         let id = MsgId::random();
-        let mut b = Batch::default();
         let content = Content::Text { id, sent_at, text: text.to_owned() };
-        let seq = self.seal_into(s, &mut b, &contact, &mut conv, &content, Some(id))?;
+        let seq = self.seal_into(s, ctx, &contact, &content, Some(id))?;
         let rec = MessageRec {
             id,
             conv: convid,
@@ -387,13 +425,12 @@ impl Core {
             read_at: None,
         };
         let key = message_key(&convid, sent_at, seq, &id);
-        s.put(&mut b, Table::Messages, &key, &rec);
-        s.put(&mut b, Table::MessageIndex, &id.0, &key);
+        s.put(&mut ctx.batch, Table::Messages, &key, &rec);
+        s.put(&mut ctx.batch, Table::MessageIndex, &id.0, &key);
+        let conv = self.ctx_conv(s, ctx, convid)?;
         conv.last_at = sent_at;
         conv.last_text = preview(text);
         conv.total += 1;
-        s.put(&mut b, Table::Conversations, &convid.0, &conv);
-        self.apply(s, b)?;
         Ok((id, contact.user_id))
     }
 
@@ -437,7 +474,7 @@ impl Core {
     ) -> Result<(Vec<MessageView>, Option<UserId>), NodeError> {
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
-        let mut b = Batch::default();
+        let mut ctx = SealCtx::default();
         let mut newly_read = Vec::new();
         let mut out = Vec::new();
         for item in s.scan::<MessageRec>(Table::Messages, &convid.0) {
@@ -446,22 +483,22 @@ impl Core {
                 m.status = Status::Read;
                 m.read_at = Some(now);
                 newly_read.push(m.id);
-                s.put(&mut b, Table::Messages, &key, &m);
+                s.put(&mut ctx.batch, Table::Messages, &key, &m);
             }
             out.push(self.view(&m, &contact));
         }
-        let mut conv = s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default();
-        conv.unread = 0;
+        self.ctx_conv(s, &mut ctx, convid)?.unread = 0;
         let mut receipts_to = None;
+        // A contact whose key changed gets no receipts until re-verified (they could not be
+        // sealed to the pinned device anyway).
         if !newly_read.is_empty() && contact.pending_cert.is_none() {
             for chunk in newly_read.chunks(MAX_RECEIPT_IDS) {
                 let receipt = Content::ReadReceipt { ids: chunk.to_vec(), read_at: now };
-                self.seal_into(s, &mut b, &contact, &mut conv, &receipt, None)?;
+                self.seal_into(s, &mut ctx, &contact, &receipt, None)?;
             }
             receipts_to = Some(contact.user_id);
         }
-        s.put(&mut b, Table::Conversations, &convid.0, &conv);
-        self.apply(s, b)?;
+        self.commit_seals(s, ctx)?;
         Ok((out, receipts_to))
     }
 

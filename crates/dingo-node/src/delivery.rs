@@ -110,8 +110,8 @@ pub(crate) async fn start(
     for uid in node.job(|c, s| c.pending_contacts(s)).await? {
         node.inner.delivery.enqueued(uid);
     }
-    tokio::spawn(event_loop(node.clone(), events));
-    tokio::spawn(delivery_loop(node.clone()));
+    let loops = [tokio::spawn(event_loop(node.clone(), events)), tokio::spawn(delivery_loop(node.clone()))];
+    locked(&node.inner.tasks).extend(loops);
     for addr in peers {
         let net = net.clone();
         tokio::spawn(async move {

@@ -51,6 +51,9 @@ pub enum NodeError {
     /// The network is not running (offline command that needs it).
     #[error("the node's network is not running")]
     Offline,
+    /// A store or internal failure while handling a batch of requests.
+    #[error("the node could not complete the request: {0}")]
+    Unavailable(String),
     /// A store failure.
     #[error(transparent)]
     Store(#[from] dingo_store::StoreError),

@@ -31,7 +31,12 @@ use dingo_types::invite::Invite;
 use dingo_types::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Sends waiting to be sealed before callers wait.
+pub const SEND_QUEUE: usize = 4096;
+/// Most sends sealed in one store job.
+pub const SEND_RUN: usize = 256;
 
 /// Events buffered per subscriber before the slowest one misses some.
 pub const EVENT_BUFFER: usize = 4096;
@@ -68,6 +73,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     counters: Counters,
     listen_addrs: Mutex<Vec<String>>,
+    sealer: OnceLock<mpsc::Sender<SendRequest>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     _lock: home::HomeLock,
 }
 
@@ -97,7 +104,7 @@ impl Node {
         if !home.is_initialized() {
             return Err(NodeError::NotInitialized(home.dir().display().to_string()));
         }
-        let lock = home.lock()?;
+        let lock = lock_waiting_for_this_process(home)?;
         let identity = home.load_identity(passphrase)?;
         let store = open_store(home, &identity)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -112,6 +119,8 @@ impl Node {
                 shutdown: watch::channel(false).0,
                 counters: Counters::default(),
                 listen_addrs: Mutex::new(Vec::new()),
+                sealer: OnceLock::new(),
+                tasks: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
         })
@@ -175,12 +184,21 @@ impl Node {
         Ok(v)
     }
 
-    /// Sends a text; it is durably in the outbox when this returns.
+    /// Sends a text; it is durably in the outbox when this returns. Concurrent sends are sealed
+    /// together in one store job and one flush (group commit); each gets its own result.
     pub async fn send(&self, who: &str, text: &str) -> Result<SendResult, NodeError> {
-        let (who, text) = (who.to_owned(), text.to_owned());
-        let (id, uid) = self.job(move |c, s| c.send_text(s, &who, &text, now_ms())).await?;
-        self.inner.store.flush().await?;
-        self.inner.delivery.enqueued(uid);
+        if text.len() > dingo_types::limits::MAX_TEXT_BYTES {
+            return Err(NodeError::TooLong(text.len(), dingo_types::limits::MAX_TEXT_BYTES));
+        }
+        let queue = self.inner.sealer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(SEND_QUEUE);
+            tokio::spawn(sealer(Arc::downgrade(&self.inner), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let request = SendRequest { who: who.to_owned(), text: text.to_owned(), reply };
+        queue.send(request).await.map_err(|_| NodeError::Unavailable("the sealer stopped".into()))?;
+        let id = answer.await.map_err(|_| NodeError::Unavailable("the sealer stopped".into()))??;
         Ok(SendResult { id: id.to_hex(), status: Status::Queued })
     }
 
@@ -238,9 +256,28 @@ impl Node {
         if let Some(net) = self.inner.net.get() {
             net.shutdown().await;
         }
+        let tasks: Vec<_> = self.inner.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
         self.inner.store.flush().await?;
         Ok(())
     }
+}
+
+/// Takes the home lock. If this same process still holds it (a node here is closing), waits up to
+/// a second for it to let go; another process holding it is an immediate error.
+fn lock_waiting_for_this_process(home: &Home) -> Result<home::HomeLock, NodeError> {
+    let me = std::process::id().to_string();
+    for _ in 0..50 {
+        match home.lock() {
+            Err(NodeError::HomeInUse(_, pid)) if pid == me => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    home.lock()
 }
 
 /// Opens the store, waiting briefly if a previous owner in this process is still closing (the
@@ -258,11 +295,71 @@ fn open_store(home: &Home, identity: &Identity) -> Result<Store, NodeError> {
     }
 }
 
+struct SendRequest {
+    who: String,
+    text: String,
+    reply: oneshot::Sender<Result<dingo_types::MsgId, NodeError>>,
+}
+
+/// Seals queued sends in runs: one store job and one flush for everything that queued while
+/// the previous run was being written. Holds only a weak reference, so dropping the last
+/// [`Node`] ends it (and releases the home).
+async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendRequest>) {
+    while let Some(first) = queue.recv().await {
+        let mut run = vec![first];
+        while run.len() < SEND_RUN {
+            match queue.try_recv() {
+                Ok(r) => run.push(r),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        let node = Node { inner };
+        let items: Vec<(String, String)> = run.iter().map(|r| (r.who.clone(), r.text.clone())).collect();
+        let sealed = node
+            .job(move |c, s| {
+                let mut ctx = chat::SealCtx::default();
+                let now = now_ms();
+                let out: Vec<_> =
+                    items.iter().map(|(who, text)| c.send_text(s, &mut ctx, who, text, now)).collect();
+                c.commit_seals(s, ctx)?;
+                Ok(out)
+            })
+            .await;
+        let sealed = match sealed {
+            Ok(out) => match node.inner.store.flush().await {
+                Ok(()) => Ok(out),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match sealed {
+            Ok(out) => {
+                for (req, result) in run.into_iter().zip(out) {
+                    if let Ok((_, uid)) = &result {
+                        node.inner.delivery.enqueued(*uid);
+                    }
+                    let _ = req.reply.send(result.map(|(id, _)| id));
+                }
+            }
+            Err(e) => {
+                for req in run {
+                    let _ = req.reply.send(Err(NodeError::Unavailable(e.clone())));
+                }
+            }
+        }
+    }
+}
+
 fn id_info(me: &Identity, addrs: Vec<String>) -> IdInfo {
     // Loopback addresses only help peers on this machine: leave them out of the invite when the
     // node is reachable any other way.
     let is_loopback = |a: &String| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/");
-    let addrs = if addrs.iter().all(is_loopback) { addrs } else { addrs.into_iter().filter(|a| !is_loopback(a)).collect() };
+    let addrs = if addrs.iter().all(is_loopback) {
+        addrs
+    } else {
+        addrs.into_iter().filter(|a| !is_loopback(a)).collect()
+    };
     IdInfo {
         user_id: me.user_id().to_hex(),
         device_id: chat::peer_id_string(&me.device_key().0),

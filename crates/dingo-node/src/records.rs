@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 /// How far ahead of the contiguous prefix a sequence number may be (a bound on the window).
 pub(crate) const MAX_REPLAY_AHEAD: u64 = 8192;
+/// Most sequence numbers held above the contiguous prefix.
+pub(crate) const MAX_REPLAY_ABOVE: usize = 4096;
 
 /// A contact as stored: the pinned device certificate and what is needed to reach them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +66,15 @@ impl ReplayWindow {
         while self.above.remove(&(self.contiguous + 1)) {
             self.contiguous += 1;
         }
+        // A gap that never fills (a message the sender gave up on) must not stall the window:
+        // past the bound, the oldest gaps are treated as seen, and their numbers as replays.
+        while self.above.len() > MAX_REPLAY_ABOVE {
+            let Some(lowest) = self.above.pop_first() else { break };
+            self.contiguous = lowest;
+            while self.above.remove(&(self.contiguous + 1)) {
+                self.contiguous += 1;
+            }
+        }
     }
 }
 
@@ -75,6 +86,31 @@ pub enum Direction {
     In,
     /// Sent by this user.
     Out,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_window_is_exact_and_survives_a_permanent_gap() {
+        let mut w = ReplayWindow::default();
+        for seq in [1, 2, 4, 3, 6] {
+            assert!(!w.contains(seq));
+            w.insert(seq);
+            assert!(w.contains(seq));
+        }
+        assert_eq!(w.contiguous, 4);
+        assert!(!w.contains(5));
+        assert!(!w.acceptable(0));
+        // Seq 5 never comes: the window keeps accepting, bounded.
+        for seq in 7..7 + 3 * MAX_REPLAY_ABOVE as u64 {
+            assert!(w.acceptable(seq), "{seq}");
+            w.insert(seq);
+        }
+        assert!(w.above.len() <= MAX_REPLAY_ABOVE);
+        assert!(w.contains(5), "a number given up on counts as a replay");
+    }
 }
 
 /// A message's delivery state.
