@@ -282,6 +282,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let latency_n = env_n("BENCH_LATENCY_N", 10_000);
     let throughput_n = env_n("BENCH_THROUGHPUT_N", 20_000);
     let rt =

@@ -339,7 +339,7 @@ impl Core {
         ctx: &mut SealCtx,
         contact: &ContactRec,
         content: &Content,
-        msg_id: Option<MsgId>,
+        message: Option<(MsgId, u64)>,
     ) -> Result<u64, NodeError> {
         if contact.pending_cert.is_some() {
             return Err(NodeError::KeyChanged(contact.name.clone()));
@@ -371,7 +371,12 @@ impl Core {
             &mut ctx.batch,
             Table::Outbox,
             &outbox_key(&contact.user_id, seq),
-            &OutboxItem { envelope: env.encode(), msg_id, conv: convid },
+            &OutboxItem {
+                envelope: env.encode(),
+                msg_id: message.map(|(id, _)| id),
+                msg_key: message.map(|(id, sent_at)| message_key(&convid, sent_at, seq, &id)),
+                conv: convid,
+            },
         );
         ctx.sessions.insert(contact.user_id, sessions);
         Ok(seq)
@@ -410,7 +415,7 @@ impl Core {
         let sent_at = now.max(self.ctx_conv(s, ctx, convid)?.last_at);
         let id = MsgId::random();
         let content = Content::Text { id, sent_at, text: text.to_owned() };
-        let seq = self.seal_into(s, ctx, &contact, &content, Some(id))?;
+        let seq = self.seal_into(s, ctx, &contact, &content, Some((id, sent_at)))?;
         let rec = MessageRec {
             id,
             conv: convid,
@@ -734,11 +739,12 @@ impl Core {
         &self,
         s: &Store,
         uid: &UserId,
+        after: Option<&[u8]>,
     ) -> Result<Option<(DeviceKey, OutboxBatch)>, NodeError> {
         let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { return Ok(None) };
         let mut items = Vec::new();
         let mut bytes = 0;
-        for item in s.scan::<OutboxItem>(Table::Outbox, &uid.0) {
+        for item in s.scan_after::<OutboxItem>(Table::Outbox, &uid.0, after) {
             let (key, it) = item?;
             bytes += it.envelope.len();
             if !items.is_empty() && (items.len() >= DELIVERY_BATCH || bytes > DELIVERY_BATCH_BYTES) {
@@ -754,13 +760,13 @@ impl Core {
         &self,
         s: &Store,
         uid: &UserId,
-        sent: &[(Vec<u8>, Option<MsgId>)],
+        sent: &[(Vec<u8>, Option<MsgId>, Option<Vec<u8>>)],
         results: &[DeliveryStatus],
     ) -> Result<Vec<NodeEvent>, NodeError> {
         let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
         let mut b = Batch::default();
         let mut events = Vec::new();
-        for ((key, msg_id), status) in sent.iter().zip(results) {
+        for ((key, msg_id, msg_key), status) in sent.iter().zip(results) {
             let (new_status, at) = match *status {
                 DeliveryStatus::Stored(at) | DeliveryStatus::Duplicate(at) => (Status::Delivered, at),
                 DeliveryStatus::Rejected => (Status::Failed, 0),
@@ -768,7 +774,13 @@ impl Core {
             };
             s.delete(&mut b, Table::Outbox, key);
             let Some(id) = msg_id else { continue };
-            let Some(mkey) = s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? else { continue };
+            let mkey = match msg_key {
+                Some(k) => k.clone(),
+                None => match s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? {
+                    Some(k) => k,
+                    None => continue,
+                },
+            };
             let Some(mut m) = s.get::<MessageRec>(Table::Messages, &mkey)? else { continue };
             if m.status < new_status || new_status == Status::Failed {
                 m.status = new_status;

@@ -5,11 +5,12 @@
 use crate::chat::{AcceptCtx, Accepted, Core};
 use crate::records::ContactRec;
 use crate::{Node, NodeError, NodeEvent};
-use dingo_crypto::session::verify_envelope;
+use dingo_crypto::session::{verify_envelope, VerifiedEnvelope};
 use dingo_net::{device_key_of, peer_id_of, Event, Net, Responder};
 use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{now_ms, DeviceKey, MsgId, UserId};
+use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -159,25 +160,40 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
     }
 }
 
+fn check_signatures(envs: &[Vec<u8>]) -> Vec<Result<VerifiedEnvelope, String>> {
+    envs.iter()
+        .map(|bytes| {
+            let env = Envelope::decode(bytes).map_err(|e| format!("malformed envelope: {e}"))?;
+            verify_envelope(env).map_err(|e| format!("{e}"))
+        })
+        .collect()
+}
+
 /// Verifies signatures off the runtime, then opens and stores the batch in one store job, then
 /// waits for durability, then answers.
 async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, responder: Responder) {
     let n = envs.len();
-    let check = move || {
-        envs.iter()
-            .map(|bytes| {
-                let env = Envelope::decode(bytes).map_err(|e| format!("malformed envelope: {e}"))?;
-                verify_envelope(env).map_err(|e| format!("{e}"))
-            })
-            .collect::<Vec<_>>()
-    };
-    // One or two signatures cost less than a hop to the blocking pool; batches go there so a
-    // worker thread is never held for milliseconds.
+    let started = Instant::now();
+    // One or two signatures cost less than a hop to the blocking pool; larger batches are
+    // checked there, split across cores, so a runtime thread is never held for milliseconds.
     let checked = if n <= INLINE_VERIFY_MAX {
-        check()
+        check_signatures(&envs)
     } else {
-        tokio::task::spawn_blocking(check).await.unwrap_or_default()
+        let mut envs = envs;
+        let tail = envs.split_off(n / 2);
+        let (a, b) = tokio::join!(
+            tokio::task::spawn_blocking(move || check_signatures(&envs)),
+            tokio::task::spawn_blocking(move || check_signatures(&tail))
+        );
+        match (a, b) {
+            (Ok(mut a), Ok(b)) => {
+                a.extend(b);
+                a
+            }
+            _ => Vec::new(),
+        }
     };
+    let verified_at = started.elapsed();
     if checked.len() != n {
         responder.respond(Response::Results(vec![DeliveryStatus::Retry; n]));
         return;
@@ -205,7 +221,9 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
             return;
         }
     };
+    let accepted_at = started.elapsed();
     let durable = node.inner.store.flush().await.is_ok();
+    tracing::debug!(n, ?verified_at, ?accepted_at, total = ?started.elapsed(), "inbound batch stored");
     let counters = &node.inner.counters;
     let mut statuses = Vec::with_capacity(n);
     let mut events = Vec::new();
@@ -269,31 +287,62 @@ async fn delivery_loop(node: Node) {
     }
 }
 
-/// Sends `uid`'s outbox in batches until it is empty or a delivery fails.
+/// Requests in flight to one contact: the next batch travels while the recipient stores the
+/// previous one.
+pub(crate) const PIPELINE: usize = 2;
+
+type Sent = Vec<(Vec<u8>, Option<MsgId>, Option<Vec<u8>>)>;
+
+/// Sends `uid`'s outbox in batches, [`PIPELINE`] at a time, until it is empty or a delivery
+/// fails (the caller then backs off; the next run starts again from the oldest entry, and
+/// anything already stored comes back `Duplicate`).
 async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
     let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
     let state = &node.inner.delivery;
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut drained_generation = None;
     loop {
-        let generation = locked(&state.pending).get(&uid).copied();
-        let Some((device, items)) = node.job(move |c, s| c.outbox_batch(s, &uid)).await? else {
-            locked(&state.pending).remove(&uid);
-            return Ok(());
-        };
-        if items.is_empty() {
+        while in_flight.len() < PIPELINE && drained_generation.is_none() {
+            let generation = locked(&state.pending).get(&uid).copied();
+            let after = cursor.clone();
+            let Some((device, items)) =
+                node.job(move |c, s| c.outbox_batch(s, &uid, after.as_deref())).await?
+            else {
+                locked(&state.pending).remove(&uid);
+                return Ok(());
+            };
+            let Some((last, _)) = items.last() else {
+                drained_generation = Some(generation);
+                break;
+            };
+            cursor = Some(last.clone());
+            let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+            let sent: Sent = items.iter().map(|(k, it)| (k.clone(), it.msg_id, it.msg_key.clone())).collect();
+            let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
+            let net = net.clone();
+            in_flight.push_back(async move {
+                let started = Instant::now();
+                let result = net.request(peer, Request::Deliver(envs)).await;
+                (peer, sent, result, started.elapsed())
+            });
+        }
+        let Some((peer, sent, result, rtt)) = in_flight.next().await else {
+            // Nothing in flight and nothing left to load: done, unless something was queued
+            // since the outbox was last found empty.
             let mut pending = locked(&state.pending);
-            if pending.get(&uid).copied() == generation {
+            if pending.get(&uid).copied() == drained_generation.flatten() {
                 pending.remove(&uid);
                 return Ok(());
             }
+            drop(pending);
+            drained_generation = None;
             continue;
-        }
-        let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
-        let sent: Vec<(Vec<u8>, Option<MsgId>)> =
-            items.iter().map(|(k, it)| (k.clone(), it.msg_id)).collect();
-        let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
-        match net.request(peer, Request::Deliver(envs)).await {
+        };
+        match result {
             Ok(Response::Results(results)) if results.len() == sent.len() => {
-                let progressed = results.iter().any(|r| !matches!(r, DeliveryStatus::Retry));
+                tracing::debug!(n = results.len(), ?rtt, "outbound batch answered");
+                let must_retry = results.iter().any(|r| matches!(r, DeliveryStatus::Retry));
                 let delivered = results
                     .iter()
                     .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
@@ -301,7 +350,9 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 let events = node.job(move |c, s| c.delivery_results(s, &uid, &sent, &results)).await?;
                 node.inner.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
                 node.emit(events);
-                if !progressed {
+                if must_retry {
+                    // Entries the recipient could not take now are behind the cursor: start over
+                    // after a pause.
                     return Err(NodeError::Net(dingo_net::NetError::Request {
                         peer,
                         reason: "recipient busy".into(),
@@ -318,7 +369,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             Err(e) => {
                 // Anything but "unreachable" may have reached the recipient: say "sent".
                 if !matches!(e, dingo_net::NetError::Unreachable { .. }) {
-                    let ids: Vec<MsgId> = sent.iter().filter_map(|(_, id)| *id).collect();
+                    let ids: Vec<MsgId> = sent.iter().filter_map(|(_, id, _)| *id).collect();
                     let _ = node.job(move |c, s| c.mark_sent(s, &ids)).await;
                 }
                 return Err(e.into());

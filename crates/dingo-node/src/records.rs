@@ -43,6 +43,8 @@ pub(crate) struct ConversationRec {
 pub(crate) struct OutboxItem {
     pub envelope: Vec<u8>,
     pub msg_id: Option<MsgId>,
+    /// Where the message record is, so delivery needs no index lookup.
+    pub msg_key: Option<Vec<u8>>,
     pub conv: ConvId,
 }
 

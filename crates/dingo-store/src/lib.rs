@@ -186,6 +186,29 @@ impl Store {
         })
     }
 
+    /// Like [`Store::scan`], starting after `after` (a key without the table byte) if given.
+    pub fn scan_after<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
+        use std::ops::Bound;
+        let full_prefix = full_key(table, prefix);
+        let lower = match after {
+            Some(a) => Bound::Excluded(full_key(table, a)),
+            None => Bound::Included(full_prefix.clone()),
+        };
+        self.db
+            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+            .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(&full_prefix)).unwrap_or(true))
+            .map(move |item| {
+                let (k, v) = item?;
+                let value = self.decode(table, &k, &v)?;
+                Ok((k[1..].to_vec(), value))
+            })
+    }
+
     /// Like [`Store::scan`] from the end backwards.
     pub fn scan_rev<T: DeserializeOwned>(
         &self,
