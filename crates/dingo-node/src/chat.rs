@@ -21,6 +21,9 @@ pub(crate) const DELIVERY_BATCH: usize = 256;
 /// Most envelope bytes sent to one peer in one request.
 pub(crate) const DELIVERY_BATCH_BYTES: usize = 1024 * 1024;
 
+/// One transmitted outbox entry: its key, and the message (id and record key) it carries, if any.
+pub(crate) type SentEntry = (Vec<u8>, Option<MsgId>, Option<Vec<u8>>);
+
 /// Outbox entries (key and item) in send order.
 pub(crate) type OutboxBatch = Vec<(Vec<u8>, OutboxItem)>;
 
@@ -760,7 +763,7 @@ impl Core {
         &self,
         s: &Store,
         uid: &UserId,
-        sent: &[(Vec<u8>, Option<MsgId>, Option<Vec<u8>>)],
+        sent: &[SentEntry],
         results: &[DeliveryStatus],
     ) -> Result<Vec<NodeEvent>, NodeError> {
         let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();

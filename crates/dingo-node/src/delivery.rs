@@ -291,7 +291,7 @@ async fn delivery_loop(node: Node) {
 /// previous one.
 pub(crate) const PIPELINE: usize = 2;
 
-type Sent = Vec<(Vec<u8>, Option<MsgId>, Option<Vec<u8>>)>;
+type Sent = Vec<crate::chat::SentEntry>;
 
 /// Sends `uid`'s outbox in batches, [`PIPELINE`] at a time, until it is empty or a delivery
 /// fails (the caller then backs off; the next run starts again from the oldest entry, and
