@@ -278,6 +278,44 @@ fn run_node_startup_and_rss() -> (f64, u64) {
     (startup, rss_kb)
 }
 
+/// What this machine allows at all: one fsync, one durable sled insert, one Ed25519 sign and
+/// verify. Dingo's latency floor is two durable writes (sender, recipient) plus a round trip.
+fn machine_floor() -> (f64, f64, f64, f64) {
+    use ed25519_dalek::{Signer, SigningKey};
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = std::fs::File::create(dir.path().join("f")).expect("file");
+    let n = 500;
+    let start = Instant::now();
+    for _ in 0..n {
+        use std::io::Write;
+        (&f).write_all(b"x").expect("write");
+        f.sync_data().expect("fsync");
+    }
+    let fsync_ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let db = sled::Config::new().path(dir.path().join("db")).cache_capacity(16 << 20).open().expect("sled");
+    let start = Instant::now();
+    for i in 0..n {
+        db.insert((i as u64).to_be_bytes(), vec![0u8; 400]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let sled_ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let msg = [1u8; 600];
+    let start = Instant::now();
+    for _ in 0..2000 {
+        std::hint::black_box(key.sign(&msg));
+    }
+    let sign_us = start.elapsed().as_secs_f64() * 1e6 / 2000.0;
+    let sig = key.sign(&msg);
+    let vk = key.verifying_key();
+    let start = Instant::now();
+    for _ in 0..2000 {
+        vk.verify_strict(&msg, &sig).expect("verify");
+    }
+    let verify_us = start.elapsed().as_secs_f64() * 1e6 / 2000.0;
+    (fsync_ms, sled_ms, sign_us, verify_us)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -293,6 +331,7 @@ fn main() {
     let dingo = rt.block_on(dingo_latency(latency_n));
     let tput = rt.block_on(dingo_throughput(throughput_n));
     let (startup, rss) = run_node_startup_and_rss();
+    let (fsync_ms, sled_ms, sign_us, verify_us) = machine_floor();
     println!("| measure | result | target |");
     println!("|---|---|---|");
     println!(
@@ -304,4 +343,9 @@ fn main() {
     println!("| sustained 1:1 throughput, 256 B, durable + delivery receipts (n={throughput_n}) | {tput:.0} msg/s | ≥ 10,000 msg/s |");
     println!("| `dingo run` start → listening | {startup:.0} ms | ≤ 200 ms |");
     println!("| `dingo run` idle RSS after 3 s | {:.1} MB | ≤ 30 MB |", rss as f64 / 1024.0);
+    println!("| machine: 1-byte write + fdatasync | {fsync_ms:.3} ms | (floor) |");
+    println!("| machine: one durable sled insert (insert + flush, 400 B) | {sled_ms:.3} ms | (floor) |");
+    println!(
+        "| machine: Ed25519 sign / verify_strict, 600 B | {sign_us:.0} µs / {verify_us:.0} µs | (floor) |"
+    );
 }

@@ -64,6 +64,14 @@ impl State {
         b.insert(uid, (Instant::now() + delay, delay));
     }
 
+    /// Claims `uid` for a delivery run now, unless one is running or it is backing off.
+    fn try_claim(&self, uid: UserId) -> bool {
+        if locked(&self.backoff).get(&uid).is_some_and(|(until, _)| *until > Instant::now()) {
+            return false;
+        }
+        locked(&self.in_flight).insert(uid)
+    }
+
     fn due(&self) -> Vec<UserId> {
         let now = Instant::now();
         let pending = locked(&self.pending);
@@ -169,8 +177,8 @@ fn check_signatures(envs: &[Vec<u8>]) -> Vec<Result<VerifiedEnvelope, String>> {
         .collect()
 }
 
-/// Verifies signatures off the runtime, then opens and stores the batch in one store job, then
-/// waits for durability, then answers.
+/// Verifies signatures off the runtime, then opens and stores the batch in one store job that
+/// also makes it durable, then answers: "stored" is only ever said of flushed data.
 async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, responder: Responder) {
     let n = envs.len();
     let started = Instant::now();
@@ -200,7 +208,7 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
     }
     let now = now_ms();
     let outcome = node
-        .job(move |core: &Core, s| {
+        .durable_job(move |core: &Core, s| {
             let mut ctx = AcceptCtx::default();
             let mut out = Vec::with_capacity(checked.len());
             for item in checked {
@@ -221,24 +229,21 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
             return;
         }
     };
-    let accepted_at = started.elapsed();
-    let durable = node.inner.store.flush().await.is_ok();
-    tracing::debug!(n, ?verified_at, ?accepted_at, total = ?started.elapsed(), "inbound batch stored");
+    tracing::debug!(n, ?verified_at, total = ?started.elapsed(), "inbound batch stored");
     let counters = &node.inner.counters;
     let mut statuses = Vec::with_capacity(n);
     let mut events = Vec::new();
     for a in outcome {
         statuses.push(match a {
-            Accepted::Stored(ev) if durable => {
+            Accepted::Stored(ev) => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
                 events.extend(ev);
                 DeliveryStatus::Stored(now)
             }
-            Accepted::Duplicate if durable => {
+            Accepted::Duplicate => {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 DeliveryStatus::Duplicate(now)
             }
-            Accepted::Stored(_) | Accepted::Duplicate => DeliveryStatus::Retry,
             Accepted::Rejected(reason) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, "dropped an envelope: {reason}");
@@ -266,23 +271,7 @@ async fn delivery_loop(node: Node) {
             _ = tick.tick() => {}
         }
         for uid in state.due() {
-            let node = node.clone();
-            tokio::spawn(async move {
-                let ok = deliver_to(&node, uid).await;
-                let state = &node.inner.delivery;
-                locked(&state.in_flight).remove(&uid);
-                match ok {
-                    Ok(()) => {
-                        if locked(&state.pending).contains_key(&uid) {
-                            state.wake.notify_one();
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(%uid, "delivery deferred: {e}");
-                        state.fail(uid);
-                    }
-                }
-            });
+            spawn_delivery(node.clone(), uid);
         }
     }
 }
@@ -292,6 +281,34 @@ async fn delivery_loop(node: Node) {
 pub(crate) const PIPELINE: usize = 2;
 
 type Sent = Vec<crate::chat::SentEntry>;
+
+/// Starts delivering to `uid` at once (no hop through the delivery loop) if the network runs
+/// and no run for `uid` is active or backing off.
+pub(crate) fn kick(node: &Node, uid: UserId) {
+    if node.inner.net.get().is_some() && node.inner.delivery.try_claim(uid) {
+        spawn_delivery(node.clone(), uid);
+    }
+}
+
+/// Runs [`deliver_to`] for a claimed `uid` and settles the claim.
+fn spawn_delivery(node: Node, uid: UserId) {
+    tokio::spawn(async move {
+        let ok = deliver_to(&node, uid).await;
+        let state = &node.inner.delivery;
+        locked(&state.in_flight).remove(&uid);
+        match ok {
+            Ok(()) => {
+                if locked(&state.pending).contains_key(&uid) {
+                    state.wake.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%uid, "delivery deferred: {e}");
+                state.fail(uid);
+            }
+        }
+    });
+}
 
 /// Sends `uid`'s outbox in batches, [`PIPELINE`] at a time, until it is empty or a delivery
 /// fails (the caller then backs off; the next run starts again from the oldest entry, and

@@ -151,6 +151,23 @@ impl Node {
         self.inner.store.call(move |s| f(&core, s)).await?
     }
 
+    /// Like [`Node::job`], and the job's writes are durable (flushed on the store thread, saving
+    /// a hop to the flusher) before it answers.
+    async fn durable_job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
+    ) -> Result<R, NodeError> {
+        let core = self.inner.core.clone();
+        self.inner
+            .store
+            .call(move |s| {
+                let r = f(&core, s)?;
+                s.flush()?;
+                Ok(r)
+            })
+            .await?
+    }
+
     /// This node's identity and invite.
     pub fn id(&self) -> IdInfo {
         let addrs = self.inner.listen_addrs.lock().map(|a| a.clone()).unwrap_or_default();
@@ -220,6 +237,7 @@ impl Node {
         self.inner.store.flush().await?;
         if let Some(uid) = receipts_to {
             self.inner.delivery.enqueued(uid);
+            delivery::kick(self, uid);
         }
         Ok(views)
     }
@@ -316,8 +334,10 @@ async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendReq
         let Some(inner) = inner.upgrade() else { break };
         let node = Node { inner };
         let items: Vec<(String, String)> = run.iter().map(|r| (r.who.clone(), r.text.clone())).collect();
+        let started = std::time::Instant::now();
+        let n = items.len();
         let sealed = node
-            .job(move |c, s| {
+            .durable_job(move |c, s| {
                 let mut ctx = chat::SealCtx::default();
                 let now = now_ms();
                 let out: Vec<_> =
@@ -326,18 +346,14 @@ async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendReq
                 Ok(out)
             })
             .await;
-        let sealed = match sealed {
-            Ok(out) => match node.inner.store.flush().await {
-                Ok(()) => Ok(out),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
+        tracing::debug!(n, took = ?started.elapsed(), "sends sealed and durable");
+        let sealed = sealed.map_err(|e| e.to_string());
         match sealed {
             Ok(out) => {
                 for (req, result) in run.into_iter().zip(out) {
                     if let Ok((_, uid)) = &result {
                         node.inner.delivery.enqueued(*uid);
+                        delivery::kick(&node, *uid);
                     }
                     let _ = req.reply.send(result.map(|(id, _)| id));
                 }
