@@ -133,8 +133,12 @@ async fn demo(burst: usize) -> anyhow::Result<()> {
 
     println!("\n== offline delivery: carol is offline, alice writes anyway");
     let queued = alice.send("carol", "Carol, the report is due Friday.").await?;
-    let status = alice.messages("carol").await?.last().map(|m| m.status);
-    println!("[{:>8}] alice -> carol: status {:?} (stored in alice's outbox)", ms(t0.elapsed()), status);
+    let status = alice.messages("carol").await?.last().map(|m| format!("{:?}", m.status).to_lowercase());
+    println!(
+        "[{:>8}] alice -> carol: status {} (sealed and durable in alice's outbox)",
+        ms(t0.elapsed()),
+        status.unwrap_or_default()
+    );
     let mut carol_events = carol.subscribe();
     let online = Instant::now();
     let alice_addr: Vec<Multiaddr> = alice_addrs.iter().filter_map(|a| a.parse().ok()).collect();
