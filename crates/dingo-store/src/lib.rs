@@ -179,11 +179,7 @@ impl Store {
         table: Table,
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
-        self.db.scan_prefix(full_key(table, prefix)).map(move |item| {
-            let (k, v) = item?;
-            let value = self.decode(table, &k, &v)?;
-            Ok((k[1..].to_vec(), value))
-        })
+        self.scan_after(table, prefix, None)
     }
 
     /// Like [`Store::scan`], starting after `after` (a key without the table byte) if given.
@@ -207,19 +203,6 @@ impl Store {
                 let value = self.decode(table, &k, &v)?;
                 Ok((k[1..].to_vec(), value))
             })
-    }
-
-    /// Like [`Store::scan`] from the end backwards.
-    pub fn scan_rev<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
-        self.db.scan_prefix(full_key(table, prefix)).rev().map(move |item| {
-            let (k, v) = item?;
-            let value = self.decode(table, &k, &v)?;
-            Ok((k[1..].to_vec(), value))
-        })
     }
 
     /// Queues an encrypted write of `value` into `batch`.
@@ -292,41 +275,35 @@ impl StoreHandle {
         f: impl FnOnce(&Store) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let mut job: Job = Box::new(move |s: &Store| {
+        let job: Job = Box::new(move |s: &Store| {
             let _ = tx.send(f(s));
         });
-        // Wait for room without blocking the runtime thread.
-        loop {
-            match self.jobs.try_send(job) {
-                Ok(()) => break,
-                Err(TrySendError::Full(j)) => {
-                    job = j;
-                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-            }
-        }
+        send_waiting(&self.jobs, job).await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Waits until every write applied before this call is durable (group-committed).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        let mut req = tx;
-        loop {
-            match self.flushes.try_send(req) {
-                Ok(()) => break,
-                Err(TrySendError::Full(r)) => {
-                    req = r;
-                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-            }
-        }
+        send_waiting(&self.flushes, tx).await?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Io(sled::Error::Unsupported(e))),
             Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+/// Queues `item` to a store thread, waiting for room without blocking the runtime thread.
+async fn send_waiting<T>(queue: &SyncSender<T>, mut item: T) -> Result<(), StoreError> {
+    loop {
+        match queue.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => {
+                item = back;
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
     }
 }
