@@ -2,6 +2,7 @@
 //! default, real mDNS inside network namespaces). One binary, a module per area.
 
 mod adversarial;
+mod api;
 mod chat;
 mod cli;
 mod crash;
