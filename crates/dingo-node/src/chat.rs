@@ -8,7 +8,7 @@ use dingo_crypto::identity::{fingerprint, safety_number, verify_invite};
 use dingo_crypto::session::{PeerSessions, Recipient, VerifiedEnvelope};
 use dingo_crypto::Identity;
 use dingo_store::{Batch, Store, Table};
-use dingo_types::content::Content;
+use dingo_types::content::{Content, MsgRef};
 use dingo_types::invite::{DeviceCert, Invite, SignedPreKey};
 use dingo_types::limits::{MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
 use dingo_types::wire::DeliveryStatus;
@@ -434,7 +434,6 @@ impl Core {
         };
         let key = message_key(&convid, sent_at, seq, &id);
         s.put(&mut ctx.batch, Table::Messages, &key, &rec);
-        s.put(&mut ctx.batch, Table::MessageIndex, &id.0, &key);
         let conv = self.ctx_conv(s, ctx, convid)?;
         conv.last_at = sent_at;
         conv.last_text = preview(text);
@@ -490,7 +489,7 @@ impl Core {
             if m.direction == Direction::In && m.status != Status::Read {
                 m.status = Status::Read;
                 m.read_at = Some(now);
-                newly_read.push(m.id);
+                newly_read.push(MsgRef { id: m.id, sent_at: m.sent_at, seq: m.seq });
                 s.put(&mut ctx.batch, Table::Messages, &key, &m);
             }
             out.push(self.view(&m, &contact));
@@ -501,7 +500,7 @@ impl Core {
         // sealed to the pinned device anyway).
         if !newly_read.is_empty() && contact.pending_cert.is_none() {
             for chunk in newly_read.chunks(MAX_RECEIPT_IDS) {
-                let receipt = Content::ReadReceipt { ids: chunk.to_vec(), read_at: now };
+                let receipt = Content::ReadReceipt { read: chunk.to_vec(), read_at: now };
                 self.seal_into(s, &mut ctx, &contact, &receipt, None)?;
             }
             receipts_to = Some(contact.user_id);
@@ -676,11 +675,14 @@ impl Core {
                     sent_at,
                 });
             }
-            Content::ReadReceipt { ids, read_at } => {
-                for id in ids {
-                    let Some(key) = s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? else { continue };
+            Content::ReadReceipt { read, read_at } => {
+                for r in read {
+                    let id = r.id;
+                    // The reference says where the message is filed in this conversation; the
+                    // record found must be ours and carry that id.
+                    let key = message_key(&convid, r.sent_at, r.seq, &r.id);
                     let Some(mut m) = s.get::<MessageRec>(Table::Messages, &key)? else { continue };
-                    if m.conv != convid || m.direction != Direction::Out || m.status == Status::Read {
+                    if m.id != id || m.direction != Direction::Out || m.status == Status::Read {
                         continue;
                     }
                     m.status = Status::Read;
@@ -776,15 +778,8 @@ impl Core {
                 DeliveryStatus::Retry => continue,
             };
             s.delete(&mut b, Table::Outbox, key);
-            let Some(id) = msg_id else { continue };
-            let mkey = match msg_key {
-                Some(k) => k.clone(),
-                None => match s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? {
-                    Some(k) => k,
-                    None => continue,
-                },
-            };
-            let Some(mut m) = s.get::<MessageRec>(Table::Messages, &mkey)? else { continue };
+            let (Some(id), Some(mkey)) = (msg_id, msg_key) else { continue };
+            let Some(mut m) = s.get::<MessageRec>(Table::Messages, mkey)? else { continue };
             if m.status < new_status || new_status == Status::Failed {
                 m.status = new_status;
             }
@@ -792,21 +787,20 @@ impl Core {
                 m.delivered_at.get_or_insert(at);
                 events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
             }
-            s.put(&mut b, Table::Messages, &mkey, &m);
+            s.put(&mut b, Table::Messages, mkey, &m);
         }
         self.apply(s, b)?;
         Ok(events)
     }
 
     /// Marks messages as transmitted but unacknowledged.
-    pub(crate) fn mark_sent(&self, s: &Store, ids: &[MsgId]) -> Result<(), NodeError> {
+    pub(crate) fn mark_sent(&self, s: &Store, message_keys: &[Vec<u8>]) -> Result<(), NodeError> {
         let mut b = Batch::default();
-        for id in ids {
-            let Some(mkey) = s.get::<Vec<u8>>(Table::MessageIndex, &id.0)? else { continue };
-            let Some(mut m) = s.get::<MessageRec>(Table::Messages, &mkey)? else { continue };
+        for mkey in message_keys {
+            let Some(mut m) = s.get::<MessageRec>(Table::Messages, mkey)? else { continue };
             if m.status == Status::Queued {
                 m.status = Status::Sent;
-                s.put(&mut b, Table::Messages, &mkey, &m);
+                s.put(&mut b, Table::Messages, mkey, &m);
             }
         }
         self.apply(s, b)

@@ -9,7 +9,7 @@ use dingo_crypto::session::{verify_envelope, VerifiedEnvelope};
 use dingo_net::{device_key_of, peer_id_of, Event, Net, Responder};
 use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
-use dingo_types::{now_ms, DeviceKey, MsgId, UserId};
+use dingo_types::{now_ms, DeviceKey, UserId};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -386,8 +386,8 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             Err(e) => {
                 // Anything but "unreachable" may have reached the recipient: say "sent".
                 if !matches!(e, dingo_net::NetError::Unreachable { .. }) {
-                    let ids: Vec<MsgId> = sent.iter().filter_map(|(_, id, _)| *id).collect();
-                    let _ = node.job(move |c, s| c.mark_sent(s, &ids)).await;
+                    let keys: Vec<Vec<u8>> = sent.iter().filter_map(|(_, _, key)| key.clone()).collect();
+                    let _ = node.job(move |c, s| c.mark_sent(s, &keys)).await;
                 }
                 return Err(e.into());
             }

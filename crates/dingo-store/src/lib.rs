@@ -39,8 +39,8 @@ pub enum Table {
     Sessions = 3,
     /// Messages by conversation, time and id.
     Messages = 4,
-    /// Message location by message id.
-    MessageIndex = 5,
+    // 5 is unused: messages are found by their key (conversation, time, sequence, id), which
+    // outbox entries and read receipts carry, so no id index is kept.
     /// Sealed envelopes waiting for delivery, by peer and sequence.
     Outbox = 6,
     /// Conversation state (sequence counters, unread count).

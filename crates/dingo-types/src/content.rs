@@ -8,6 +8,18 @@ use serde::{Deserialize, Serialize};
 /// The plaintext content format version.
 pub const CONTENT_VERSION: u8 = 1;
 
+/// Names a message of the receipt's recipient exactly: its id and where its author filed it
+/// (author's send time and sequence number), so no id index is needed to find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgRef {
+    /// The message id.
+    pub id: MsgId,
+    /// The author's `sent_at`.
+    pub sent_at: u64,
+    /// The author's sequence number for it.
+    pub seq: u64,
+}
+
 /// A decrypted message body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Content {
@@ -23,7 +35,7 @@ pub enum Content {
     /// The reader's node reports that these messages were read.
     ReadReceipt {
         /// The messages read.
-        ids: Vec<MsgId>,
+        read: Vec<MsgRef>,
         /// When, on the reader's clock.
         read_at: u64,
     },
@@ -47,7 +59,7 @@ impl Content {
         let content: Content = postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
         match &content {
             Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TooLarge("text")),
-            Content::ReadReceipt { ids, .. } if ids.len() > MAX_RECEIPT_IDS => {
+            Content::ReadReceipt { read, .. } if read.len() > MAX_RECEIPT_IDS => {
                 Err(DecodeError::TooLarge("receipt"))
             }
             _ => Ok(content),
@@ -63,7 +75,10 @@ mod tests {
     fn content_round_trips() {
         let c = Content::Text { id: MsgId([9; 16]), sent_at: 5, text: "hi ✓".into() };
         assert_eq!(Content::decode(&c.encode()), Ok(c));
-        let r = Content::ReadReceipt { ids: vec![MsgId([1; 16])], read_at: 7 };
+        let r = Content::ReadReceipt {
+            read: vec![MsgRef { id: MsgId([1; 16]), sent_at: 3, seq: 4 }],
+            read_at: 7,
+        };
         assert_eq!(Content::decode(&r.encode()), Ok(r));
         assert!(Content::decode(&[]).is_err());
         assert!(Content::decode(&[2, 0]).is_err());
