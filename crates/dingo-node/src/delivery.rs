@@ -1,6 +1,6 @@
 //! Moving envelopes: the outbox loop that retries each contact's queue until the recipient's
-//! node answers "stored", and the handler that verifies, opens and stores inbound envelopes and
-//! answers only after a (group-committed) flush, so "delivered" always means durable.
+//! node answers "stored", and the handler that verifies, opens and stores each inbound batch in
+//! one store job that flushes before it answers, so "delivered" always means durable.
 
 use crate::chat::{AcceptCtx, Accepted, Core};
 use crate::records::ContactRec;
