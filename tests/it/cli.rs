@@ -124,6 +124,8 @@ fn bad_input_gets_a_clear_error_and_the_right_exit_code() {
     typo.insert(20, 'x');
     expect_fail(&a, &["contact", "add", &typo], 1, "malformed invite");
     expect_fail(&a, &["send", "nobody", "hi"], 1, "unknown contact");
+    expect_fail(&dir.path().join("noname"), &["init", "--name", " "], 1, "invalid name");
+    expect_fail(&a, &["contact", "add", &bob_invite, "--name", "#general"], 1, "invalid name");
     dingo_ok(&a, &["contact", "add", &bob_invite]);
     let long = "x".repeat(64 * 1024 + 1);
     expect_fail(&a, &["send", "bob", &long], 1, "too long");

@@ -45,6 +45,7 @@ impl From<NodeError> for ApiError {
             | NodeError::TooLong(..)
             | NodeError::Empty
             | NodeError::BadInvite(_)
+            | NodeError::BadName(_)
             | NodeError::ForgedInvite
             | NodeError::OwnInvite
             | NodeError::NameTaken(_) => StatusCode::BAD_REQUEST,

@@ -214,10 +214,12 @@ impl Core {
             return Err(NodeError::OwnInvite);
         }
         let name = name.map(str::trim).unwrap_or(invite.name.trim()).to_owned();
-        if name.is_empty() || name.starts_with('#') {
-            return Err(NodeError::BadInvite(
-                "the contact needs a name (not starting with '#'); pass --name".into(),
-            ));
+        // '#' starts channel names (issue 3); a contact name must not look like one.
+        if name.is_empty() || name.starts_with('#') || name.len() > dingo_types::limits::MAX_NAME_BYTES {
+            return Err(NodeError::BadName(format!(
+                "a contact needs a name of 1 to {} bytes, not starting with '#'; pass --name",
+                dingo_types::limits::MAX_NAME_BYTES
+            )));
         }
         if !self.name_free(s, &name, &uid)? {
             return Err(NodeError::NameTaken(name));

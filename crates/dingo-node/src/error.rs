@@ -18,6 +18,9 @@ pub enum NodeError {
     /// The key file needs a passphrase and none was given.
     #[error("this identity is protected by a passphrase; pass --passphrase-file FILE")]
     PassphraseRequired,
+    /// A name is empty, too long or otherwise unusable.
+    #[error("invalid name: {0}")]
+    BadName(String),
     /// The invite code could not be read.
     #[error("malformed invite code: {0}")]
     BadInvite(String),

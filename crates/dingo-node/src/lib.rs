@@ -83,8 +83,8 @@ impl Node {
     pub fn init(home: &Home, name: &str, passphrase: Option<&[u8]>) -> Result<IdInfo, NodeError> {
         let name = name.trim();
         if name.is_empty() || name.len() > dingo_types::limits::MAX_NAME_BYTES {
-            return Err(NodeError::BadInvite(format!(
-                "the name must be 1 to {} bytes",
+            return Err(NodeError::BadName(format!(
+                "a name must be 1 to {} bytes",
                 dingo_types::limits::MAX_NAME_BYTES
             )));
         }
