@@ -4,7 +4,7 @@ use crate::cli::{Cli, Command, ContactCommand, RunArgs};
 use crate::output;
 use anyhow::{anyhow, bail, Context};
 use dingo_api::{AddContactBody, Client, ConversationQuery, SendBody, VerifyBody};
-use dingo_node::{Home, NetConfig, Node, NodeError};
+use dingo_node::{Home, NetConfig, Node, NodeError, Role};
 use std::path::{Path, PathBuf};
 
 fn default_home() -> PathBuf {
@@ -44,9 +44,9 @@ impl Backend {
     fn open(home: &Home, passphrase: Option<&[u8]>) -> anyhow::Result<Self> {
         let rt = runtime()?;
         let _guard = rt.enter();
-        match Node::open(home, passphrase) {
+        match Node::open_as(home, passphrase, Role::Command) {
             Ok(node) => Ok(Backend::Local(node, rt)),
-            Err(NodeError::HomeInUse(..)) => Ok(Backend::Api(Client::from_home(home)?)),
+            Err(NodeError::HomeInUse { .. }) => Ok(Backend::Api(connect_to_running_node(home)?)),
             Err(e) => Err(e.into()),
         }
     }
@@ -67,6 +67,21 @@ impl Backend {
             rt.block_on(node.shutdown())?;
         }
         Ok(())
+    }
+}
+
+/// Connects to the node holding `home`. A node that is still starting (or one that replaced a
+/// crashed node's stale API file) gets a few seconds to answer.
+fn connect_to_running_node(home: &Home) -> anyhow::Result<Client> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let attempt =
+            Client::from_home(home).and_then(|c| c.get::<dingo_node::IdInfo>("/v1/id", &[]).map(|_| c));
+        match attempt {
+            Ok(client) => return Ok(client),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
     }
 }
 
@@ -199,7 +214,7 @@ fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<(
     let rt = runtime()?;
     rt.block_on(async {
         let node = match Node::open(home, pass) {
-            Err(NodeError::HomeInUse(dir, pid)) => {
+            Err(NodeError::HomeInUse { dir, pid, .. }) => {
                 bail!("another Dingo node is already running on {dir} (pid {pid})")
             }
             other => other?,

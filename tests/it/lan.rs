@@ -44,10 +44,24 @@ impl Lan {
             .arg("--home")
             .arg(home)
             .arg("run")
+            .env("RUST_LOG", "info,dingo_node=debug,dingo_net=debug,libp2p_mdns=debug,libp2p_swarm=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn dingo run")
+    }
+}
+
+/// Prints the nodes' logs if the test fails, so a flaky discovery can be diagnosed from CI output.
+struct LogsOnFailure(Vec<PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for p in &self.0 {
+                eprintln!("---- {} ----\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default());
+            }
+        }
     }
 }
 
@@ -71,8 +85,12 @@ fn two_nodes_find_each_other_with_mdns_and_chat_without_peer_flags() {
     // Invites made before any run carry no addresses: only discovery can connect them.
     dingo_ok(&a, &["contact", "add", &ib]);
     dingo_ok(&b, &["contact", "add", &ia]);
+    let _logs = LogsOnFailure(vec![a.join("run.log"), b.join("run.log")]);
     let mut nodes = vec![lan.spawn_run(1, &a), lan.spawn_run(2, &b)];
 
+    eventually_blocking("both nodes' APIs", || {
+        (a.join("api.json").exists() && b.join("api.json").exists()).then_some(())
+    });
     let sent = eventually_blocking("alice's node API", || {
         let out = lan.dingo(1, &a, &["send", "bob", "found you over mDNS", "--json"]);
         let stderr = String::from_utf8_lossy(&out.stderr);

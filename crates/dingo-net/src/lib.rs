@@ -231,19 +231,23 @@ impl Net {
         for addr in &config.listen {
             swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
         }
+        // Wait for the listeners; anything else that happens meanwhile (an mDNS answer, an early
+        // connection) is kept and handled first by the task: mDNS reports a peer only once, so
+        // dropping that event would hide the peer until its record expires.
         let mut up = 0;
+        let mut early = Vec::new();
         while up < config.listen.len() {
             match tokio::time::timeout(Duration::from_secs(5), swarm.select_next_some()).await {
                 Ok(SwarmEvent::NewListenAddr { .. }) => up += 1,
                 Ok(SwarmEvent::ListenerError { error, .. }) => return Err(setup(&error)),
                 Ok(SwarmEvent::ListenerClosed { reason: Err(error), .. }) => return Err(setup(&error)),
-                Ok(_) => {}
+                Ok(other) => early.push(other),
                 Err(_) => return Err(NetError::Setup("timed out waiting for listeners".into())),
             }
         }
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(run(swarm, command_rx, event_tx));
+        tokio::spawn(run(swarm, command_rx, event_tx, early));
         Ok((Net { commands, local }, events))
     }
 
@@ -308,7 +312,12 @@ struct Task {
     responses: FuturesUnordered<PendingResponse>,
 }
 
-async fn run(swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, events: mpsc::Sender<Event>) {
+async fn run(
+    swarm: Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    early: Vec<SwarmEvent<BehaviourEvent>>,
+) {
     let mut task = Task {
         swarm,
         events,
@@ -316,6 +325,9 @@ async fn run(swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>, eve
         dials: HashMap::new(),
         responses: FuturesUnordered::new(),
     };
+    for event in early {
+        task.swarm_event(event);
+    }
     loop {
         tokio::select! {
             biased;

@@ -10,8 +10,15 @@ pub enum NodeError {
     #[error("no identity in {0}; run `dingo init --name NAME` first")]
     NotInitialized(String),
     /// Another process holds the home (usually a running `dingo run`).
-    #[error("{0} is in use by another Dingo process (pid {1})")]
-    HomeInUse(String, String),
+    #[error("{dir} is in use by another Dingo process (pid {pid})")]
+    HomeInUse {
+        /// The home.
+        dir: String,
+        /// The holder's pid.
+        pid: String,
+        /// What the holder is.
+        role: crate::home::Role,
+    },
     /// The passphrase is wrong or the key file is corrupt.
     #[error("wrong passphrase, or the key file is corrupt")]
     WrongPassphrase,

@@ -21,6 +21,25 @@ pub struct Home {
     dir: PathBuf,
 }
 
+/// Who holds a home: a node (which serves the local API while it runs) or a one-off command
+/// (which lets go within moments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A node: `dingo run`, or an in-process node.
+    Node,
+    /// A CLI command that opened the home because no node was running.
+    Command,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Command => "command",
+        }
+    }
+}
+
 /// The exclusive hold on a home; released when dropped.
 #[derive(Debug)]
 pub struct HomeLock {
@@ -73,8 +92,8 @@ impl Home {
         self.key_file().exists()
     }
 
-    /// Takes the exclusive hold on this home, or says who has it.
-    pub fn lock(&self) -> Result<HomeLock, NodeError> {
+    /// Takes the exclusive hold on this home for `role`, or says who has it (pid and role).
+    pub fn lock(&self, role: Role) -> Result<HomeLock, NodeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| NodeError::io(&self.dir, e))?;
         let path = self.lock_file();
         let mut file = OpenOptions::new()
@@ -88,14 +107,21 @@ impl Home {
             Ok(()) => {
                 let _ = file.set_len(0);
                 let _ = file.rewind();
-                let _ = write!(file, "{}", std::process::id());
+                let _ = write!(file, "{} {}", std::process::id(), role.as_str());
                 let _ = file.sync_all();
                 Ok(HomeLock { _file: file })
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                Err(NodeError::HomeInUse(self.dir.display().to_string(), pid.trim().to_owned()))
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let mut parts = holder.split_whitespace();
+                let pid = parts.next().unwrap_or("").to_owned();
+                // A holder caught between truncating the file and writing it is a node starting.
+                let role = match parts.next() {
+                    Some("command") => Role::Command,
+                    _ => Role::Node,
+                };
+                Err(NodeError::HomeInUse { dir: self.dir.display().to_string(), pid, role })
             }
             Err(std::fs::TryLockError::Error(e)) => Err(NodeError::io(&path, e)),
         }

@@ -16,7 +16,7 @@ pub mod home;
 mod records;
 
 pub use error::NodeError;
-pub use home::Home;
+pub use home::{Home, Role};
 pub use records::{
     ContactInfo, ConversationView, Direction, IdInfo, MessageView, NodeEvent, SendResult, Stats, Status,
     Verification,
@@ -91,7 +91,7 @@ impl Node {
         if home.is_initialized() {
             return Err(NodeError::AlreadyInitialized(home.dir().display().to_string()));
         }
-        let lock = home.lock()?;
+        let lock = home.lock(Role::Command)?;
         let identity = Identity::generate(name);
         home.create_identity(&identity, passphrase)?;
         drop(Store::open(&home.store_dir(), StorageKey::new(identity.storage_key().clone()))?);
@@ -99,12 +99,17 @@ impl Node {
         Ok(id_info(&identity, Vec::new()))
     }
 
-    /// Opens the node in `home` (takes the home's lock). The network is not started.
+    /// Opens the node in `home` (takes the home's lock as a node). The network is not started.
     pub fn open(home: &Home, passphrase: Option<&[u8]>) -> Result<Node, NodeError> {
+        Self::open_as(home, passphrase, Role::Node)
+    }
+
+    /// Opens the home for a one-off command (others see a short-lived holder and wait).
+    pub fn open_as(home: &Home, passphrase: Option<&[u8]>, role: Role) -> Result<Node, NodeError> {
         if !home.is_initialized() {
             return Err(NodeError::NotInitialized(home.dir().display().to_string()));
         }
-        let lock = lock_waiting_for_this_process(home)?;
+        let lock = lock_waiting(home, role)?;
         let identity = home.load_identity(passphrase)?;
         let store = open_store(home, &identity)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -283,19 +288,20 @@ impl Node {
     }
 }
 
-/// Takes the home lock. If this same process still holds it (a node here is closing), waits up to
-/// a second for it to let go; another process holding it is an immediate error.
-fn lock_waiting_for_this_process(home: &Home) -> Result<home::HomeLock, NodeError> {
+/// Takes the home lock. A holder that lets go soon is waited for (up to 10 s): a one-off
+/// command, or a node of this same process that is closing. A running node elsewhere is an
+/// immediate error (the caller then talks to it through its API).
+fn lock_waiting(home: &Home, role: Role) -> Result<home::HomeLock, NodeError> {
     let me = std::process::id().to_string();
-    for _ in 0..50 {
-        match home.lock() {
-            Err(NodeError::HomeInUse(_, pid)) if pid == me => {
+    for _ in 0..500 {
+        match home.lock(role) {
+            Err(NodeError::HomeInUse { pid, role: holder, .. }) if pid == me || holder == Role::Command => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
             other => return other,
         }
     }
-    home.lock()
+    home.lock(role)
 }
 
 /// Opens the store, waiting briefly if a previous owner in this process is still closing (the
