@@ -1,7 +1,7 @@
 //! The Dingo application: one user's node. It owns the identity, the store (through its thread)
 //! and, while running, the network; everything a user does goes through [`Node`].
 //!
-//! - [`chat`](crate::chat): the 1:1 state machine, run as store jobs (atomic, no I/O).
+//! - `chat`: the 1:1 state machine, run as store jobs (atomic, no I/O).
 //! - `delivery`: the outbox loop (retry until the recipient's node says "stored") and the handler
 //!   for inbound envelopes (verify, open, store, group-commit, acknowledge).
 //! - [`home`]: the files of a home directory and its exclusive lock.
