@@ -7,7 +7,7 @@ use dingo_crypto::Identity;
 use dingo_net::{peer_id_of, Config, Net};
 use dingo_node::{Home, NetConfig, Node};
 use dingo_types::content::Content;
-use dingo_types::envelope::{DirectHeader, Envelope};
+use dingo_types::envelope::{DirectHeader, Envelope, SessionInit};
 use dingo_types::invite::Invite;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
@@ -63,6 +63,15 @@ impl Mallory {
 
     fn resign(&self, env: &mut Envelope) {
         env.signature = self.me.sign_device(&env.signed_bytes());
+    }
+
+    /// Rewrites the X3DH session start an envelope carries, and signs the result as mallory.
+    fn with_forged_init(&self, mut env: Envelope, edit: impl FnOnce(&mut SessionInit)) -> Envelope {
+        let mut h = DirectHeader::decode(&env.crypto_header).expect("header");
+        edit(h.init.as_mut().expect("init"));
+        env.crypto_header = h.encode();
+        self.resign(&mut env);
+        env
     }
 
     async fn deliver(&self, bytes: Vec<u8>) -> DeliveryStatus {
@@ -189,11 +198,8 @@ async fn envelopes_for_another_conversation_or_signer_are_rejected() {
 
     // A fresh session start that carries bob's certificate but is signed by mallory's device.
     let mut fresh = Mallory::new(&victim).await;
-    let mut env = fresh.seal("I am bob too");
-    let mut h = DirectHeader::decode(&env.crypto_header).expect("header");
-    h.init.as_mut().expect("init").cert = bob_cert;
-    env.crypto_header = h.encode();
-    fresh.resign(&mut env);
+    let sealed = fresh.seal("I am bob too");
+    let env = fresh.with_forged_init(sealed, |init| init.cert = bob_cert);
     assert_eq!(fresh.deliver(env.encode()).await, DeliveryStatus::Rejected);
 
     let at_bob_conv = victim.messages("bob").await.expect("m");
@@ -220,11 +226,8 @@ async fn low_order_x25519_keys_are_refused() {
     ];
     for point in low_order {
         let mut mallory = Mallory::new(&victim).await;
-        let mut env = mallory.seal("low order");
-        let mut h = DirectHeader::decode(&env.crypto_header).expect("header");
-        h.init.as_mut().expect("init").ephemeral = point;
-        env.crypto_header = h.encode();
-        mallory.resign(&mut env);
+        let sealed = mallory.seal("low order");
+        let env = mallory.with_forged_init(sealed, |init| init.ephemeral = point);
         assert_eq!(mallory.deliver(env.encode()).await, DeliveryStatus::Rejected);
 
         // And a sender cannot be tricked into a session with a low-order prekey.

@@ -14,7 +14,7 @@ use dingo_types::limits::{MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
 use dingo_types::wire::DeliveryStatus;
 use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Most envelopes sent to one peer in one request.
 pub(crate) const DELIVERY_BATCH: usize = 256;
@@ -62,7 +62,7 @@ pub(crate) struct Core {
     pub me: Identity,
     sessions: Mutex<HashMap<UserId, PeerSessions>>,
     /// All contacts, sorted by name; dropped whenever a contact is written.
-    contacts: Mutex<Option<Vec<ContactRec>>>,
+    contacts: Mutex<Option<Arc<Vec<ContactRec>>>>,
 }
 
 fn preview(text: &str) -> String {
@@ -154,7 +154,8 @@ impl Core {
 
     // ---- contacts ----
 
-    pub(crate) fn contacts(&self, s: &Store) -> Result<Vec<ContactRec>, NodeError> {
+    /// All contacts, sorted by name: shared from the cache, so a lookup costs no copying.
+    pub(crate) fn contacts(&self, s: &Store) -> Result<Arc<Vec<ContactRec>>, NodeError> {
         if let Some(cached) = self.contacts.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Ok(cached.clone());
         }
@@ -163,6 +164,7 @@ impl Core {
             .map(|r| r.map(|(_, c)| c))
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|c| c.name.to_lowercase());
+        let out = Arc::new(out);
         *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
         Ok(out)
     }

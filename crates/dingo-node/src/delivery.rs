@@ -113,8 +113,8 @@ pub(crate) async fn start(
     if node.inner.net.set(net.clone()).is_err() {
         return Err(NodeError::Offline);
     }
-    for rec in node.job(|c, s| c.contacts(s)).await? {
-        learn_addresses(&net, &rec).await;
+    for rec in node.job(|c, s| c.contacts(s)).await?.iter() {
+        learn_addresses(&net, rec).await;
     }
     for uid in node.job(|c, s| c.pending_contacts(s)).await? {
         node.inner.delivery.enqueued(uid);

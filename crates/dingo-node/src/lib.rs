@@ -209,6 +209,7 @@ impl Node {
     /// Sends a text; it is durably in the outbox when this returns. Concurrent sends are sealed
     /// together in one store job and one flush (group commit); each gets its own result.
     pub async fn send(&self, who: &str, text: &str) -> Result<SendResult, NodeError> {
+        // `send_text` checks this too; checking here keeps oversized texts out of the queue.
         if text.len() > dingo_types::limits::MAX_TEXT_BYTES {
             return Err(NodeError::TooLong(text.len(), dingo_types::limits::MAX_TEXT_BYTES));
         }
