@@ -4,6 +4,8 @@
 //! - [`x3dh`] and [`ratchet`]: session start (Signal's X3DH) and the Double Ratchet
 //!   (Signal's published spec) with HKDF-SHA256, HMAC-SHA256 chains and ChaCha20-Poly1305.
 //! - [`session`]: a pair's sessions, and sealing/opening signed 1:1 envelopes.
+//! - [`group`]: sender-key chains for group messages (encrypt and sign once for all members).
+//! - [`membership`]: the team's signed op log and the membership computed from it (a CRDT).
 //! - [`at_rest`]: the storage key that encrypts every stored value, and the passphrase-wrapped
 //!   key file.
 //!
@@ -12,7 +14,9 @@
 
 pub mod at_rest;
 mod error;
+pub mod group;
 pub mod identity;
+pub mod membership;
 pub mod ratchet;
 mod secret;
 pub mod session;

@@ -94,7 +94,7 @@ fn kdf_rk(rk: &Secret32, dh_out: &[u8; 32]) -> (Secret32, Secret32) {
     (Secret32::from_bytes(a), Secret32::from_bytes(b))
 }
 
-fn hmac(key: &Secret32, byte: u8) -> Secret32 {
+pub(crate) fn hmac(key: &Secret32, byte: u8) -> Secret32 {
     // HMAC takes keys of any length.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));

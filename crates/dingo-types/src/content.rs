@@ -1,8 +1,9 @@
 //! What is inside a 1:1 envelope once decrypted: a versioned postcard encoding of [`Content`].
 
 use crate::codec::DecodeError;
-use crate::ids::MsgId;
-use crate::limits::{MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
+use crate::ids::{ConvId, MsgId};
+use crate::limits::*;
+use crate::team::{MemberInfo, TeamId};
 use serde::{Deserialize, Serialize};
 
 /// The plaintext content format version.
@@ -39,6 +40,72 @@ pub enum Content {
         /// When, on the reader's clock.
         read_at: u64,
     },
+    /// Team membership ops (encoded `SignedOp`s), sent pairwise to members.
+    TeamOps {
+        /// The team.
+        team: TeamId,
+        /// The ops, at most [`MAX_OPS_PER_MESSAGE`].
+        ops: Vec<Vec<u8>>,
+    },
+    /// A joiner presents a join code's token to the admin who issued it.
+    JoinRequest {
+        /// The team.
+        team: TeamId,
+        /// The code's secret.
+        token: [u8; 16],
+        /// The joiner's device, as the admin will add it.
+        member: MemberInfo,
+    },
+    /// The admin's answer to a join request it will not honour.
+    JoinRefused {
+        /// The team.
+        team: TeamId,
+        /// Why (shown to the joiner).
+        reason: String,
+    },
+    /// The sender's current sender-key chain for a group, sent pairwise to each member.
+    SenderKey {
+        /// The group.
+        group: ConvId,
+        /// The chain generation.
+        chain_id: u32,
+        /// The message number `key` is at.
+        n: u32,
+        /// The chain key at `n`.
+        key: [u8; 32],
+    },
+    /// The reader reports group messages read (sent pairwise to their author).
+    GroupRead {
+        /// The group.
+        group: ConvId,
+        /// The messages read.
+        read: Vec<MsgRef>,
+        /// When, on the reader's clock.
+        read_at: u64,
+    },
+    /// An urgent message that alerts until acknowledged.
+    Ding {
+        /// The author's id for it.
+        id: MsgId,
+        /// The author's clock when sent.
+        sent_at: u64,
+        /// The text.
+        text: String,
+        /// Re-alert interval the author asks for, in seconds.
+        repeat_every: u32,
+    },
+    /// The author asks those who have not acknowledged a DING to be alerted again.
+    DingAgain {
+        /// The DING.
+        id: MsgId,
+    },
+    /// The recipient acknowledged a DING (sent pairwise to its author).
+    DingAck {
+        /// The DING.
+        id: MsgId,
+        /// When, on the recipient's clock.
+        acked_at: u64,
+    },
 }
 
 impl Content {
@@ -59,8 +126,22 @@ impl Content {
         let content: Content = postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
         match &content {
             Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TooLarge("text")),
-            Content::ReadReceipt { read, .. } if read.len() > MAX_RECEIPT_IDS => {
+            Content::ReadReceipt { read, .. } | Content::GroupRead { read, .. }
+                if read.len() > MAX_RECEIPT_IDS =>
+            {
                 Err(DecodeError::TooLarge("receipt"))
+            }
+            Content::Ding { text, .. } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TooLarge("text")),
+            Content::TeamOps { ops, .. }
+                if ops.len() > MAX_OPS_PER_MESSAGE || ops.iter().any(|o| o.len() > MAX_TEAM_OP_BYTES) =>
+            {
+                Err(DecodeError::TooLarge("team ops"))
+            }
+            Content::JoinRefused { reason, .. } if reason.len() > 256 => Err(DecodeError::TooLarge("reason")),
+            Content::JoinRequest { member, .. }
+                if member.name.len() > MAX_NAME_BYTES || member.addrs.len() > MAX_INVITE_ADDRS =>
+            {
+                Err(DecodeError::TooLarge("join request"))
             }
             _ => Ok(content),
         }

@@ -26,12 +26,15 @@ pub const ENVELOPE_SIGNING_CONTEXT: &[u8] = b"dingo/envelope/v1\0";
 pub enum EnvelopeKind {
     /// A pairwise (1:1) Double Ratchet message.
     Direct = 1,
+    /// A group message under the sender's sender-key chain, the same bytes for every member.
+    Group = 2,
 }
 
 impl EnvelopeKind {
     fn from_u8(v: u8) -> Result<Self, DecodeError> {
         match v {
             1 => Ok(Self::Direct),
+            2 => Ok(Self::Group),
             _ => Err(DecodeError::Invalid("envelope kind")),
         }
     }
@@ -204,6 +207,36 @@ impl DirectHeader {
         };
         r.finish("direct header")?;
         Ok(Self { session_id, ratchet_key, previous_chain_len, message_number, init })
+    }
+}
+
+/// The crypto header of a group envelope: which of the sender's chains, and the message's
+/// number in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupHeader {
+    /// The sender's chain generation in this group (a new one after every rekey).
+    pub chain_id: u32,
+    /// The message number in that chain.
+    pub n: u32,
+}
+
+impl GroupHeader {
+    /// Encoded length.
+    pub const LEN: usize = 8;
+
+    /// Encodes the header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.chain_id).u32(self.n);
+        w.into_bytes()
+    }
+
+    /// Decodes untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let h = Self { chain_id: r.u32("chain id")?, n: r.u32("message number")? };
+        r.finish("group header")?;
+        Ok(h)
     }
 }
 

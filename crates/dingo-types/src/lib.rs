@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod ids;
 pub mod invite;
 pub mod limits;
+pub mod team;
 pub mod wire;
 
 pub use codec::DecodeError;

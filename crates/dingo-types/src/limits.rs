@@ -22,3 +22,15 @@ pub const MAX_INVITE_ADDRS: usize = 16;
 pub const MAX_ADDR_BYTES: usize = 256;
 /// Most message ids in one read receipt.
 pub const MAX_RECEIPT_IDS: usize = 1024;
+/// Largest encoded team membership op.
+pub const MAX_TEAM_OP_BYTES: usize = 16 * 1024;
+/// Most causal dependencies a team op may name.
+pub const MAX_OP_DEPS: usize = 64;
+/// Most departments one op may name.
+pub const MAX_DEPTS_PER_OP: usize = 32;
+/// Most members a team may have.
+pub const MAX_TEAM_MEMBERS: usize = 1000;
+/// Most ops a team's log may hold.
+pub const MAX_TEAM_OPS: usize = 20_000;
+/// Most team ops carried in one message.
+pub const MAX_OPS_PER_MESSAGE: usize = 256;
