@@ -58,6 +58,58 @@ pub(crate) enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// The team: create, invite, join, members and roles.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Departments of the team.
+    #[command(subcommand)]
+    Dept(DeptCommand),
+    /// Channels of the team (send to them with `dingo send '#name' TEXT`).
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Who has not read one of your channel messages (default: your latest).
+    Unread {
+        /// The channel, as '#name'.
+        channel: String,
+        /// Message id (or a prefix).
+        id: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// An urgent message that alerts until acknowledged; `--again ID` re-alerts those who have not.
+    Ding {
+        /// Contact, member or '#channel'.
+        #[arg(required_unless_present = "again")]
+        target: Option<String>,
+        /// The message.
+        #[arg(required_unless_present = "again")]
+        text: Option<String>,
+        /// Re-alert every SECS seconds until acknowledged (default 60, at least 5).
+        #[arg(long, value_name = "SECS")]
+        repeat_every: Option<u32>,
+        /// Re-alert those who have not acknowledged this DING (at most once a minute).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["target", "text", "repeat_every"])]
+        again: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Acknowledge a DING (its alerts stop; the sender sees it).
+    Ack {
+        /// The DING's id (or a prefix of at least 4 characters).
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// DINGs sent (with who acknowledged) and received.
+    Dings(JsonFlag),
+    /// Show or change settings.
+    Settings {
+        /// Send read receipts (delivery receipts and DING acknowledgements always go).
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        read_receipts: Option<bool>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Start three nodes on 127.0.0.1 in this process and show them talking.
     Demo {
         /// Messages in the timed burst.
@@ -110,4 +162,103 @@ pub(crate) enum ContactCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TeamCommand {
+    /// Create a team; you become its first admin (and it gets a #general channel).
+    Create {
+        /// The team's name.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Print a one-time join code (admins only).
+    Invite {
+        /// Put the joiner in this department.
+        #[arg(long)]
+        dept: Option<String>,
+        /// The code expires after SECS seconds (default a week).
+        #[arg(long, value_name = "SECS")]
+        expires: Option<u64>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Join a team with a code from one of its admins.
+    Join {
+        /// The join code (starts with dingoteam1).
+        code: String,
+        /// With a running node, wait up to SECS seconds for the admin's answer.
+        #[arg(long, value_name = "SECS", default_value_t = 20)]
+        wait: u64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Members with devices, role, departments and last seen.
+    Members(JsonFlag),
+    /// Make a member an admin.
+    Promote {
+        /// Member name or user id.
+        member: String,
+    },
+    /// Make an admin a member (the last admin stays).
+    Demote {
+        /// Member name or user id.
+        member: String,
+    },
+    /// Remove a member: refused at once, and channels rotate keys before the next message.
+    Remove {
+        /// Member name or user id.
+        member: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeptCommand {
+    /// Create a department (admins only).
+    Create {
+        /// Its name.
+        name: String,
+    },
+    /// Put a member in a department.
+    Add {
+        /// The department.
+        name: String,
+        /// Member name or user id.
+        member: String,
+    },
+    /// Take a member out of a department.
+    Remove {
+        /// The department.
+        name: String,
+        /// Member name or user id.
+        member: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChannelCommand {
+    /// Create a channel (admins only); with no --dept or --member it is for the whole team.
+    Create {
+        /// Channel name (without '#').
+        name: String,
+        /// Readable by this department's members, as it changes (repeatable).
+        #[arg(long = "dept")]
+        depts: Vec<String>,
+        /// Readable by this member (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List channels.
+    List(JsonFlag),
 }

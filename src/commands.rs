@@ -1,9 +1,9 @@
 //! Each command, against the running node's API or, when no node runs, the home itself.
 
-use crate::cli::{Cli, Command, ContactCommand, RunArgs};
+use crate::cli::{ChannelCommand, Cli, Command, ContactCommand, DeptCommand, RunArgs, TeamCommand};
 use crate::output;
 use anyhow::{anyhow, bail, Context};
-use dingo_api::{AddContactBody, Client, ConversationQuery, SendBody, VerifyBody};
+use dingo_api::*;
 use dingo_node::{Home, NetConfig, Node, NodeError, Role};
 use std::path::{Path, PathBuf};
 
@@ -203,10 +203,189 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             }
             output::messages(&list);
         }
+        Command::Team(t) => return team(b, t),
+        Command::Dept(d) => {
+            let v = match d {
+                DeptCommand::Create { name } => {
+                    let body = NameBody { name: name.clone() };
+                    b.call(|c| c.post("/v1/dept/create", &body), async |n| n.dept_create(&name).await)?
+                }
+                DeptCommand::Add { name, member } => {
+                    let body = DeptMemberBody { dept: name.clone(), member: member.clone() };
+                    b.call(|c| c.post("/v1/dept/add", &body), async |n| n.dept_add(&name, &member).await)?
+                }
+                DeptCommand::Remove { name, member } => {
+                    let body = DeptMemberBody { dept: name.clone(), member: member.clone() };
+                    b.call(
+                        |c| c.post("/v1/dept/remove", &body),
+                        async |n| n.dept_remove(&name, &member).await,
+                    )?
+                }
+            };
+            output::team(&v);
+            queued_note(b);
+        }
+        Command::Channel(ChannelCommand::Create { name, depts, members, json }) => {
+            let body = ChannelBody { name: name.clone(), depts: depts.clone(), members: members.clone() };
+            let list = b.call(
+                |c| c.post("/v1/channels", &body),
+                async |n| n.channel_create(&name, depts, members).await,
+            )?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::channels(&list);
+            queued_note(b);
+        }
+        Command::Channel(ChannelCommand::List(f)) => {
+            let list = b.call(|c| c.get("/v1/channels", &[]), async |n| n.channels().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::channels(&list);
+        }
+        Command::Unread { channel, id, json } => {
+            let mut q = vec![("channel", channel.as_str())];
+            if let Some(id) = &id {
+                q.push(("id", id.as_str()));
+            }
+            let v = b.call(|c| c.get("/v1/unread", &q), async |n| n.unread(&channel, id.clone()).await)?;
+            if json.json {
+                return output::json(&v);
+            }
+            println!("{}: {}", &v.id[..12], v.text);
+            println!("{}", v.summary);
+            if !v.not_read.is_empty() {
+                println!("not read by: {}", v.not_read.join(", "));
+            }
+        }
+        Command::Ding { target, text, repeat_every, again, json } => {
+            if let Some(id) = again {
+                let body = IdBody { id: id.clone() };
+                let a = b.call(
+                    |c| c.post("/v1/ding/again", &body),
+                    async |n| Ok(AgainAnswer { realerted: n.ding_again(&id).await? }),
+                )?;
+                if json.json {
+                    return output::json(&a);
+                }
+                println!("alerted {} recipient(s) again", a.realerted);
+                queued_note(b);
+                return Ok(());
+            }
+            let (Some(target), Some(text)) = (target, text) else {
+                return Err(anyhow!("usage: dingo ding TARGET TEXT, or dingo ding --again ID"));
+            };
+            let body = DingBody { target: target.clone(), text: text.clone(), repeat_every };
+            let r =
+                b.call(|c| c.post("/v1/ding", &body), async |n| n.ding(&target, &text, repeat_every).await)?;
+            if json.json {
+                return output::json(&r);
+            }
+            println!("{}", r.id);
+            queued_note(b);
+        }
+        Command::Ack { id, json } => {
+            let body = IdBody { id: id.clone() };
+            let a =
+                b.call(|c| c.post("/v1/ack", &body), async |n| Ok(AckAnswer { id: n.ack(&id).await? }))?;
+            if json.json {
+                return output::json(&a);
+            }
+            println!("acknowledged {}", a.id);
+            queued_note(b);
+        }
+        Command::Dings(f) => {
+            let list = b.call(|c| c.get("/v1/dings", &[]), async |n| n.dings().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::dings(&list);
+        }
+        Command::Settings { read_receipts, json } => {
+            let body = SettingsBody { read_receipts };
+            let v = b.call(
+                |c| {
+                    if read_receipts.is_some() {
+                        c.post("/v1/settings", &body)
+                    } else {
+                        c.get("/v1/settings", &[])
+                    }
+                },
+                async |n| n.settings(read_receipts).await,
+            )?;
+            if json.json {
+                return output::json(&v);
+            }
+            println!("read receipts: {}", if v.read_receipts { "on" } else { "off" });
+        }
         Command::Init { .. } | Command::Run(_) | Command::Demo { .. } => {
             return Err(anyhow!("internal: command dispatched twice"));
         }
     }
+    Ok(())
+}
+
+fn queued_note(b: &Backend) {
+    if matches!(b, Backend::Local(..)) {
+        eprintln!("no node is running: messages are queued and `dingo run` will deliver them");
+    }
+}
+
+fn team(b: &Backend, command: TeamCommand) -> anyhow::Result<()> {
+    let (view, json) = match command {
+        TeamCommand::Create { name, json } => {
+            let body = NameBody { name: name.clone() };
+            (b.call(|c| c.post("/v1/team", &body), async |n| n.team_create(&name).await)?, json.json)
+        }
+        TeamCommand::Invite { dept, expires, json } => {
+            let body = InviteBody { dept: dept.clone(), ttl_secs: expires };
+            let code =
+                b.call(|c| c.post("/v1/team/invite", &body), async |n| n.team_invite(dept, expires).await)?;
+            if json.json {
+                return output::json(&code);
+            }
+            println!("{}", code.code);
+            eprintln!("one-time code, valid until {}", output::time(code.expires_at));
+            return Ok(());
+        }
+        TeamCommand::Join { code, wait, json } => {
+            let body = JoinBody { code: code.clone() };
+            let mut v = b.call(|c| c.post("/v1/team/join", &body), async |n| n.team_join(&code).await)?;
+            if let Backend::Api(c) = b {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+                while v.joining.as_deref().is_some_and(|j| !j.starts_with("refused"))
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    v = c.get("/v1/team", &[])?;
+                }
+            } else {
+                eprintln!("no node is running: the join request is queued and `dingo run` will send it");
+            }
+            if let Some(j) = v.joining.as_deref().filter(|j| j.starts_with("refused")) {
+                return Err(anyhow!("could not join {}: {j}", v.name));
+            }
+            (v, json.json)
+        }
+        TeamCommand::Members(f) => (b.call(|c| c.get("/v1/team", &[]), async |n| n.team().await)?, f.json),
+        TeamCommand::Promote { member } => {
+            let body = MemberBody { member: member.clone() };
+            (b.call(|c| c.post("/v1/team/promote", &body), async |n| n.team_promote(&member).await)?, false)
+        }
+        TeamCommand::Demote { member } => {
+            let body = MemberBody { member: member.clone() };
+            (b.call(|c| c.post("/v1/team/demote", &body), async |n| n.team_demote(&member).await)?, false)
+        }
+        TeamCommand::Remove { member } => {
+            let body = MemberBody { member: member.clone() };
+            (b.call(|c| c.post("/v1/team/remove", &body), async |n| n.team_remove(&member).await)?, false)
+        }
+    };
+    if json {
+        return output::json(&view);
+    }
+    output::team(&view);
     Ok(())
 }
 
@@ -234,7 +413,20 @@ fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<(
         let printer = tokio::spawn(async move {
             while let Ok(e) = events.recv().await {
                 match e {
-                    dingo_node::NodeEvent::Message { from, text, .. } => eprintln!("message from {from}: {text}"),
+                    dingo_node::NodeEvent::Message { from, text, channel, .. } => match channel {
+                        Some(ch) => eprintln!("{ch} {from}: {text}"),
+                        None => eprintln!("message from {from}: {text}"),
+                    },
+                    dingo_node::NodeEvent::Ding { id, from, text, channel, alert } => {
+                        let place = channel.map(|c| format!(" in {c}")).unwrap_or_default();
+                        // The terminal bell, then a desktop notification where one is available.
+                        eprintln!("\x07DING from {from}{place} (alert {alert}): {text}  -- acknowledge with `dingo ack {}`", &id[..12]);
+                        notify(&format!("DING from {from}{place}"), &text);
+                    }
+                    dingo_node::NodeEvent::DingAcked { id, by, .. } => eprintln!("{by} acknowledged DING {}", &id[..12]),
+                    dingo_node::NodeEvent::Joined { team } => eprintln!("joined team {team}"),
+                    dingo_node::NodeEvent::RemovedFromTeam { team } => eprintln!("you were removed from team {team}"),
+                    dingo_node::NodeEvent::JoinRefused { reason } => eprintln!("join refused: {reason}"),
                     dingo_node::NodeEvent::KeyChanged { contact } => {
                         eprintln!("warning: the key of {contact} changed; their messages wait until you run `dingo contact verify {contact}`")
                     }
@@ -251,6 +443,18 @@ fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<(
         node.shutdown().await?;
         Ok(())
     })
+}
+
+/// Shows a desktop notification with `notify-send` when it is installed; silently nothing
+/// otherwise (a headless node has the bell and the API event).
+fn notify(title: &str, body: &str) {
+    let _ = std::process::Command::new("notify-send")
+        .args(["--urgency=critical", "--app-name=Dingo", title, body])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(|mut child| std::thread::spawn(move || child.wait()));
 }
 
 async fn wait_for_signal() {

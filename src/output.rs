@@ -1,6 +1,8 @@
 //! Human-readable and JSON printing.
 
-use dingo_node::{ContactInfo, ConversationView, Direction, MessageView, Status};
+use dingo_node::{
+    ChannelView, ContactInfo, ConversationView, DingView, Direction, MessageView, Status, TeamView,
+};
 use serde::Serialize;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -46,6 +48,11 @@ pub(crate) fn inbox(list: &[ConversationView]) {
 }
 
 fn status(m: &MessageView) -> String {
+    if let (Direction::Out, Some(summary)) = (m.direction, &m.summary) {
+        let delivered = m.delivered_to.unwrap_or(0);
+        let n = m.recipients.unwrap_or(0);
+        return format!("  [{summary}; delivered to {delivered} of {n}]");
+    }
     match (m.direction, m.status) {
         (Direction::In, _) => String::new(),
         (Direction::Out, Status::Read) => format!("  [read {}]", m.read_at.map(time).unwrap_or_default()),
@@ -62,5 +69,86 @@ fn status(m: &MessageView) -> String {
 pub(crate) fn messages(list: &[MessageView]) {
     for m in list {
         println!("{} {:<12} {}{}", time(m.sent_at), m.from, m.text, status(m));
+    }
+}
+
+pub(crate) fn team(t: &TeamView) {
+    if let Some(j) = &t.joining {
+        println!("joining team {}: {j}", t.name);
+        return;
+    }
+    println!("team {} ({} members, {} ops)", t.name, t.members.len(), t.ops);
+    for m in &t.members {
+        let seen = if m.me {
+            "you".to_owned()
+        } else {
+            m.last_seen.map(time).unwrap_or_else(|| "not seen yet".into())
+        };
+        let depts = if m.departments.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", m.departments.join(", "))
+        };
+        println!("  {:<20} {:<7} {}  last seen {}{}", m.name, m.role, &m.user_id[..16], seen, depts);
+    }
+    for d in &t.departments {
+        println!("department {}: {}", d.name, d.members.join(", "));
+    }
+}
+
+pub(crate) fn channels(list: &[ChannelView]) {
+    for c in list {
+        let scope = if c.departments.is_empty() {
+            String::new()
+        } else {
+            format!(" (departments: {})", c.departments.join(", "))
+        };
+        let mark = if c.joined { "" } else { "  [not a member]" };
+        println!("#{:<20} {:>3} members  {:>3} unread{scope}{mark}", c.name, c.members.len(), c.unread);
+    }
+}
+
+pub(crate) fn dings(list: &[DingView]) {
+    if list.is_empty() {
+        println!("no DINGs");
+    }
+    for d in list {
+        match d.direction {
+            Direction::Out => {
+                let waiting: Vec<&str> =
+                    d.recipients.iter().filter(|r| r.acked_at.is_none()).map(|r| r.member.as_str()).collect();
+                println!(
+                    "{} {} to {}: {}  [acknowledged by {} of {}{}]",
+                    &d.id[..12],
+                    time(d.sent_at),
+                    d.channel.clone().unwrap_or_else(|| d
+                        .recipients
+                        .iter()
+                        .map(|r| r.member.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")),
+                    d.text,
+                    d.acked,
+                    d.recipients.len(),
+                    if waiting.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; waiting for {}", waiting.join(", "))
+                    }
+                );
+            }
+            Direction::In => println!(
+                "{} {} from {}{}: {}  [{}]",
+                &d.id[..12],
+                time(d.sent_at),
+                d.from,
+                d.channel.as_deref().map(|c| format!(" in {c}")).unwrap_or_default(),
+                d.text,
+                match d.acked_at {
+                    Some(t) => format!("acknowledged {}", time(t)),
+                    None => format!("NOT acknowledged: dingo ack {}", &d.id[..12]),
+                }
+            ),
+        }
     }
 }

@@ -8,4 +8,5 @@ mod cli;
 mod crash;
 mod lan;
 mod support;
+mod team;
 mod vectors;

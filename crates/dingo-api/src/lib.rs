@@ -64,3 +64,101 @@ pub struct ErrorBody {
     /// What went wrong, for the user.
     pub error: String,
 }
+
+/// Body of `POST /v1/team` and `POST /v1/dept/create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameBody {
+    /// The name.
+    pub name: String,
+}
+
+/// Body of `POST /v1/team/{promote,demote,remove}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberBody {
+    /// Member name or user id.
+    pub member: String,
+}
+
+/// Body of `POST /v1/dept/{add,remove}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeptMemberBody {
+    /// The department.
+    pub dept: String,
+    /// Member name or user id.
+    pub member: String,
+}
+
+/// Body of `POST /v1/team/invite`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InviteBody {
+    /// Department the joiner is put in.
+    pub dept: Option<String>,
+    /// Validity in seconds (default a week).
+    pub ttl_secs: Option<u64>,
+}
+
+/// Body of `POST /v1/team/join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinBody {
+    /// The join code.
+    pub code: String,
+}
+
+/// Body of `POST /v1/channels`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelBody {
+    /// Channel name (without '#').
+    pub name: String,
+    /// Departments whose members belong.
+    pub depts: Vec<String>,
+    /// Individual members.
+    pub members: Vec<String>,
+}
+
+/// Query of `GET /v1/unread`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnreadQuery {
+    /// `#channel`.
+    pub channel: String,
+    /// Message id prefix (default: my latest message there).
+    pub id: Option<String>,
+}
+
+/// Body of `POST /v1/ding`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DingBody {
+    /// Contact, member or `#channel`.
+    pub target: String,
+    /// The text.
+    pub text: String,
+    /// Re-alert interval in seconds.
+    pub repeat_every: Option<u32>,
+}
+
+/// Body of `POST /v1/ack` and `POST /v1/ding/again`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdBody {
+    /// The DING's id (or a unique prefix).
+    pub id: String,
+}
+
+/// Body of `POST /v1/settings`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SettingsBody {
+    /// Send read receipts.
+    pub read_receipts: Option<bool>,
+}
+
+/// Answer of `POST /v1/ding/again`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgainAnswer {
+    /// How many recipients were alerted again.
+    pub realerted: usize,
+}
+
+/// Answer of `POST /v1/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckAnswer {
+    /// The DING acknowledged.
+    pub id: String,
+}

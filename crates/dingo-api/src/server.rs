@@ -1,4 +1,4 @@
-use crate::{AddContactBody, ApiInfo, ConversationQuery, ErrorBody, SendBody, VerifyBody};
+use crate::*;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -40,7 +40,17 @@ struct ApiError(StatusCode, String);
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let status = match &e {
-            NodeError::UnknownContact(_) => StatusCode::NOT_FOUND,
+            NodeError::UnknownContact(_)
+            | NodeError::UnknownMember(_)
+            | NodeError::UnknownChannel(_)
+            | NodeError::UnknownDing(_) => StatusCode::NOT_FOUND,
+            NodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            NodeError::Team(_)
+            | NodeError::NoTeam
+            | NodeError::AlreadyInTeam(_)
+            | NodeError::BadJoinCode(_)
+            | NodeError::NotInChannel(_)
+            | NodeError::Removed(_) => StatusCode::CONFLICT,
             NodeError::AmbiguousContact(_)
             | NodeError::TooLong(..)
             | NodeError::Empty
@@ -89,6 +99,22 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/messages", get(messages))
         .route("/v1/read", post(read))
         .route("/v1/stats", get(stats))
+        .route("/v1/team", get(team).post(team_create))
+        .route("/v1/team/invite", post(team_invite))
+        .route("/v1/team/join", post(team_join))
+        .route("/v1/team/promote", post(team_promote))
+        .route("/v1/team/demote", post(team_demote))
+        .route("/v1/team/remove", post(team_remove))
+        .route("/v1/dept/create", post(dept_create))
+        .route("/v1/dept/add", post(dept_add))
+        .route("/v1/dept/remove", post(dept_remove))
+        .route("/v1/channels", get(channels).post(channel_create))
+        .route("/v1/unread", get(unread))
+        .route("/v1/ding", post(ding))
+        .route("/v1/ding/again", post(ding_again))
+        .route("/v1/ack", post(ack))
+        .route("/v1/dings", get(dings))
+        .route("/v1/settings", get(settings).post(settings_set))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
@@ -181,6 +207,109 @@ async fn read(
 
 async fn stats(State(st): State<AppState>) -> ApiResult<dingo_node::Stats> {
     Ok(Json(st.node.stats()))
+}
+
+async fn team(State(st): State<AppState>) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team().await?))
+}
+
+async fn team_create(State(st): State<AppState>, Json(b): Json<NameBody>) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team_create(&b.name).await?))
+}
+
+async fn team_invite(
+    State(st): State<AppState>,
+    Json(b): Json<InviteBody>,
+) -> ApiResult<dingo_node::JoinCodeView> {
+    Ok(Json(st.node.team_invite(b.dept, b.ttl_secs).await?))
+}
+
+async fn team_join(State(st): State<AppState>, Json(b): Json<JoinBody>) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team_join(&b.code).await?))
+}
+
+async fn team_promote(
+    State(st): State<AppState>,
+    Json(b): Json<MemberBody>,
+) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team_promote(&b.member).await?))
+}
+
+async fn team_demote(
+    State(st): State<AppState>,
+    Json(b): Json<MemberBody>,
+) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team_demote(&b.member).await?))
+}
+
+async fn team_remove(
+    State(st): State<AppState>,
+    Json(b): Json<MemberBody>,
+) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team_remove(&b.member).await?))
+}
+
+async fn dept_create(State(st): State<AppState>, Json(b): Json<NameBody>) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.dept_create(&b.name).await?))
+}
+
+async fn dept_add(
+    State(st): State<AppState>,
+    Json(b): Json<DeptMemberBody>,
+) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.dept_add(&b.dept, &b.member).await?))
+}
+
+async fn dept_remove(
+    State(st): State<AppState>,
+    Json(b): Json<DeptMemberBody>,
+) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.dept_remove(&b.dept, &b.member).await?))
+}
+
+async fn channels(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::ChannelView>> {
+    Ok(Json(st.node.channels().await?))
+}
+
+async fn channel_create(
+    State(st): State<AppState>,
+    Json(b): Json<ChannelBody>,
+) -> ApiResult<Vec<dingo_node::ChannelView>> {
+    Ok(Json(st.node.channel_create(&b.name, b.depts, b.members).await?))
+}
+
+async fn unread(
+    State(st): State<AppState>,
+    Query(q): Query<UnreadQuery>,
+) -> ApiResult<dingo_node::UnreadView> {
+    Ok(Json(st.node.unread(&q.channel, q.id).await?))
+}
+
+async fn ding(State(st): State<AppState>, Json(b): Json<DingBody>) -> ApiResult<dingo_node::SendResult> {
+    Ok(Json(st.node.ding(&b.target, &b.text, b.repeat_every).await?))
+}
+
+async fn ding_again(State(st): State<AppState>, Json(b): Json<IdBody>) -> ApiResult<AgainAnswer> {
+    Ok(Json(AgainAnswer { realerted: st.node.ding_again(&b.id).await? }))
+}
+
+async fn ack(State(st): State<AppState>, Json(b): Json<IdBody>) -> ApiResult<AckAnswer> {
+    Ok(Json(AckAnswer { id: st.node.ack(&b.id).await? }))
+}
+
+async fn dings(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::DingView>> {
+    Ok(Json(st.node.dings().await?))
+}
+
+async fn settings(State(st): State<AppState>) -> ApiResult<dingo_node::SettingsView> {
+    Ok(Json(st.node.settings(None).await?))
+}
+
+async fn settings_set(
+    State(st): State<AppState>,
+    Json(b): Json<SettingsBody>,
+) -> ApiResult<dingo_node::SettingsView> {
+    Ok(Json(st.node.settings(b.read_receipts).await?))
 }
 
 async fn events(State(st): State<AppState>, ws: WebSocketUpgrade) -> Response {

@@ -221,7 +221,9 @@ mod tests {
         let mut chain = SenderChain::new(1);
         let mut bob = ReceiverChain::from_distribution(chain.distribution());
         let envs: Vec<_> = (1..=5)
-            .map(|i| chain.seal(&alice, ConvId([1; 32]), 7, i, format!("m{i}").as_bytes()).expect("test step"))
+            .map(|i| {
+                chain.seal(&alice, ConvId([1; 32]), 7, i, format!("m{i}").as_bytes()).expect("test step")
+            })
             .collect();
         for i in [4usize, 0, 2, 1, 3] {
             let v = verify_envelope(envs[i].clone()).expect("test step");

@@ -448,6 +448,19 @@ impl TeamLog {
         self.order.iter().map(|(_, h)| self.ops[h].bytes.clone()).collect()
     }
 
+    /// The ops a peer whose heads are `heads` lacks (as far as this log can tell), in replay
+    /// order. Heads this log does not know are ignored.
+    pub fn missing_for(&self, heads: &[OpHash]) -> Vec<Vec<u8>> {
+        let mut have: HashSet<OpHash> = HashSet::new();
+        let mut stack: Vec<OpHash> = heads.iter().filter(|h| self.ops.contains_key(*h)).copied().collect();
+        while let Some(h) = stack.pop() {
+            if have.insert(h) {
+                stack.extend(self.ops[&h].body.deps.iter().copied());
+            }
+        }
+        self.order.iter().filter(|(_, h)| !have.contains(h)).map(|(_, h)| self.ops[h].bytes.clone()).collect()
+    }
+
     /// Whether the op is in the log.
     pub fn contains(&self, hash: &OpHash) -> bool {
         self.ops.contains_key(hash)
@@ -700,7 +713,8 @@ mod tests {
     fn only_admins_ops_count_and_the_last_admin_stays() {
         let alice = Identity::generate("alice");
         let bob = Identity::generate("bob");
-        let (mut log, _) = TeamLog::create(&alice, "acme", &alice.signed_prekey().encode(), 1).expect("test step");
+        let (mut log, _) =
+            TeamLog::create(&alice, "acme", &alice.signed_prekey().encode(), 1).expect("test step");
         log.author(&alice, add(&bob), 2).expect("test step");
         assert_eq!(log.state().members.len(), 2);
         // Bob is a member, not an admin: his op is refused when authored, and void if forced.
@@ -713,8 +727,10 @@ mod tests {
     fn a_forged_genesis_cannot_take_over_a_team() {
         let alice = Identity::generate("alice");
         let mallory = Identity::generate("mallory");
-        let (mut log, _) = TeamLog::create(&alice, "acme", &alice.signed_prekey().encode(), 1).expect("test step");
-        let (_, forged) = TeamLog::create(&mallory, "acme", &mallory.signed_prekey().encode(), 1).expect("test step");
+        let (mut log, _) =
+            TeamLog::create(&alice, "acme", &alice.signed_prekey().encode(), 1).expect("test step");
+        let (_, forged) =
+            TeamLog::create(&mallory, "acme", &mallory.signed_prekey().encode(), 1).expect("test step");
         assert!(log.receive(&forged).is_err());
         // An op whose signature does not match its body is refused.
         let mut other = log.clone();

@@ -67,9 +67,11 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
 /// rest.
 fn start() -> (Vec<TeamLog>, Vec<u8>) {
     let p = people();
-    let (mut log, genesis) = TeamLog::create(&p[0], "acme", &p[0].signed_prekey().encode(), 1).expect("test step");
+    let (mut log, genesis) =
+        TeamLog::create(&p[0], "acme", &p[0].signed_prekey().encode(), 1).expect("test step");
     for (i, id) in p.iter().enumerate().skip(1) {
-        log.author(&p[0], Action::Add { member: info(id), role: Role::Member, depts: vec![] }, 2).expect("test step");
+        log.author(&p[0], Action::Add { member: info(id), role: Role::Member, depts: vec![] }, 2)
+            .expect("test step");
         if i <= 2 {
             log.author(&p[0], Action::Promote { user: id.user_id() }, 3).expect("test step");
         }
@@ -159,7 +161,8 @@ fn removed_members_concurrent_later_and_backdated_ops_are_void() {
     let mut removed = replicas[1].clone(); // p1 is an admin about to be removed
     let before_removal = removed.heads();
     // Concurrent: p1 acts before hearing of its removal.
-    let concurrent = removed.author(&p[1], Action::DeptCreate { name: "shadow".into() }, 30).expect("test step");
+    let concurrent =
+        removed.author(&p[1], Action::DeptCreate { name: "shadow".into() }, 30).expect("test step");
     admin.author(&p[0], Action::Remove { user: p[1].user_id() }, 30).expect("test step");
     admin.receive(&concurrent).expect("test step");
     assert!(!admin.state().depts.contains("shadow"), "concurrent op of a removed admin is void");
@@ -198,7 +201,8 @@ fn non_admin_and_foreign_ops_are_rejected_and_replays_change_nothing() {
     assert_eq!(log.receive(&op), Ok(dingo_crypto::membership::Received::Duplicate));
     assert_eq!(log.state(), &before);
     // An op for another team is refused.
-    let (mut other, _) = TeamLog::create(&p[4], "other", &p[4].signed_prekey().encode(), 1).expect("test step");
+    let (mut other, _) =
+        TeamLog::create(&p[4], "other", &p[4].signed_prekey().encode(), 1).expect("test step");
     let foreign = other.author(&p[4], Action::DeptCreate { name: "x".into() }, 2).expect("test step");
     assert_eq!(log.receive(&foreign), Err(TeamError::WrongTeam));
 }

@@ -148,11 +148,14 @@ enum Command {
     AddAddress { peer: PeerId, addr: Multiaddr },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     IsConnected { peer: PeerId, reply: oneshot::Sender<bool> },
+    Block { peer: PeerId },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// Refuses (and closes) connections of blocked peers, e.g. removed team members.
+    blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
     msg: request_response::Behaviour<codec::MsgCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -212,6 +215,7 @@ impl Net {
                     None
                 };
                 Ok(Behaviour {
+                    blocked: Default::default(),
                     msg: request_response::Behaviour::with_codec(
                         codec::MsgCodec,
                         [(StreamProtocol::new(MSG_PROTOCOL), ProtocolSupport::Full)],
@@ -291,6 +295,11 @@ impl Net {
         let (reply, rx) = oneshot::channel();
         self.send(Command::IsConnected { peer, reply }).await?;
         rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// Refuses every connection with `peer` from now on and closes the open ones.
+    pub async fn block(&self, peer: PeerId) -> Result<(), NetError> {
+        self.send(Command::Block { peer }).await
     }
 
     /// Stops the swarm task (connections close).
@@ -376,6 +385,9 @@ impl Task {
             }
             Command::IsConnected { peer, reply } => {
                 let _ = reply.send(self.swarm.is_connected(&peer));
+            }
+            Command::Block { peer } => {
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
             Command::Shutdown { .. } => {}
         }

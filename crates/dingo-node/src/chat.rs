@@ -21,8 +21,9 @@ pub(crate) const DELIVERY_BATCH: usize = 256;
 /// Most envelope bytes sent to one peer in one request.
 pub(crate) const DELIVERY_BATCH_BYTES: usize = 1024 * 1024;
 
-/// One transmitted outbox entry: its key, and the message (id and record key) it carries, if any.
-pub(crate) type SentEntry = (Vec<u8>, Option<MsgId>, Option<Vec<u8>>);
+/// One transmitted outbox entry: its key, the message (id and record key) it carries, if any,
+/// and whether it is a group message (whose status is kept per member).
+pub(crate) type SentEntry = (Vec<u8>, Option<MsgId>, Option<Vec<u8>>, bool);
 
 /// Outbox entries (key and item) in send order.
 pub(crate) type OutboxBatch = Vec<(Vec<u8>, OutboxItem)>;
@@ -40,32 +41,60 @@ pub(crate) enum Accepted {
 /// What a run of outgoing seals changes, written once by [`Core::commit_seals`].
 #[derive(Default)]
 pub(crate) struct SealCtx {
-    batch: Batch,
-    convs: HashMap<ConvId, ConversationRec>,
-    sessions: HashMap<UserId, PeerSessions>,
+    pub(crate) batch: Batch,
+    pub(crate) convs: HashMap<ConvId, ConversationRec>,
+    pub(crate) sessions: HashMap<UserId, PeerSessions>,
+    /// My sender chains touched, by group.
+    pub(crate) my_chains: HashMap<ConvId, MyChainRec>,
+    /// Other members' chains touched, by group and device.
+    pub(crate) peer_chains: HashMap<(ConvId, DeviceKey), PeerChainsRec>,
+    /// What the caller must do once the batch is durable.
+    pub(crate) effects: Effects,
+}
+
+/// Follow-ups of a committed job that need the network.
+#[derive(Default, Debug)]
+pub(crate) struct Effects {
+    /// Contacts with new outbox entries.
+    pub kick: HashSet<UserId>,
+    /// Devices to refuse from now on (removed members).
+    pub block: Vec<DeviceKey>,
+    /// Contacts whose addresses the network should learn.
+    pub learn: Vec<ContactRec>,
+    /// Events to emit.
+    pub events: Vec<NodeEvent>,
 }
 
 /// What a batch of inbound envelopes changes, written once by [`Core::commit`].
 #[derive(Default)]
 pub(crate) struct AcceptCtx {
-    batch: Batch,
+    pub(crate) seal: SealCtx,
     windows: HashMap<Vec<u8>, ReplayWindow>,
     dirty_windows: HashSet<Vec<u8>>,
-    convs: HashMap<ConvId, ConversationRec>,
-    sessions: HashMap<UserId, PeerSessions>,
     contacts: HashMap<DeviceKey, Option<ContactRec>>,
     new_contacts: bool,
 }
 
-/// State shared by all store jobs: the identity and the write-through session cache.
+/// A received DING's alarm: next alert time (ms), interval (ms), alerts so far.
+pub(crate) type DingAlarm = (u64, u64, u32);
+
+/// State shared by all store jobs: the identity and the write-through caches.
 pub(crate) struct Core {
     pub me: Identity,
     sessions: Mutex<HashMap<UserId, PeerSessions>>,
     /// All contacts, sorted by name; dropped whenever a contact is written.
     contacts: Mutex<Option<Arc<Vec<ContactRec>>>>,
+    /// The team log, loaded on first use (`None` inside: not in a team).
+    pub(crate) team: Mutex<Option<Option<dingo_crypto::membership::TeamLog>>>,
+    /// The next outbox key suffix (found on first use).
+    outbox_next: Mutex<Option<u64>>,
+    /// Received DINGs not yet acknowledged: id → (next alert time, interval ms, alerts so far).
+    pub(crate) active_dings: Mutex<Option<HashMap<MsgId, DingAlarm>>>,
+    /// When each user's device was last heard from (ms).
+    pub(crate) last_seen: Mutex<HashMap<UserId, u64>>,
 }
 
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     let mut s: String = text.chars().take(80).collect();
     if s.len() < text.len() {
         s.push('…');
@@ -73,15 +102,15 @@ fn preview(text: &str) -> String {
     s
 }
 
-fn message_key(conv: &ConvId, sent_at: u64, seq: u64, id: &MsgId) -> Vec<u8> {
+pub(crate) fn message_key(conv: &ConvId, sent_at: u64, seq: u64, id: &MsgId) -> Vec<u8> {
     [conv.0.as_slice(), &sent_at.to_be_bytes(), &seq.to_be_bytes(), &id.0].concat()
 }
 
-fn outbox_key(uid: &UserId, seq: u64) -> Vec<u8> {
-    [uid.0.as_slice(), &seq.to_be_bytes()].concat()
+fn outbox_key(uid: &UserId, n: u64) -> Vec<u8> {
+    [uid.0.as_slice(), &n.to_be_bytes()].concat()
 }
 
-fn replay_key(conv: &ConvId, sender: &DeviceKey) -> Vec<u8> {
+pub(crate) fn replay_key(conv: &ConvId, sender: &DeviceKey) -> Vec<u8> {
     [conv.0.as_slice(), &sender.0].concat()
 }
 
@@ -117,10 +146,36 @@ impl ContactRec {
 
 impl Core {
     pub(crate) fn new(me: Identity) -> Self {
-        Self { me, sessions: Mutex::new(HashMap::new()), contacts: Mutex::new(None) }
+        Self {
+            me,
+            sessions: Mutex::new(HashMap::new()),
+            contacts: Mutex::new(None),
+            team: Mutex::new(None),
+            outbox_next: Mutex::new(None),
+            active_dings: Mutex::new(None),
+            last_seen: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn sessions_for(&self, s: &Store, uid: &UserId) -> Result<PeerSessions, NodeError> {
+    /// An outbox key for `uid` that sorts after every entry queued so far (per-recipient order).
+    pub(crate) fn next_outbox_key(&self, s: &Store, uid: &UserId) -> Result<Vec<u8>, NodeError> {
+        let mut next = self.outbox_next.lock().unwrap_or_else(|p| p.into_inner());
+        if next.is_none() {
+            let mut max = 0u64;
+            for item in s.scan::<OutboxItem>(Table::Outbox, &[]) {
+                let (key, _) = item?;
+                if let Some(tail) = key.get(16..24) {
+                    max = max.max(u64::from_be_bytes(tail.try_into().unwrap_or([0; 8])));
+                }
+            }
+            *next = Some(max + 1);
+        }
+        let n = next.unwrap_or(1);
+        *next = Some(n + 1);
+        Ok(outbox_key(uid, n))
+    }
+
+    pub(crate) fn sessions_for(&self, s: &Store, uid: &UserId) -> Result<PeerSessions, NodeError> {
         let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = cache.get(uid) {
             return Ok(found.clone());
@@ -129,7 +184,7 @@ impl Core {
         Ok(s.get::<PeerSessions>(Table::Sessions, &uid.0)?.unwrap_or_default())
     }
 
-    fn save_sessions(&self, s: &Store, b: &mut Batch, uid: &UserId, sessions: PeerSessions) {
+    pub(crate) fn save_sessions(&self, s: &Store, b: &mut Batch, uid: &UserId, sessions: PeerSessions) {
         s.put(b, Table::Sessions, &uid.0, &sessions);
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(*uid, sessions);
     }
@@ -139,11 +194,11 @@ impl Core {
         self.contacts_changed();
     }
 
-    fn contacts_changed(&self) {
+    pub(crate) fn contacts_changed(&self) {
         *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn apply(&self, s: &Store, b: Batch) -> Result<(), NodeError> {
+    pub(crate) fn apply(&self, s: &Store, b: Batch) -> Result<(), NodeError> {
         s.apply(b).inspect_err(|_| self.forget_cache())?;
         Ok(())
     }
@@ -199,7 +254,7 @@ impl Core {
         }
     }
 
-    fn name_free(&self, s: &Store, name: &str, uid: &UserId) -> Result<bool, NodeError> {
+    pub(crate) fn name_free(&self, s: &Store, name: &str, uid: &UserId) -> Result<bool, NodeError> {
         Ok(!self.contacts(s)?.iter().any(|c| c.name.eq_ignore_ascii_case(name) && c.user_id != *uid))
     }
 
@@ -259,6 +314,7 @@ impl Core {
                     pending_cert: None,
                     pending_prekey: None,
                     added_at: now,
+                    removed: false,
                 }
             }
         };
@@ -324,7 +380,7 @@ impl Core {
 
     // ---- sending ----
 
-    fn ctx_conv<'a>(
+    pub(crate) fn ctx_conv<'a>(
         &self,
         s: &Store,
         ctx: &'a mut SealCtx,
@@ -340,7 +396,7 @@ impl Core {
 
     /// Seals `content` for `contact` into the outbox (in `ctx`); returns the sequence number.
     /// On error nothing in `ctx` changes, so no sequence number is ever skipped.
-    fn seal_into(
+    pub(crate) fn seal_into(
         &self,
         s: &Store,
         ctx: &mut SealCtx,
@@ -348,6 +404,9 @@ impl Core {
         content: &Content,
         message: Option<(MsgId, u64)>,
     ) -> Result<u64, NodeError> {
+        if contact.removed {
+            return Err(NodeError::Removed(contact.name.clone()));
+        }
         if contact.pending_cert.is_some() {
             return Err(NodeError::KeyChanged(contact.name.clone()));
         }
@@ -374,15 +433,18 @@ impl Core {
         let conv = self.ctx_conv(s, ctx, convid)?;
         conv.next_seq = seq + 1;
         conv.contact = Some(contact.user_id);
+        let okey = self.next_outbox_key(s, &contact.user_id)?;
+        ctx.effects.kick.insert(contact.user_id);
         s.put(
             &mut ctx.batch,
             Table::Outbox,
-            &outbox_key(&contact.user_id, seq),
+            &okey,
             &OutboxItem {
                 envelope: env.encode(),
                 msg_id: message.map(|(id, _)| id),
                 msg_key: message.map(|(id, sent_at)| message_key(&convid, sent_at, seq, &id)),
                 conv: convid,
+                group: false,
             },
         );
         ctx.sessions.insert(contact.user_id, sessions);
@@ -391,14 +453,26 @@ impl Core {
 
     /// Writes what a run of seals recorded: sessions and conversations once, atomically with
     /// the messages and outbox entries.
-    pub(crate) fn commit_seals(&self, s: &Store, mut ctx: SealCtx) -> Result<(), NodeError> {
+    pub(crate) fn commit_seals(&self, s: &Store, mut ctx: SealCtx) -> Result<Effects, NodeError> {
         for (convid, conv) in &ctx.convs {
             s.put(&mut ctx.batch, Table::Conversations, &convid.0, conv);
         }
         for (uid, sessions) in ctx.sessions {
             self.save_sessions(s, &mut ctx.batch, &uid, sessions);
         }
-        self.apply(s, ctx.batch)
+        for (group, chain) in &ctx.my_chains {
+            s.put(
+                &mut ctx.batch,
+                Table::GroupKeys,
+                &crate::channels::chain_key(group, &self.me.device_key()),
+                chain,
+            );
+        }
+        for ((group, device), chains) in &ctx.peer_chains {
+            s.put(&mut ctx.batch, Table::GroupKeys, &crate::channels::chain_key(group, device), chains);
+        }
+        self.apply(s, ctx.batch)?;
+        Ok(ctx.effects)
     }
 
     /// Seals a text into the outbox (in `ctx`, written by [`Core::commit_seals`]).
@@ -435,6 +509,7 @@ impl Core {
             status: Status::Queued,
             delivered_at: None,
             read_at: None,
+            recipients: Vec::new(),
         };
         let key = message_key(&convid, sent_at, seq, &id);
         s.put(&mut ctx.batch, Table::Messages, &key, &rec);
@@ -447,7 +522,7 @@ impl Core {
 
     // ---- reading ----
 
-    fn view(&self, rec: &MessageRec, contact: &ContactRec) -> MessageView {
+    pub(crate) fn view(&self, rec: &MessageRec, contact: &ContactRec) -> MessageView {
         let (from, from_user_id) = match rec.direction {
             Direction::Out => ("me".to_owned(), self.me.user_id().to_hex()),
             Direction::In => (contact.name.clone(), contact.user_id.to_hex()),
@@ -464,10 +539,19 @@ impl Core {
             status: rec.status,
             delivered_at: rec.delivered_at,
             read_at: rec.read_at,
+            channel: None,
+            members: Vec::new(),
+            summary: None,
+            read_by: None,
+            delivered_to: None,
+            recipients: None,
         }
     }
 
     pub(crate) fn messages(&self, s: &Store, who: &str) -> Result<Vec<MessageView>, NodeError> {
+        if crate::channels::is_channel(who) {
+            return self.channel_messages(s, who);
+        }
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
         s.scan::<MessageRec>(Table::Messages, &convid.0)
@@ -482,10 +566,15 @@ impl Core {
         s: &Store,
         who: &str,
         now: u64,
-    ) -> Result<(Vec<MessageView>, Option<UserId>), NodeError> {
+    ) -> Result<(Vec<MessageView>, Effects), NodeError> {
+        let mut ctx = SealCtx::default();
+        if crate::channels::is_channel(who) {
+            let views = self.read_channel(s, &mut ctx, who, now)?;
+            let effects = self.commit_seals(s, ctx)?;
+            return Ok((views, effects));
+        }
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
-        let mut ctx = SealCtx::default();
         let mut newly_read = Vec::new();
         let mut out = Vec::new();
         for item in s.scan::<MessageRec>(Table::Messages, &convid.0) {
@@ -499,24 +588,38 @@ impl Core {
             out.push(self.view(&m, &contact));
         }
         self.ctx_conv(s, &mut ctx, convid)?.unread = 0;
-        let mut receipts_to = None;
         // A contact whose key changed gets no receipts until re-verified (they could not be
-        // sealed to the pinned device anyway).
-        if !newly_read.is_empty() && contact.pending_cert.is_none() {
+        // sealed to the pinned device anyway); nor does one removed, nor anyone when the user
+        // turned read receipts off.
+        let send_receipts = !newly_read.is_empty()
+            && contact.pending_cert.is_none()
+            && !contact.removed
+            && !self.team_rec(s)?.no_read_receipts;
+        if send_receipts {
             for chunk in newly_read.chunks(MAX_RECEIPT_IDS) {
                 let receipt = Content::ReadReceipt { read: chunk.to_vec(), read_at: now };
                 self.seal_into(s, &mut ctx, &contact, &receipt, None)?;
             }
-            receipts_to = Some(contact.user_id);
         }
-        self.commit_seals(s, ctx)?;
-        Ok((out, receipts_to))
+        let effects = self.commit_seals(s, ctx)?;
+        Ok((out, effects))
     }
 
     pub(crate) fn inbox(&self, s: &Store) -> Result<Vec<ConversationView>, NodeError> {
         let mut out = Vec::new();
         for item in s.scan::<ConversationRec>(Table::Conversations, &[]) {
-            let (_, conv) = item?;
+            let (convid, conv) = item?;
+            if let Some(ch) = &conv.channel {
+                out.push(ConversationView {
+                    contact: format!("#{ch}"),
+                    user_id: data_encoding::HEXLOWER.encode(&convid),
+                    unread: conv.unread,
+                    total: conv.total,
+                    last_at: conv.last_at,
+                    last_text: conv.last_text,
+                });
+                continue;
+            }
             let Some(uid) = conv.contact else { continue };
             let Some(c) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
             out.push(ConversationView {
@@ -534,7 +637,7 @@ impl Core {
 
     // ---- receiving ----
 
-    fn unique_name(&self, s: &Store, wanted: &str, uid: &UserId) -> Result<String, NodeError> {
+    pub(crate) fn unique_name(&self, s: &Store, wanted: &str, uid: &UserId) -> Result<String, NodeError> {
         let base: String = wanted.trim().trim_start_matches('#').chars().take(48).collect();
         let base = if base.is_empty() { "contact".to_owned() } else { base };
         if self.name_free(s, &base, uid)? {
@@ -553,6 +656,9 @@ impl Core {
         now: u64,
     ) -> Result<Accepted, NodeError> {
         let env = verified.envelope();
+        if env.kind == dingo_types::envelope::EnvelopeKind::Group {
+            return self.accept_group(s, ctx, verified, now);
+        }
         if env.recipient != self.me.device_key() {
             return Ok(Accepted::Rejected("addressed to another device".into()));
         }
@@ -578,8 +684,13 @@ impl Core {
                 c
             }
         };
+        if let Some(c) = &known {
+            if c.removed {
+                return Ok(Accepted::Rejected(format!("{} was removed from the team", c.name)));
+            }
+        }
         let mut sessions = match &known {
-            Some(c) => match ctx.sessions.get(&c.user_id) {
+            Some(c) => match ctx.seal.sessions.get(&c.user_id) {
                 Some(sess) => sess.clone(),
                 None => self.sessions_for(s, &c.user_id)?,
             },
@@ -621,6 +732,7 @@ impl Core {
                     pending_cert: None,
                     pending_prekey: None,
                     added_at: now,
+                    removed: false,
                 };
                 new_contact = Some(rec.clone());
                 rec
@@ -635,20 +747,32 @@ impl Core {
             Ok(c) => c,
             Err(e) => return Ok(Accepted::Rejected(format!("bad content: {e}"))),
         };
-        // Accepted: from here on, record everything in the context.
-        if let Some(rec) = new_contact {
-            s.put(&mut ctx.batch, Table::ContactByDevice, &env.sender.0, &rec.user_id);
-            s.put(&mut ctx.batch, Table::Contacts, &rec.user_id.0, &rec);
-            ctx.contacts.insert(env.sender, Some(rec));
-            ctx.new_contacts = true;
+        let mut events = Vec::new();
+        if !matches!(content, Content::Text { .. } | Content::ReadReceipt { .. }) {
+            // Team, group-key and DING messages: their handlers seal replies with the session
+            // just opened, and write nothing unless they accept.
+            let before = ctx.seal.sessions.insert(contact.user_id, sessions.clone());
+            match self.accept_control(s, &mut ctx.seal, &contact, env, content, now)? {
+                Accepted::Stored(ev) => events = ev,
+                other => {
+                    match before {
+                        Some(b) => ctx.seal.sessions.insert(contact.user_id, b),
+                        None => ctx.seal.sessions.remove(&contact.user_id),
+                    };
+                    return Ok(other);
+                }
+            }
+            // The sessions are in the context already, possibly advanced by replies sealed
+            // with them: they must not be replaced by the copy taken before.
+            self.record_accepted(s, ctx, env, new_contact, &contact, None, rkey);
+            return Ok(Accepted::Stored(events));
         }
-        let conv = match ctx.convs.entry(convid) {
+        let conv = match ctx.seal.convs.entry(convid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
             }
         };
-        let mut events = Vec::new();
         conv.contact = Some(contact.user_id);
         match content {
             Content::Text { id, sent_at, text } => {
@@ -664,10 +788,11 @@ impl Core {
                     status: Status::Delivered,
                     delivered_at: Some(now),
                     read_at: None,
+                    recipients: Vec::new(),
                 };
                 // Incoming messages need no id index: receipts only ever name outgoing ones.
                 let key = message_key(&convid, sent_at, env.seq, &id);
-                s.put(&mut ctx.batch, Table::Messages, &key, &rec);
+                s.put(&mut ctx.seal.batch, Table::Messages, &key, &rec);
                 conv.unread += 1;
                 conv.total += 1;
                 conv.last_at = conv.last_at.max(sent_at);
@@ -677,6 +802,7 @@ impl Core {
                     id: id.to_hex(),
                     text,
                     sent_at,
+                    channel: None,
                 });
             }
             Content::ReadReceipt { read, read_at } => {
@@ -692,39 +818,109 @@ impl Core {
                     m.status = Status::Read;
                     m.read_at = Some(read_at);
                     m.delivered_at.get_or_insert(read_at);
-                    s.put(&mut ctx.batch, Table::Messages, &key, &m);
+                    s.put(&mut ctx.seal.batch, Table::Messages, &key, &m);
                     events.push(NodeEvent::Read { id: id.to_hex(), by: contact.name.clone(), at: read_at });
                 }
             }
+            _ => {}
         }
+        self.record_accepted(s, ctx, env, new_contact, &contact, Some(sessions), rkey);
+        Ok(Accepted::Stored(events))
+    }
+
+    /// Team, channel-key, receipt and DING content arriving pairwise from `contact`.
+    fn accept_control(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        contact: &ContactRec,
+        env: &dingo_types::envelope::Envelope,
+        content: Content,
+        now: u64,
+    ) -> Result<Accepted, NodeError> {
+        match content {
+            Content::TeamOps { .. }
+            | Content::TeamSync { .. }
+            | Content::JoinRequest { .. }
+            | Content::JoinRefused { .. } => self.accept_team(s, ctx, contact, env, content, now),
+            other => self.accept_channel_control(s, ctx, contact, env, other, now),
+        }
+    }
+
+    /// Records what every accepted 1:1 envelope changes: a new contact, the replay record and
+    /// the sessions.
+    #[allow(clippy::too_many_arguments)]
+    fn record_accepted(
+        &self,
+        s: &Store,
+        ctx: &mut AcceptCtx,
+        env: &dingo_types::envelope::Envelope,
+        new_contact: Option<ContactRec>,
+        contact: &ContactRec,
+        sessions: Option<PeerSessions>,
+        rkey: Vec<u8>,
+    ) {
+        if let Some(rec) = new_contact {
+            s.put(&mut ctx.seal.batch, Table::ContactByDevice, &env.sender.0, &rec.user_id);
+            s.put(&mut ctx.seal.batch, Table::Contacts, &rec.user_id.0, &rec);
+            ctx.contacts.insert(env.sender, Some(rec));
+            ctx.new_contacts = true;
+        }
+        self.note_seen(&contact.user_id);
+        self.mark_received(ctx, rkey, env.seq);
+        if let Some(sessions) = sessions {
+            ctx.seal.sessions.insert(contact.user_id, sessions);
+        }
+    }
+
+    pub(crate) fn note_seen(&self, uid: &UserId) {
+        self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*uid, dingo_types::now_ms());
+    }
+
+    /// Loads the replay record for `rkey` into the context; says whether `seq` is new
+    /// (`Ok(true)`), a duplicate (`Ok(false)`) or out of the window (`Err`).
+    pub(crate) fn check_replay(
+        &self,
+        s: &Store,
+        ctx: &mut AcceptCtx,
+        rkey: &[u8],
+        seq: u64,
+    ) -> Result<Result<bool, String>, NodeError> {
+        if !ctx.windows.contains_key(rkey) {
+            let w = s.get::<ReplayWindow>(Table::Replay, rkey)?.unwrap_or_default();
+            ctx.windows.insert(rkey.to_vec(), w);
+        }
+        let window = &ctx.windows[rkey];
+        if window.contains(seq) {
+            return Ok(Ok(false));
+        }
+        if !window.acceptable(seq) {
+            return Ok(Err("sequence number outside the replay window".into()));
+        }
+        Ok(Ok(true))
+    }
+
+    pub(crate) fn mark_received(&self, ctx: &mut AcceptCtx, rkey: Vec<u8>, seq: u64) {
         if let Some(w) = ctx.windows.get_mut(&rkey) {
-            w.insert(env.seq);
+            w.insert(seq);
         }
         ctx.dirty_windows.insert(rkey);
-        ctx.sessions.insert(contact.user_id, sessions);
-        Ok(Accepted::Stored(events))
     }
 
     /// Writes everything a batch of accepts recorded, in one atomic sled batch: each message is
     /// one record, and sessions, replay windows and conversations once per batch.
-    pub(crate) fn commit(&self, s: &Store, mut ctx: AcceptCtx) -> Result<(), NodeError> {
+    pub(crate) fn commit(&self, s: &Store, mut ctx: AcceptCtx) -> Result<Effects, NodeError> {
         for key in &ctx.dirty_windows {
             if let Some(w) = ctx.windows.get(key) {
-                s.put(&mut ctx.batch, Table::Replay, key, w);
+                s.put(&mut ctx.seal.batch, Table::Replay, key, w);
             }
         }
-        for (convid, conv) in &ctx.convs {
-            s.put(&mut ctx.batch, Table::Conversations, &convid.0, conv);
-        }
-        for (uid, sessions) in ctx.sessions {
-            self.save_sessions(s, &mut ctx.batch, &uid, sessions);
-        }
         let new_contacts = ctx.new_contacts;
-        self.apply(s, ctx.batch)?;
+        let effects = self.commit_seals(s, ctx.seal)?;
         if new_contacts {
             self.contacts_changed();
         }
-        Ok(())
+        Ok(effects)
     }
 
     // ---- delivery bookkeeping ----
@@ -754,7 +950,16 @@ impl Core {
         let mut items = Vec::new();
         let mut bytes = 0;
         for item in s.scan_after::<OutboxItem>(Table::Outbox, &uid.0, after) {
-            let (key, it) = item?;
+            let (key, mut it) = item?;
+            if it.envelope.is_empty() {
+                // A group message: its one stored envelope.
+                let Some(mkey) = &it.msg_key else { continue };
+                match s.get::<Vec<u8>>(Table::GroupLog, mkey)? {
+                    Some(env) => it.envelope = env,
+                    None => continue,
+                }
+                it.group = true;
+            }
             bytes += it.envelope.len();
             if !items.is_empty() && (items.len() >= DELIVERY_BATCH || bytes > DELIVERY_BATCH_BYTES) {
                 break;
@@ -775,7 +980,7 @@ impl Core {
         let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
         let mut b = Batch::default();
         let mut events = Vec::new();
-        for ((key, msg_id, msg_key), status) in sent.iter().zip(results) {
+        for ((key, msg_id, msg_key, group), status) in sent.iter().zip(results) {
             let (new_status, at) = match *status {
                 DeliveryStatus::Stored(at) | DeliveryStatus::Duplicate(at) => (Status::Delivered, at),
                 DeliveryStatus::Rejected => (Status::Failed, 0),
@@ -783,6 +988,13 @@ impl Core {
             };
             s.delete(&mut b, Table::Outbox, key);
             let (Some(id), Some(mkey)) = (msg_id, msg_key) else { continue };
+            if *group {
+                // Per member: the message record stays as it is.
+                if new_status == Status::Delivered && self.group_delivered(s, &mut b, mkey, uid, at)? {
+                    events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
+                }
+                continue;
+            }
             let Some(mut m) = s.get::<MessageRec>(Table::Messages, mkey)? else { continue };
             if m.status < new_status || new_status == Status::Failed {
                 m.status = new_status;

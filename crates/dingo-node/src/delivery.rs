@@ -119,7 +119,21 @@ pub(crate) async fn start(
     for uid in node.job(|c, s| c.pending_contacts(s)).await? {
         node.inner.delivery.enqueued(uid);
     }
-    let loops = [tokio::spawn(event_loop(node.clone(), events)), tokio::spawn(delivery_loop(node.clone()))];
+    // Removed members stay shut out across restarts.
+    let removed = node
+        .job(|c, s| Ok(c.team_state(s)?.map(|(_, st)| st.removed.values().copied().collect::<Vec<_>>())))
+        .await?
+        .unwrap_or_default();
+    for device in removed {
+        if let Some(peer) = peer_id_of(&device) {
+            let _ = net.block(peer).await;
+        }
+    }
+    let loops = [
+        tokio::spawn(event_loop(node.clone(), events)),
+        tokio::spawn(delivery_loop(node.clone())),
+        tokio::spawn(alert_loop(node.clone())),
+    ];
     locked(&node.inner.tasks).extend(loops);
     for addr in peers {
         let net = net.clone();
@@ -154,6 +168,12 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
                 if let Some(key) = device_key_of(&peer) {
                     if let Ok(Some(c)) = node.job(move |c, s| c.contact_by_device(s, &DeviceKey(key))).await {
                         node.inner.delivery.clear_backoff(&c.user_id);
+                        node.inner.core.note_seen(&c.user_id);
+                    }
+                    // Team members compare logs whenever they meet.
+                    match node.durable_job(move |c, s| c.sync_with(s, &DeviceKey(key))).await {
+                        Ok(effects) => node.apply_effects(effects).await,
+                        Err(e) => tracing::debug!("team sync not started: {e}"),
                     }
                 }
             }
@@ -217,11 +237,11 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
                     Ok(v) => core.accept(s, &mut ctx, &v, now)?,
                 });
             }
-            core.commit(s, ctx)?;
-            Ok(out)
+            let effects = core.commit(s, ctx)?;
+            Ok((out, effects))
         })
         .await;
-    let outcome = match outcome {
+    let (outcome, effects) = match outcome {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!("store unavailable: {e}");
@@ -258,6 +278,23 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
     }
     responder.respond(Response::Results(statuses));
     node.emit(events);
+    node.apply_effects(effects).await;
+}
+
+/// Rings unacknowledged DINGs again when due.
+async fn alert_loop(node: Node) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = node.inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+        }
+        match node.job(|c, s| c.due_dings(s, now_ms())).await {
+            Ok(events) => node.emit(events),
+            Err(e) => tracing::debug!("DING alerts skipped: {e}"),
+        }
+    }
 }
 
 async fn delivery_loop(node: Node) {
@@ -335,7 +372,8 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             };
             cursor = Some(last.clone());
             let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
-            let sent: Sent = items.iter().map(|(k, it)| (k.clone(), it.msg_id, it.msg_key.clone())).collect();
+            let sent: Sent =
+                items.iter().map(|(k, it)| (k.clone(), it.msg_id, it.msg_key.clone(), it.group)).collect();
             let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
             let net = net.clone();
             in_flight.push_back(async move {
@@ -386,7 +424,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             Err(e) => {
                 // Anything but "unreachable" may have reached the recipient: say "sent".
                 if !matches!(e, dingo_net::NetError::Unreachable { .. }) {
-                    let keys: Vec<Vec<u8>> = sent.iter().filter_map(|(_, _, key)| key.clone()).collect();
+                    let keys: Vec<Vec<u8>> = sent.iter().filter_map(|(_, _, key, _)| key.clone()).collect();
                     let _ = node.job(move |c, s| c.mark_sent(s, &keys)).await;
                 }
                 return Err(e.into());

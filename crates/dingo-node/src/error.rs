@@ -78,6 +78,36 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// A team operation was refused (not an admin, last admin, unknown department, ...).
+    #[error("{0}")]
+    Team(#[from] dingo_crypto::membership::TeamError),
+    /// This user is not in a team.
+    #[error("you are not in a team: create one with `dingo team create NAME` or join one with `dingo team join CODE`")]
+    NoTeam,
+    /// This user is already in a team (one team per home for now).
+    #[error("this home is already in team {0:?} (one team per home)")]
+    AlreadyInTeam(String),
+    /// The join code could not be read or used.
+    #[error("join code: {0}")]
+    BadJoinCode(String),
+    /// No member by that name or id.
+    #[error("unknown team member {0:?}; see `dingo team members`")]
+    UnknownMember(String),
+    /// No channel by that name.
+    #[error("unknown channel {0:?}; see `dingo channel list`")]
+    UnknownChannel(String),
+    /// This user is not a member of the channel.
+    #[error("you are not a member of channel {0}")]
+    NotInChannel(String),
+    /// The contact was removed from the team.
+    #[error("{0} was removed from the team")]
+    Removed(String),
+    /// No DING with that id.
+    #[error("unknown DING {0:?}; see `dingo dings`")]
+    UnknownDing(String),
+    /// Too many DINGs too fast.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
     /// A crypto operation failed where it should not (bad local state).
     #[error("crypto error: {0}")]
     Crypto(#[from] dingo_crypto::CryptoError),

@@ -9,26 +9,31 @@
 //! A node works offline too: [`Node::open`] without [`Node::start_network`] queues sends in the
 //! outbox, and the next run delivers them.
 
+mod channels;
 mod chat;
 mod delivery;
 mod error;
 pub mod home;
 mod records;
+mod team;
 
 pub use error::NodeError;
 pub use home::{Home, Role};
 pub use records::{
-    ContactInfo, ConversationView, Direction, IdInfo, MessageView, NodeEvent, SendResult, Stats, Status,
-    Verification,
+    AckView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo, JoinCodeView,
+    MemberStatus, MemberView, MessageView, NodeEvent, SendResult, SettingsView, Stats, Status, TeamView,
+    UnreadView, Verification,
 };
+pub use team::JOIN_CODE_TTL_MS;
 
-use chat::Core;
+use chat::{Core, Effects, SealCtx};
 use dingo_crypto::at_rest::StorageKey;
 use dingo_crypto::Identity;
 use dingo_net::Net;
 use dingo_store::{Store, StoreHandle};
 use dingo_types::invite::Invite;
 use dingo_types::now_ms;
+use dingo_types::team::Action;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -213,6 +218,12 @@ impl Node {
         if text.len() > dingo_types::limits::MAX_TEXT_BYTES {
             return Err(NodeError::TooLong(text.len(), dingo_types::limits::MAX_TEXT_BYTES));
         }
+        if channels::is_channel(who) {
+            let (who, text) = (who.to_owned(), text.to_owned());
+            let id =
+                self.sealing_job(move |c, s, ctx| c.send_channel_text(s, ctx, &who, &text, now_ms())).await?;
+            return Ok(SendResult { id: id.to_hex(), status: Status::Queued });
+        }
         let queue = self.inner.sealer.get_or_init(|| {
             let (tx, rx) = mpsc::channel(SEND_QUEUE);
             tokio::spawn(sealer(Arc::downgrade(&self.inner), rx));
@@ -239,13 +250,261 @@ impl Node {
     /// A conversation; marks incoming messages read and sends read receipts.
     pub async fn read(&self, who: &str) -> Result<Vec<MessageView>, NodeError> {
         let who = who.to_owned();
-        let (views, receipts_to) = self.job(move |c, s| c.read(s, &who, now_ms())).await?;
-        self.inner.store.flush().await?;
-        if let Some(uid) = receipts_to {
+        let (views, effects) = self.durable_job(move |c, s| c.read(s, &who, now_ms())).await?;
+        self.apply_effects(effects).await;
+        Ok(views)
+    }
+
+    /// Runs `f` with a sealing context on the store thread; commits, makes it durable, then
+    /// carries out the effects (deliveries, blocks, events).
+    async fn sealing_job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core, &Store, &mut SealCtx) -> Result<R, NodeError> + Send + 'static,
+    ) -> Result<R, NodeError> {
+        let (r, effects) = self
+            .durable_job(move |c, s| {
+                let mut ctx = SealCtx::default();
+                let r = f(c, s, &mut ctx)?;
+                Ok((r, c.commit_seals(s, ctx)?))
+            })
+            .await?;
+        self.apply_effects(effects).await;
+        Ok(r)
+    }
+
+    /// Starts deliveries, blocks removed devices and emits events after a durable job.
+    pub(crate) async fn apply_effects(&self, effects: Effects) {
+        for uid in effects.kick {
             self.inner.delivery.enqueued(uid);
             delivery::kick(self, uid);
         }
-        Ok(views)
+        if let Some(net) = self.inner.net.get() {
+            for device in effects.block {
+                if let Some(peer) = dingo_net::peer_id_of(&device.0) {
+                    let _ = net.block(peer).await;
+                }
+            }
+            for rec in &effects.learn {
+                delivery::learn_addresses(net, rec).await;
+            }
+        }
+        self.emit(effects.events);
+    }
+
+    fn listen_addrs(&self) -> Vec<String> {
+        self.id().addrs
+    }
+
+    // ---- team ----
+
+    /// Creates a team with this user as its first admin (and a `#general` channel).
+    pub async fn team_create(&self, name: &str) -> Result<TeamView, NodeError> {
+        let name = name.to_owned();
+        let v = self.job(move |c, s| c.create_team(s, &name, now_ms())).await?;
+        self.inner.store.flush().await?;
+        Ok(v)
+    }
+
+    /// The team: members, roles, departments.
+    pub async fn team(&self) -> Result<TeamView, NodeError> {
+        self.job(|c, s| c.team_view(s)).await
+    }
+
+    /// Issues a one-time join code (admins only), valid for `ttl_secs` (default a week).
+    pub async fn team_invite(
+        &self,
+        dept: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<JoinCodeView, NodeError> {
+        let addrs = self.listen_addrs();
+        let v = self
+            .job(move |c, s| c.make_join_code(s, dept, ttl_secs.map(|t| t * 1000), addrs, now_ms()))
+            .await?;
+        self.inner.store.flush().await?;
+        Ok(v)
+    }
+
+    /// Redeems a join code: the request goes to the admin's node, which adds this user.
+    pub async fn team_join(&self, code: &str) -> Result<TeamView, NodeError> {
+        let code = code.to_owned();
+        let addrs = self.listen_addrs();
+        let learn = self
+            .sealing_job(move |c, s, ctx| {
+                c.join_team(s, ctx, &code, &addrs, now_ms())?;
+                Ok(c.contacts(s)?.iter().cloned().collect::<Vec<_>>())
+            })
+            .await?;
+        if let Some(net) = self.inner.net.get() {
+            for rec in &learn {
+                delivery::learn_addresses(net, rec).await;
+            }
+        }
+        self.team().await
+    }
+
+    async fn team_action(
+        &self,
+        make: impl FnOnce(&Core, &Store) -> Result<Action, NodeError> + Send + 'static,
+    ) -> Result<TeamView, NodeError> {
+        self.sealing_job(move |c, s, ctx| {
+            let action = make(c, s)?;
+            c.author(s, ctx, action, now_ms())
+        })
+        .await?;
+        self.team().await
+    }
+
+    fn member_of(c: &Core, s: &Store, who: &str) -> Result<dingo_types::UserId, NodeError> {
+        let (_, state) = c.team_state(s)?.ok_or(NodeError::NoTeam)?;
+        c.member(s, &state, who)
+    }
+
+    /// Makes a member an admin.
+    pub async fn team_promote(&self, who: &str) -> Result<TeamView, NodeError> {
+        let who = who.to_owned();
+        self.team_action(move |c, s| Ok(Action::Promote { user: Self::member_of(c, s, &who)? })).await
+    }
+
+    /// Makes an admin a member.
+    pub async fn team_demote(&self, who: &str) -> Result<TeamView, NodeError> {
+        let who = who.to_owned();
+        self.team_action(move |c, s| Ok(Action::Demote { user: Self::member_of(c, s, &who)? })).await
+    }
+
+    /// Removes a member: their device is refused at once, and every channel rotates its keys
+    /// before the next message.
+    pub async fn team_remove(&self, who: &str) -> Result<TeamView, NodeError> {
+        let who = who.to_owned();
+        self.team_action(move |c, s| Ok(Action::Remove { user: Self::member_of(c, s, &who)? })).await
+    }
+
+    /// Creates a department.
+    pub async fn dept_create(&self, name: &str) -> Result<TeamView, NodeError> {
+        let name = name.trim().to_owned();
+        self.team_action(move |_, _| Ok(Action::DeptCreate { name })).await
+    }
+
+    /// Puts a member in a department.
+    pub async fn dept_add(&self, dept: &str, who: &str) -> Result<TeamView, NodeError> {
+        let (dept, who) = (dept.trim().to_owned(), who.to_owned());
+        self.team_action(move |c, s| Ok(Action::DeptAdd { dept, user: Self::member_of(c, s, &who)? })).await
+    }
+
+    /// Takes a member out of a department.
+    pub async fn dept_remove(&self, dept: &str, who: &str) -> Result<TeamView, NodeError> {
+        let (dept, who) = (dept.trim().to_owned(), who.to_owned());
+        self.team_action(move |c, s| Ok(Action::DeptRemove { dept, user: Self::member_of(c, s, &who)? }))
+            .await
+    }
+
+    /// Creates a channel for departments and/or members (the whole team when both are empty).
+    pub async fn channel_create(
+        &self,
+        name: &str,
+        depts: Vec<String>,
+        members: Vec<String>,
+    ) -> Result<Vec<ChannelView>, NodeError> {
+        let name = name.to_owned();
+        self.sealing_job(move |c, s, ctx| c.create_channel(s, ctx, &name, depts, members, now_ms())).await?;
+        self.channels().await
+    }
+
+    /// Channels of the team.
+    pub async fn channels(&self) -> Result<Vec<ChannelView>, NodeError> {
+        self.job(|c, s| c.channels_view(s)).await
+    }
+
+    /// Who has not read one of my channel messages (by id prefix, or my latest).
+    pub async fn unread(&self, channel: &str, id: Option<String>) -> Result<UnreadView, NodeError> {
+        let channel = channel.to_owned();
+        self.job(move |c, s| c.unread(s, &channel, id.as_deref())).await
+    }
+
+    /// Sends a DING to a contact, member or `#channel`; it re-alerts every `repeat_every`
+    /// seconds until acknowledged.
+    pub async fn ding(
+        &self,
+        target: &str,
+        text: &str,
+        repeat_every: Option<u32>,
+    ) -> Result<SendResult, NodeError> {
+        let (target, text) = (target.to_owned(), text.to_owned());
+        let id =
+            self.sealing_job(move |c, s, ctx| c.ding(s, ctx, &target, &text, repeat_every, now_ms())).await?;
+        Ok(SendResult { id: id.to_hex(), status: Status::Queued })
+    }
+
+    /// Alerts again those who have not acknowledged a DING (at most once a minute).
+    pub async fn ding_again(&self, id: &str) -> Result<usize, NodeError> {
+        let id = id.to_owned();
+        self.sealing_job(move |c, s, ctx| c.ding_again(s, ctx, &id, now_ms())).await
+    }
+
+    /// Acknowledges a DING: its alerts stop and the sender sees the acknowledgement.
+    pub async fn ack(&self, id: &str) -> Result<String, NodeError> {
+        let id = id.to_owned();
+        self.sealing_job(move |c, s, ctx| c.ack(s, ctx, &id, now_ms())).await
+    }
+
+    /// DINGs sent and received.
+    pub async fn dings(&self) -> Result<Vec<DingView>, NodeError> {
+        self.job(|c, s| c.dings_view(s)).await
+    }
+
+    /// Shows, and optionally changes, the user's settings.
+    pub async fn settings(&self, read_receipts: Option<bool>) -> Result<SettingsView, NodeError> {
+        let v = self
+            .job(move |c, s| {
+                let mut rec = c.team_rec(s)?;
+                if let Some(on) = read_receipts {
+                    rec.no_read_receipts = !on;
+                    let mut b = dingo_store::Batch::default();
+                    c.put_team_rec(s, &mut b, &rec);
+                    c.apply(s, b)?;
+                }
+                Ok(SettingsView { read_receipts: !rec.no_read_receipts })
+            })
+            .await?;
+        self.inner.store.flush().await?;
+        Ok(v)
+    }
+
+    /// Test support: my stored group envelopes for a channel (what every member was sent).
+    #[doc(hidden)]
+    pub async fn test_support_group_log(&self, channel: &str) -> Result<Vec<Vec<u8>>, NodeError> {
+        let channel = channel.to_owned();
+        self.job(move |c, s| {
+            let (_, state) = c.team_state(s)?.ok_or(NodeError::NoTeam)?;
+            let (_, chan) = c.channel_named(&state, &channel)?;
+            s.scan::<Vec<u8>>(dingo_store::Table::GroupLog, &chan.id.0)
+                .map(|r| r.map(|(_, v)| v).map_err(NodeError::from))
+                .collect()
+        })
+        .await
+    }
+
+    /// Test support: tries to decrypt a group envelope with every chain key this node holds,
+    /// ignoring membership (what a removed member's node, keeping all its state, could do).
+    /// Changes nothing.
+    #[doc(hidden)]
+    pub async fn test_support_try_open(&self, envelope: Vec<u8>) -> Option<Vec<u8>> {
+        self.job(move |_, s| {
+            let env = dingo_types::envelope::Envelope::decode(&envelope)
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            let verified = dingo_crypto::session::verify_envelope(env.clone())?;
+            let key = [env.group.0.as_slice(), &env.sender.0].concat();
+            let chains =
+                s.get::<records::PeerChainsRec>(dingo_store::Table::GroupKeys, &key)?.unwrap_or_default();
+            for mut chain in chains.chains {
+                if let Ok(p) = chain.open(&verified) {
+                    return Ok(Some(p));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Counters since this process started.

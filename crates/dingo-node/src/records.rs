@@ -25,6 +25,8 @@ pub(crate) struct ContactRec {
     pub pending_cert: Option<Vec<u8>>,
     pub pending_prekey: Option<Vec<u8>>,
     pub added_at: u64,
+    /// Removed from the team: its envelopes and connections are refused, nothing is sent to it.
+    pub removed: bool,
 }
 
 /// Per-conversation counters.
@@ -36,6 +38,8 @@ pub(crate) struct ConversationRec {
     pub last_at: u64,
     pub last_text: String,
     pub total: u64,
+    /// The channel's name, for a group conversation.
+    pub channel: Option<String>,
 }
 
 /// An envelope waiting in the outbox.
@@ -46,6 +50,9 @@ pub(crate) struct OutboxItem {
     /// Where the message record is, so delivery needs no index lookup.
     pub msg_key: Option<Vec<u8>>,
     pub conv: ConvId,
+    /// Set when loaded for delivery: the envelope came from the group log.
+    #[serde(skip)]
+    pub group: bool,
 }
 
 /// Which sequence numbers of one sender in one conversation were received: an exact record (a
@@ -145,6 +152,78 @@ pub(crate) struct MessageRec {
     pub status: Status,
     pub delivered_at: Option<u64>,
     pub read_at: Option<u64>,
+    /// For my group messages: the members it was sent to.
+    pub recipients: Vec<UserId>,
+}
+
+/// This node's team membership and settings (one record).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct TeamRec {
+    /// The team this home belongs to.
+    pub team: Option<[u8; 32]>,
+    /// A join request waiting for the admin's answer.
+    pub joining: Option<JoiningRec>,
+    /// Do not send read receipts (delivery receipts and DING acks still go).
+    pub no_read_receipts: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JoiningRec {
+    pub team: [u8; 32],
+    pub team_name: String,
+    pub admin: UserId,
+    pub requested_at: u64,
+    pub refused: Option<String>,
+}
+
+/// A join code I issued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JoinTokenRec {
+    pub expires_at: u64,
+    pub dept: Option<String>,
+    pub used_by: Option<UserId>,
+}
+
+/// My sender chain in a group and who holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MyChainRec {
+    pub chain: dingo_crypto::group::SenderChain,
+    pub holders: BTreeSet<UserId>,
+}
+
+/// Another member's chains in a group (the newest few).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct PeerChainsRec {
+    pub chains: Vec<dingo_crypto::group::ReceiverChain>,
+}
+
+/// One member's status for one of my group messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct MemberReceipt {
+    pub delivered_at: Option<u64>,
+    pub read_at: Option<u64>,
+}
+
+/// A DING, sent or received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DingRec {
+    pub id: MsgId,
+    pub direction: Direction,
+    pub from: UserId,
+    pub to: Vec<UserId>,
+    pub channel: Option<String>,
+    pub text: String,
+    pub sent_at: u64,
+    pub received_at: u64,
+    pub repeat_every: u32,
+    /// Sent: who acknowledged, when.
+    pub acks: Vec<(UserId, u64)>,
+    /// Sent: when it was last re-sent to those who had not acknowledged.
+    pub last_again: Option<u64>,
+    /// Received: when this user acknowledged.
+    pub acked_at: Option<u64>,
+    /// Received: over the sender's rate limit, so stored without alerting.
+    pub muted: bool,
 }
 
 /// This node's identity, as `dingo id` shows it.
@@ -221,6 +300,24 @@ pub struct MessageView {
     pub delivered_at: Option<u64>,
     /// When it was read.
     pub read_at: Option<u64>,
+    /// The channel, for a group message.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub channel: Option<String>,
+    /// My group message: each recipient's delivery and read status.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub members: Vec<MemberStatus>,
+    /// My group message: "read by N of M".
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub summary: Option<String>,
+    /// My group message: how many read it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub read_by: Option<usize>,
+    /// My group message: how many nodes stored it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub delivered_to: Option<usize>,
+    /// My group message: to how many members it went.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recipients: Option<usize>,
 }
 
 /// A conversation, as `dingo inbox` shows it.
@@ -276,6 +373,9 @@ pub enum NodeEvent {
         text: String,
         /// Author's clock.
         sent_at: u64,
+        /// The channel, for a group message.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        channel: Option<String>,
     },
     /// A recipient's node stored our message.
     Delivered {
@@ -312,4 +412,199 @@ pub enum NodeEvent {
         /// The contact.
         contact: String,
     },
+    /// A DING alert (the first, or a repeat until acknowledged with `dingo ack ID`).
+    Ding {
+        /// The DING's id.
+        id: String,
+        /// From whom.
+        from: String,
+        /// The channel, if sent to one.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        channel: Option<String>,
+        /// The text.
+        text: String,
+        /// 1 for the first alert, then 2, 3, ...
+        alert: u32,
+    },
+    /// A recipient acknowledged my DING.
+    DingAcked {
+        /// The DING's id.
+        id: String,
+        /// Who.
+        by: String,
+        /// When (their clock).
+        at: u64,
+    },
+    /// The team's membership changed.
+    TeamChanged {
+        /// Team name.
+        team: String,
+        /// Members now.
+        members: usize,
+    },
+    /// This user joined a team.
+    Joined {
+        /// Team name.
+        team: String,
+    },
+    /// This user was removed from the team.
+    RemovedFromTeam {
+        /// Team name.
+        team: String,
+    },
+    /// A join request was refused.
+    JoinRefused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A member's status for one group message, in views.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member's name.
+    pub member: String,
+    /// Their user id.
+    pub user_id: String,
+    /// When their node stored it.
+    pub delivered_at: Option<u64>,
+    /// When they read it.
+    pub read_at: Option<u64>,
+}
+
+/// A team member, as `dingo team members` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Display name (the local contact name).
+    pub name: String,
+    /// User id.
+    pub user_id: String,
+    /// Their devices' PeerIds.
+    pub devices: Vec<String>,
+    /// `admin` or `member`.
+    pub role: String,
+    /// Departments.
+    pub departments: Vec<String>,
+    /// When this node last heard from them (ms), if ever.
+    pub last_seen: Option<u64>,
+    /// Whether this is the local user.
+    pub me: bool,
+}
+
+/// The team, as `dingo team` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeamView {
+    /// Team name.
+    pub name: String,
+    /// Team id (hex).
+    pub team_id: String,
+    /// Members.
+    pub members: Vec<MemberView>,
+    /// Departments with their members' names.
+    pub departments: Vec<DeptView>,
+    /// Ops in the log, and how many did not take effect.
+    pub ops: usize,
+    /// Ops that did not take effect (not by an admin, voided by a removal, ...).
+    pub void_ops: usize,
+    /// Removed users' ids.
+    pub removed: Vec<String>,
+    /// A join still waiting for the admin, if any.
+    pub joining: Option<String>,
+}
+
+/// A department.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeptView {
+    /// Name.
+    pub name: String,
+    /// Members' names.
+    pub members: Vec<String>,
+}
+
+/// A channel, as `dingo channel list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelView {
+    /// Name (without '#').
+    pub name: String,
+    /// Group id (hex).
+    pub id: String,
+    /// Departments it follows.
+    pub departments: Vec<String>,
+    /// Current members' names.
+    pub members: Vec<String>,
+    /// Whether this user is a member.
+    pub joined: bool,
+    /// Unread messages.
+    pub unread: u64,
+}
+
+/// Who has not read a message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnreadView {
+    /// The message.
+    pub id: String,
+    /// Its text.
+    pub text: String,
+    /// Members who have not read it.
+    pub not_read: Vec<String>,
+    /// Members who have.
+    pub read: Vec<String>,
+    /// "read by N of M".
+    pub summary: String,
+}
+
+/// A DING, as `dingo dings` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DingView {
+    /// Id (for `dingo ack` and `dingo ding --again`).
+    pub id: String,
+    /// `in` or `out`.
+    pub direction: Direction,
+    /// Author's name.
+    pub from: String,
+    /// The channel, if sent to one.
+    pub channel: Option<String>,
+    /// Text.
+    pub text: String,
+    /// Author's clock.
+    pub sent_at: u64,
+    /// Re-alert interval, seconds.
+    pub repeat_every: u32,
+    /// Sent: each recipient and when they acknowledged.
+    pub recipients: Vec<AckView>,
+    /// Sent: how many acknowledged.
+    pub acked: usize,
+    /// Received: when I acknowledged.
+    pub acked_at: Option<u64>,
+    /// Received: stored without alerting (sender over the rate limit).
+    pub muted: bool,
+}
+
+/// One recipient's acknowledgement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckView {
+    /// Name.
+    pub member: String,
+    /// User id.
+    pub user_id: String,
+    /// When they acknowledged, if they did.
+    pub acked_at: Option<u64>,
+}
+
+/// What `dingo team invite` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinCodeView {
+    /// The one-time code.
+    pub code: String,
+    /// When it expires (ms).
+    pub expires_at: u64,
+    /// Department the joiner is put in.
+    pub dept: Option<String>,
+}
+
+/// User settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettingsView {
+    /// Whether read receipts are sent.
+    pub read_receipts: bool,
 }

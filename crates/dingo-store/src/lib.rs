@@ -49,6 +49,20 @@ pub enum Table {
     Replay = 8,
     /// Peer addresses by device key.
     Addresses = 9,
+    /// Team membership ops by team and op hash.
+    TeamOps = 10,
+    /// This home's team, pending join and settings.
+    Team = 11,
+    /// Join codes this admin issued, by token.
+    JoinTokens = 12,
+    /// Sender-key chains by group and device (mine and other members').
+    GroupKeys = 13,
+    /// My group envelopes by message key (one copy, whatever the number of recipients).
+    GroupLog = 14,
+    /// Per-member delivery and read status of my group messages, by message key and member.
+    Receipts = 15,
+    /// DINGs sent and received, by id.
+    Dings = 16,
 }
 
 /// Why a store operation failed.

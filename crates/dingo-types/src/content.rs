@@ -106,6 +106,13 @@ pub enum Content {
         /// When, on the recipient's clock.
         acked_at: u64,
     },
+    /// "These are my team log's heads; send me what I lack" (anti-entropy between members).
+    TeamSync {
+        /// The team.
+        team: TeamId,
+        /// The sender's heads, at most [`MAX_OP_DEPS`].
+        heads: Vec<[u8; 32]>,
+    },
 }
 
 impl Content {
@@ -136,6 +143,9 @@ impl Content {
                 if ops.len() > MAX_OPS_PER_MESSAGE || ops.iter().any(|o| o.len() > MAX_TEAM_OP_BYTES) =>
             {
                 Err(DecodeError::TooLarge("team ops"))
+            }
+            Content::TeamSync { heads, .. } if heads.len() > MAX_OP_DEPS => {
+                Err(DecodeError::TooLarge("heads"))
             }
             Content::JoinRefused { reason, .. } if reason.len() > 256 => Err(DecodeError::TooLarge("reason")),
             Content::JoinRequest { member, .. }

@@ -1,0 +1,223 @@
+//! Teams between in-process nodes over 127.0.0.1: joining with one-time codes, departments,
+//! department channels with per-member receipts, DING until acknowledged, and removal that
+//! cuts a member off (also for a member who was offline when it happened).
+
+use crate::support::*;
+use dingo_node::{Direction, Home, NetConfig, Node, NodeError, NodeEvent, Status, TeamView};
+use std::time::Duration;
+
+async fn join(admin: &Node, node: &Node, dept: Option<&str>) {
+    let code = admin.team_invite(dept.map(str::to_owned), None).await.expect("invite").code;
+    node.team_join(&code).await.expect("join");
+    let me = node.id().user_id;
+    eventually("the join to complete", async || {
+        let t = node.team().await.ok()?;
+        t.members.iter().any(|m| m.user_id == me).then_some(())
+    })
+    .await;
+}
+
+async fn members_seen(node: &Node) -> usize {
+    node.team().await.map(|t: TeamView| t.members.len()).unwrap_or(0)
+}
+
+async fn channel_text(node: &Node, channel: &str, text: &str) -> bool {
+    node.messages(channel).await.map(|m| m.iter().any(|m| m.text == text)).unwrap_or(false)
+}
+
+/// Counts DING alerts for `id` seen on `rx` until `want` (or the deadline).
+async fn alerts(rx: &mut tokio::sync::broadcast::Receiver<NodeEvent>, id: &str, want: u32) -> u32 {
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen < want {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(NodeEvent::Ding { id: got, alert, .. })) if got == id => seen = seen.max(alert),
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_department_channel_receipts_ding_and_removal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    let carol = started_node(dir.path(), "carol").await;
+    let dave = started_node(dir.path(), "dave").await;
+    let erin_home = Home::new(dir.path().join("erin"));
+    let erin = started_node(dir.path(), "erin").await;
+
+    alice.team_create("acme").await.expect("create");
+    assert!(matches!(alice.team_create("again").await, Err(NodeError::AlreadyInTeam(_))));
+    alice.dept_create("eng").await.expect("dept");
+    join(&alice, &bob, Some("eng")).await;
+    join(&alice, &carol, None).await;
+    join(&alice, &dave, None).await;
+    join(&alice, &erin, None).await;
+    for n in [&alice, &bob, &carol, &dave, &erin] {
+        eventually("every member to see five members", async || (members_seen(n).await == 5).then_some(()))
+            .await;
+    }
+    // A code works once.
+    let code = alice.team_invite(None, None).await.expect("invite").code;
+    let outsider = started_node(dir.path(), "outsider").await;
+    outsider.team_join(&code).await.expect("first use");
+    eventually("the outsider to join", async || (members_seen(&alice).await == 6).then_some(())).await;
+    let late = started_node(dir.path(), "late").await;
+    late.team_join(&code).await.expect("request queued");
+    eventually("the reused code to be refused", async || {
+        late.team().await.ok()?.joining.filter(|j| j.contains("already used")).map(|_| ())
+    })
+    .await;
+    alice.team_remove("outsider").await.expect("remove outsider");
+
+    // Non-admins cannot change the team; the last admin cannot leave.
+    assert!(matches!(bob.dept_create("x").await, Err(NodeError::Team(_))));
+    assert!(matches!(alice.team_remove("alice").await, Err(NodeError::Team(_))));
+
+    alice.dept_add("eng", "carol").await.expect("carol to eng");
+    alice.dept_add("eng", "alice").await.expect("alice to eng");
+    alice.channel_create("eng", vec!["eng".into()], vec![]).await.expect("channel");
+    for n in [&bob, &carol, &dave] {
+        eventually("the channel to be known", async || {
+            let c = n.channels().await.ok()?;
+            c.iter().find(|c| c.name == "eng" && c.members.len() == 3).map(|_| ())
+        })
+        .await;
+    }
+    assert!(matches!(dave.send("#eng", "let me in").await, Err(NodeError::NotInChannel(_))));
+
+    // Department channel: read by its three members only.
+    let id = bob.send("#eng", "build is green").await.expect("send").id;
+    for n in [&alice, &carol] {
+        eventually("eng members to get it", async || {
+            channel_text(n, "#eng", "build is green").await.then_some(())
+        })
+        .await;
+    }
+    eventually("delivered to both", async || {
+        let m = bob.messages("#eng").await.ok()?.into_iter().find(|m| m.id == id)?;
+        (m.delivered_to == Some(2)).then_some(())
+    })
+    .await;
+    carol.read("#eng").await.expect("read");
+    eventually("carol's read receipt", async || {
+        let m = bob.messages("#eng").await.ok()?.into_iter().find(|m| m.id == id)?;
+        (m.read_by == Some(1)).then_some(m)
+    })
+    .await;
+    let un = bob.unread("#eng", None).await.expect("unread");
+    assert_eq!(un.not_read, vec!["alice".to_owned()]);
+    assert_eq!(un.summary, "read by 1 of 2");
+    alice.read("#eng").await.expect("read");
+    let m = eventually("read by both", async || {
+        let m = bob.messages("#eng").await.ok()?.into_iter().find(|m| m.id == id)?;
+        (m.status == Status::Read).then_some(m)
+    })
+    .await;
+    assert_eq!(m.summary.as_deref(), Some("read by 2 of 2"));
+    assert!(m.members.iter().all(|s| s.delivered_at.is_some() && s.read_at.is_some()));
+    // Nobody outside eng holds a key that opens it.
+    for env in bob.test_support_group_log("#eng").await.expect("log") {
+        assert!(dave.test_support_try_open(env).await.is_none(), "a non-member read #eng");
+    }
+
+    // Read receipts can be turned off; delivery still shows.
+    erin.settings(Some(false)).await.expect("settings");
+    let hello = alice.send("#general", "hello team").await.expect("send").id;
+    for n in [&bob, &carol, &dave, &erin] {
+        eventually("everyone to get #general", async || {
+            channel_text(n, "#general", "hello team").await.then_some(())
+        })
+        .await;
+    }
+    erin.read("#general").await.expect("read");
+    bob.read("#general").await.expect("read");
+    let m = eventually("bob's receipt", async || {
+        let m = alice.messages("#general").await.ok()?.into_iter().find(|m| m.id == hello)?;
+        (m.read_by == Some(1) && m.delivered_to == Some(4)).then_some(m)
+    })
+    .await;
+    assert_eq!(m.recipients, Some(4));
+
+    // DING a channel: both members are alerted until they acknowledge.
+    let mut bob_rx = bob.subscribe();
+    let mut carol_rx = carol.subscribe();
+    let ding = alice.ding("#eng", "prod is down", Some(5)).await.expect("ding").id;
+    assert!(alerts(&mut bob_rx, &ding, 2).await >= 2, "bob was alerted again before acknowledging");
+    bob.ack(&ding[..8]).await.expect("ack");
+    eventually("bob's acknowledgement", async || {
+        let d = alice.dings().await.ok()?.into_iter().find(|d| d.id == ding)?;
+        (d.acked == 1).then_some(())
+    })
+    .await;
+    let d = alice.dings().await.expect("dings").into_iter().find(|d| d.id == ding).expect("ding");
+    let waiting: Vec<_> =
+        d.recipients.iter().filter(|r| r.acked_at.is_none()).map(|r| r.member.clone()).collect();
+    assert_eq!(waiting, ["carol"]);
+    let mut carol_rx2 = carol.subscribe();
+    assert_eq!(alice.ding_again(&ding).await.expect("again"), 1, "only carol is alerted again");
+    assert!(matches!(alice.ding_again(&ding).await, Err(NodeError::RateLimited(_))));
+    assert!(alerts(&mut carol_rx2, &ding, 1).await >= 1);
+    assert!(alerts(&mut carol_rx, &ding, 1).await >= 1);
+    carol.ack(&ding).await.expect("ack");
+    eventually("all acknowledged", async || {
+        let d = alice.dings().await.ok()?.into_iter().find(|d| d.id == ding)?;
+        (d.acked == 2).then_some(())
+    })
+    .await;
+
+    // Remove dave while erin is offline.
+    let erin_addr = erin.id().addrs[0].clone();
+    erin.shutdown().await.expect("erin stops");
+    drop(erin);
+    alice.team_remove("dave").await.expect("remove dave");
+    for n in [&bob, &carol] {
+        eventually("the removal to reach online members", async || {
+            (members_seen(n).await == 4).then_some(())
+        })
+        .await;
+    }
+    assert!(matches!(alice.send("dave", "still there?").await, Err(NodeError::Removed(_))));
+    let after = bob.send("#general", "after dave left").await.expect("send").id;
+    eventually("carol gets it", async || {
+        channel_text(&carol, "#general", "after dave left").await.then_some(())
+    })
+    .await;
+    assert!(!channel_text(&dave, "#general", "after dave left").await);
+    let _ = after;
+
+    // Erin comes back, learns the removal, and what she sends dave cannot read.
+    let erin = Node::open(&erin_home, None).expect("reopen erin");
+    let alice_addr = alice.id().addrs[0].parse().expect("addr");
+    erin.start_network(NetConfig::loopback(), vec![alice_addr]).await.expect("network");
+    let _ = erin_addr;
+    eventually("erin to learn the removal", async || (members_seen(&erin).await == 4).then_some(())).await;
+    erin.send("#general", "erin is back").await.expect("send");
+    eventually("bob gets erin's message", async || {
+        channel_text(&bob, "#general", "erin is back").await.then_some(())
+    })
+    .await;
+    for node in [&alice, &bob, &erin] {
+        for env in node.test_support_group_log("#general").await.expect("log") {
+            let opened = dave.test_support_try_open(env).await;
+            if let Some(p) = opened {
+                let text = String::from_utf8_lossy(&p).to_string();
+                assert!(
+                    !text.contains("after dave left") && !text.contains("erin is back"),
+                    "the removed member decrypted a message sent after the removal"
+                );
+            }
+        }
+    }
+    let from_dave = dave.send("#general", "i am still here").await;
+    // Dave's node still believes it is in; the others refuse what it sends.
+    if from_dave.is_ok() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!channel_text(&bob, "#general", "i am still here").await);
+    }
+    let bob_msgs = bob.messages("#general").await.expect("messages");
+    assert!(bob_msgs.iter().filter(|m| m.direction == Direction::In).all(|m| m.text != "i am still here"));
+}
