@@ -9,6 +9,7 @@ use dingo_node::{Home, NetConfig, Node};
 use dingo_types::content::Content;
 use dingo_types::envelope::{DirectHeader, Envelope, SessionInit};
 use dingo_types::invite::Invite;
+use dingo_types::team::{Action, OpBody, SignedOp};
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
 
@@ -22,7 +23,10 @@ struct Mallory {
 
 impl Mallory {
     async fn new(victim: &Node) -> Self {
-        let me = Identity::generate("mallory");
+        Self::with_identity(victim, Identity::generate("mallory")).await
+    }
+
+    async fn with_identity(victim: &Node, me: Identity) -> Self {
         let mut secret = *me.device_secret_bytes().expose();
         let kp = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).expect("keypair");
         let (net, _events) = Net::spawn(kp, Config::loopback()).await.expect("net");
@@ -61,6 +65,21 @@ impl Mallory {
         self.seal_to(self.conv(), text)
     }
 
+    /// Seals any content pairwise to the victim.
+    fn seal_content(&mut self, content: &Content) -> Envelope {
+        self.seq += 1;
+        let conv = self.conv();
+        self.sessions
+            .seal(
+                &self.me,
+                Recipient { cert: &self.victim.cert, prekey: Some(&self.victim.prekey) },
+                conv,
+                self.seq,
+                &content.encode(),
+            )
+            .expect("seal")
+    }
+
     fn resign(&self, env: &mut Envelope) {
         env.signature = self.me.sign_device(&env.signed_bytes());
     }
@@ -72,6 +91,15 @@ impl Mallory {
         env.crypto_header = h.encode();
         self.resign(&mut env);
         env
+    }
+
+    /// Delivers, or says the victim refused the connection.
+    async fn try_deliver(&self, bytes: Vec<u8>) -> Option<DeliveryStatus> {
+        let peer = peer_id_of(&self.victim.cert.device_key).expect("peer");
+        match self.net.request(peer, Request::Deliver(vec![bytes])).await {
+            Ok(Response::Results(r)) => Some(r[0]),
+            Err(_) => None,
+        }
     }
 
     async fn deliver(&self, bytes: Vec<u8>) -> DeliveryStatus {
@@ -308,4 +336,95 @@ fn debug_output_of_secret_holders_prints_no_key_bytes() {
         assert!(!shown.contains(&format!("{:?}", s)), "{shown}");
         assert!(!shown.contains(&format!("{:?}", &s[..8])[1..20]), "{shown}");
     }
+}
+
+/// A team op signed by `who` naming `deps`, with no local checks (what a hostile client sends).
+fn forged_op(who: &Identity, team: [u8; 32], deps: Vec<[u8; 32]>, lamport: u64, action: Action) -> Vec<u8> {
+    let body = OpBody { team, author: who.cert().encode(), lamport, deps, at: 1, action };
+    let encoded = SignedOp::encode_body(&body);
+    let signature = who.sign_device(&SignedOp::signed_bytes(&encoded));
+    SignedOp { body: encoded, signature }.encode()
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    s.parse::<ConvId>().expect("hex id").0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_member_cannot_forge_ops_read_or_write_other_channels_or_flood_dings() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let team = alice.team_create("acme").await.expect("team");
+    let team_id = hex32(&team.team_id);
+    alice.dept_create("eng").await.expect("dept");
+    alice.dept_add("eng", "alice").await.expect("dept add");
+    let eng = alice.channel_create("eng", vec!["eng".into()], vec![]).await.expect("channel");
+    let eng_id = hex32(&eng.iter().find(|c| c.name == "eng").expect("eng").id);
+
+    // Mallory joins honestly, then her node is replaced by a hand-driven client with her keys.
+    let mallory_home = Home::new(dir.path().join("mallory"));
+    let real = started_node(dir.path(), "mallory").await;
+    let code = alice.team_invite(None, None).await.expect("code").code;
+    real.team_join(&code).await.expect("join");
+    eventually("mallory to join", async || (alice.team().await.ok()?.members.len() == 2).then_some(())).await;
+    real.shutdown().await.expect("stop");
+    drop(real);
+    let identity = mallory_home.load_identity(None).expect("mallory's keys");
+    let mut mallory = Mallory::with_identity(&alice, identity).await;
+    mallory.seq = 100; // past what her real node already sent
+    let ops_before = alice.team().await.expect("team").ops;
+
+    // A member's self-promotion is kept as a signed op but never takes effect.
+    let promote =
+        forged_op(&mallory.me, team_id, vec![team_id], 1, Action::Promote { user: mallory.me.user_id() });
+    let env = mallory.seal_content(&Content::TeamOps { team: team_id, ops: vec![promote.clone()] });
+    let status = mallory.deliver(env.encode()).await;
+    assert!(matches!(status, DeliveryStatus::Stored(_)), "{status:?}");
+    let t = alice.team().await.expect("team");
+    let m = t.members.iter().find(|m| m.name == "mallory").expect("mallory");
+    assert_eq!(m.role, "member");
+    assert_eq!((t.ops, t.void_ops), (ops_before + 1, 1));
+    // Replays: the same envelope is a duplicate; the same op in a new envelope changes nothing.
+    assert!(matches!(mallory.deliver(env.encode()).await, DeliveryStatus::Duplicate(_)));
+    let again = mallory.seal_content(&Content::TeamOps { team: team_id, ops: vec![promote] });
+    mallory.deliver(again.encode()).await;
+    assert_eq!(alice.team().await.expect("team").ops, ops_before + 1);
+    // An op for another team, and garbage, are refused without harm.
+    let foreign = forged_op(&mallory.me, [9; 32], vec![[9; 32]], 1, Action::DeptCreate { name: "x".into() });
+    let env = mallory.seal_content(&Content::TeamOps { team: team_id, ops: vec![foreign, vec![1, 2, 3]] });
+    mallory.deliver(env.encode()).await;
+    assert!(!alice.team().await.expect("team").departments.iter().any(|d| d.name == "x"));
+
+    // Writing into a department channel she is not in: her key and message are never accepted.
+    let mut chain = dingo_crypto::group::SenderChain::new(1);
+    let (chain_id, n, key) = chain.distribution();
+    let env = mallory.seal_content(&Content::SenderKey { group: ConvId(eng_id), chain_id, n, key });
+    assert_eq!(mallory.deliver(env.encode()).await, DeliveryStatus::Retry);
+    let text = Content::Text { id: MsgId::random(), sent_at: 1, text: "fake news".into() };
+    let genv = chain.seal(&mallory.me, ConvId(eng_id), 0, 1, &text.encode()).expect("seal");
+    assert!(matches!(mallory.deliver(genv.encode()).await, DeliveryStatus::Retry | DeliveryStatus::Rejected));
+    assert!(alice.messages("#eng").await.expect("eng").is_empty());
+
+    // A DING flood: stored, but only the first ones alert.
+    for i in 0..25 {
+        let d = Content::Ding { id: MsgId::random(), sent_at: 1, text: format!("ding {i}"), repeat_every: 1 };
+        let env = mallory.seal_content(&d);
+        assert!(matches!(mallory.deliver(env.encode()).await, DeliveryStatus::Stored(_)));
+    }
+    let dings = alice.dings().await.expect("dings");
+    assert_eq!(dings.len(), 25);
+    assert_eq!(dings.iter().filter(|d| d.muted).count(), 5, "alerts are rate-limited per sender");
+    assert!(dings.iter().all(|d| d.repeat_every >= 5), "re-alert interval has a floor");
+
+    // Removed: anything she sends afterwards, backdated or not, is refused.
+    alice.team_remove("mallory").await.expect("remove");
+    let backdated =
+        forged_op(&mallory.me, team_id, vec![team_id], 1, Action::DeptCreate { name: "shadow".into() });
+    let env = mallory.seal_content(&Content::TeamOps { team: team_id, ops: vec![backdated] });
+    // Her connection is closed and refused (or, if it slipped through, the envelope is).
+    let refused = |s: Option<DeliveryStatus>| matches!(s, None | Some(DeliveryStatus::Rejected));
+    assert!(refused(mallory.try_deliver(env.encode()).await));
+    let env = mallory.seal("still here");
+    assert!(refused(mallory.try_deliver(env.encode()).await));
+    assert!(!alice.team().await.expect("team").departments.iter().any(|d| d.name == "shadow"));
 }

@@ -163,3 +163,105 @@ fn bad_input_gets_a_clear_error_and_the_right_exit_code() {
     std::fs::rename(dir.path().join("alice-store"), a.join("store")).expect("restore");
     assert_eq!(dingo_ok(&a, &["messages", "bob", "--json"]), before);
 }
+
+#[test]
+fn three_homes_team_department_channel_ding_and_removal_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let homes: Vec<_> = ["alice", "bob", "carol"].iter().map(|n| dir.path().join(n)).collect();
+    for (h, n) in homes.iter().zip(["alice", "bob", "carol"]) {
+        dingo_ok(h, &["init", "--name", n]);
+    }
+    let (a, b, c) = (&homes[0], &homes[1], &homes[2]);
+    let nodes: Vec<NodeProc> =
+        homes.iter().map(|h| NodeProc::start(h, "/ip4/127.0.0.1/tcp/0", &[])).collect();
+
+    let no_team = dingo(a, &["team", "members"]);
+    assert_eq!(no_team.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_team.stderr).contains("not in a team"));
+    dingo_ok(a, &["team", "create", "acme"]);
+    dingo_ok(a, &["dept", "create", "finance"]);
+    let code = dingo_ok(a, &["team", "invite", "--dept", "finance"]).trim().to_owned();
+    assert!(code.starts_with("dingoteam1"), "{code}");
+    let joined: dingo_node::TeamView = json(&dingo_ok(b, &["team", "join", &code, "--json"]));
+    assert!(joined.joining.is_none() && joined.members.len() == 2, "{joined:?}");
+    let reused = dingo(c, &["team", "join", &code]);
+    assert_eq!(reused.status.code(), Some(1), "a used code is refused");
+    assert!(String::from_utf8_lossy(&reused.stderr).contains("already used"), "{reused:?}");
+    let bad = dingo(c, &["team", "join", "dingoteam1garbage"]);
+    assert_eq!(bad.status.code(), Some(1));
+    // A failed join leaves the home free to join with a good code.
+    let code = dingo_ok(a, &["team", "invite"]).trim().to_owned();
+    dingo_ok(c, &["team", "join", &code]);
+    let members: dingo_node::TeamView = json(&dingo_ok(a, &["team", "members", "--json"]));
+    let names: Vec<&str> = members.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    let bob = members.members.iter().find(|m| m.name == "bob").expect("bob");
+    assert_eq!((bob.role.as_str(), bob.departments.clone()), ("member", vec!["finance".to_owned()]));
+    assert_eq!(bob.devices.len(), 1);
+
+    let denied = dingo(b, &["dept", "create", "x"]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("only admins"), "{denied:?}");
+    let last = dingo(a, &["team", "demote", "alice"]);
+    assert!(String::from_utf8_lossy(&last.stderr).contains("at least one admin"), "{last:?}");
+    let unknown = dingo(a, &["team", "remove", "zed"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown team member"), "{unknown:?}");
+
+    dingo_ok(a, &["dept", "add", "finance", "alice"]);
+    dingo_ok(a, &["channel", "create", "money", "--dept", "finance"]);
+    eventually_blocking("bob to see #money", || {
+        let list: Vec<dingo_node::ChannelView> = json(&dingo_ok(b, &["channel", "list", "--json"]));
+        list.into_iter().find(|c| c.name == "money" && c.joined)
+    });
+    let sent: SendResult = json(&dingo_ok(b, &["send", "#money", "budget is approved", "--json"]));
+    eventually_blocking("alice to get it", || {
+        let msgs: Vec<MessageView> = json(&dingo_ok(a, &["messages", "#money", "--json"]));
+        msgs.into_iter().find(|m| m.text == "budget is approved")
+    });
+    let carol_denied = dingo(c, &["send", "#money", "let me in"]);
+    assert!(String::from_utf8_lossy(&carol_denied.stderr).contains("not a member"), "{carol_denied:?}");
+    dingo_ok(a, &["read", "#money"]);
+    let m = eventually_blocking("alice's read receipt", || {
+        let msgs: Vec<MessageView> = json(&dingo_ok(b, &["messages", "#money", "--json"]));
+        msgs.into_iter().find(|m| m.id == sent.id && m.status == Status::Read)
+    });
+    assert_eq!(m.summary.as_deref(), Some("read by 1 of 1"));
+    assert_eq!(m.members[0].member, "alice");
+    assert!(m.members[0].delivered_at.is_some() && m.members[0].read_at.is_some());
+
+    dingo_ok(a, &["send", "#general", "all hands at 3"]);
+    dingo_ok(b, &["read", "#general"]);
+    let unread = eventually_blocking("bob's receipt", || {
+        let u: dingo_node::UnreadView = json(&dingo_ok(a, &["unread", "#general", "--json"]));
+        (u.read == ["bob"]).then_some(u)
+    });
+    assert_eq!(unread.not_read, ["carol"]);
+
+    let ding: SendResult = json(&dingo_ok(a, &["ding", "bob", "call me", "--repeat-every", "5", "--json"]));
+    eventually_blocking("bob to have the DING", || {
+        let d: Vec<dingo_node::DingView> = json(&dingo_ok(b, &["dings", "--json"]));
+        d.into_iter().find(|d| d.id == ding.id)
+    });
+    dingo_ok(b, &["ack", &ding.id[..10]]);
+    eventually_blocking("alice to see the acknowledgement", || {
+        let d: Vec<dingo_node::DingView> = json(&dingo_ok(a, &["dings", "--json"]));
+        d.into_iter().find(|d| d.id == ding.id && d.acked == 1)
+    });
+    let log = std::fs::read_to_string(b.join("run.log")).expect("bob's log");
+    assert!(log.contains("\x07DING from alice"), "the running node rings the bell: {log}");
+    let usage = dingo(a, &["ding", "bob"]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    dingo_ok(b, &["settings", "--read-receipts", "off"]);
+    let s: dingo_node::SettingsView = json(&dingo_ok(b, &["settings", "--json"]));
+    assert!(!s.read_receipts);
+
+    dingo_ok(a, &["team", "remove", "carol"]);
+    eventually_blocking("bob to see the removal", || {
+        let t: dingo_node::TeamView = json(&dingo_ok(b, &["team", "members", "--json"]));
+        (t.members.len() == 2).then_some(())
+    });
+    let to_removed = dingo(b, &["send", "carol", "psst"]);
+    assert!(String::from_utf8_lossy(&to_removed.stderr).contains("removed"), "{to_removed:?}");
+    drop(nodes);
+}

@@ -72,6 +72,11 @@ async fn five_members_department_channel_receipts_ding_and_removal() {
     })
     .await;
     alice.team_remove("outsider").await.expect("remove outsider");
+    let expired = alice.team_invite(None, Some(0)).await.expect("invite").code;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let other = started_node(dir.path(), "other").await;
+    assert!(matches!(other.team_join(&expired).await, Err(NodeError::BadJoinCode(_))));
+    assert!(matches!(other.team_join("dingoteam1AAAA").await, Err(NodeError::BadJoinCode(_))));
 
     // Non-admins cannot change the team; the last admin cannot leave.
     assert!(matches!(bob.dept_create("x").await, Err(NodeError::Team(_))));
