@@ -202,6 +202,15 @@ pub(crate) enum TeamCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Add members directly from their invite codes (admins only).
+    Add {
+        /// Invite codes (from `dingo id`), one or more.
+        #[arg(required = true)]
+        invites: Vec<String>,
+        /// Put them in this department.
+        #[arg(long)]
+        dept: Option<String>,
+    },
     /// Members with devices, role, departments and last seen.
     Members(JsonFlag),
     /// Make a member an admin.

@@ -368,6 +368,10 @@ fn team(b: &Backend, command: TeamCommand) -> anyhow::Result<()> {
             }
             (v, json.json)
         }
+        TeamCommand::Add { invites, dept } => {
+            let body = AddMembersBody { invites: invites.clone(), dept: dept.clone() };
+            (b.call(|c| c.post("/v1/team/add", &body), async |n| n.team_add(invites, dept).await)?, false)
+        }
         TeamCommand::Members(f) => (b.call(|c| c.get("/v1/team", &[]), async |n| n.team().await)?, f.json),
         TeamCommand::Promote { member } => {
             let body = MemberBody { member: member.clone() };

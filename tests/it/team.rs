@@ -226,3 +226,29 @@ async fn five_members_department_channel_receipts_ding_and_removal() {
     let bob_msgs = bob.messages("#general").await.expect("messages");
     assert!(bob_msgs.iter().filter(|m| m.direction == Direction::In).all(|m| m.text != "i am still here"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_add_members_by_invite_but_strangers_cannot_pull_anyone_into_a_team() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    let carol = started_node(dir.path(), "carol").await;
+    alice.team_create("acme").await.expect("team");
+    alice.dept_create("ops").await.expect("dept");
+    // Bob knows alice (he added her invite); carol never heard of her.
+    bob.add_contact(&alice.id().invite, None).await.expect("contact");
+    let t = alice.team_add(vec![bob.id().invite, carol.id().invite], Some("ops".into())).await.expect("add");
+    assert_eq!(t.members.len(), 3);
+    eventually("bob to be in the team", async || {
+        let t = bob.team().await.ok()?;
+        (t.members.len() == 3).then_some(())
+    })
+    .await;
+    let bob_view = bob.team().await.expect("team");
+    let me = bob_view.members.iter().find(|m| m.me).expect("bob");
+    assert_eq!(me.departments, ["ops"]);
+    // Carol's node refused the unsolicited team (counted as a rejection).
+    eventually("carol to refuse", async || (carol.stats().rejected > 0).then_some(())).await;
+    assert!(matches!(carol.team().await, Err(NodeError::NoTeam)));
+    assert!(matches!(alice.team_add(vec!["dingo1garbage".into()], None).await, Err(NodeError::BadInvite(_))));
+}

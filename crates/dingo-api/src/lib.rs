@@ -162,3 +162,12 @@ pub struct AckAnswer {
     /// The DING acknowledged.
     pub id: String,
 }
+
+/// Body of `POST /v1/team/add`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddMembersBody {
+    /// Invite codes (`dingo1...`).
+    pub invites: Vec<String>,
+    /// Department to put them in.
+    pub dept: Option<String>,
+}

@@ -102,6 +102,7 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/team", get(team).post(team_create))
         .route("/v1/team/invite", post(team_invite))
         .route("/v1/team/join", post(team_join))
+        .route("/v1/team/add", post(team_add))
         .route("/v1/team/promote", post(team_promote))
         .route("/v1/team/demote", post(team_demote))
         .route("/v1/team/remove", post(team_remove))
@@ -226,6 +227,13 @@ async fn team_invite(
 
 async fn team_join(State(st): State<AppState>, Json(b): Json<JoinBody>) -> ApiResult<dingo_node::TeamView> {
     Ok(Json(st.node.team_join(&b.code).await?))
+}
+
+async fn team_add(
+    State(st): State<AppState>,
+    Json(b): Json<AddMembersBody>,
+) -> ApiResult<dingo_node::TeamView> {
+    Ok(Json(st.node.team_add(b.invites, b.dept).await?))
 }
 
 async fn team_promote(

@@ -73,7 +73,7 @@ impl Core {
             .ok_or_else(|| NodeError::UnknownChannel(format!("#{bare}")))
     }
 
-    fn team_or_err(&self, s: &Store) -> Result<TeamState, NodeError> {
+    fn team_or_err(&self, s: &Store) -> Result<std::sync::Arc<TeamState>, NodeError> {
         Ok(self.team_state(s)?.ok_or(NodeError::NoTeam)?.1)
     }
 

@@ -75,6 +75,9 @@ pub(crate) struct AcceptCtx {
     new_contacts: bool,
 }
 
+/// The team id and membership, or `None` when not in a team.
+pub(crate) type TeamSnapshot = Option<([u8; 32], Arc<dingo_crypto::membership::TeamState>)>;
+
 /// A received DING's alarm: next alert time (ms), interval (ms), alerts so far.
 pub(crate) type DingAlarm = (u64, u64, u32);
 
@@ -86,6 +89,8 @@ pub(crate) struct Core {
     contacts: Mutex<Option<Arc<Vec<ContactRec>>>>,
     /// The team log, loaded on first use (`None` inside: not in a team).
     pub(crate) team: Mutex<Option<Option<dingo_crypto::membership::TeamLog>>>,
+    /// The membership computed from `team`, shared (dropped whenever the log may change).
+    pub(crate) team_cache: Mutex<Option<TeamSnapshot>>,
     /// The next outbox key suffix (found on first use).
     outbox_next: Mutex<Option<u64>>,
     /// Received DINGs not yet acknowledged: id → (next alert time, interval ms, alerts so far).
@@ -151,6 +156,7 @@ impl Core {
             sessions: Mutex::new(HashMap::new()),
             contacts: Mutex::new(None),
             team: Mutex::new(None),
+            team_cache: Mutex::new(None),
             outbox_next: Mutex::new(None),
             active_dings: Mutex::new(None),
             last_seen: Mutex::new(HashMap::new()),

@@ -354,6 +354,27 @@ impl Node {
         self.team().await
     }
 
+    /// Adds members directly from their invite codes (admins only), optionally to a
+    /// department: one op each, and each member is sent the log once.
+    pub async fn team_add(&self, invites: Vec<String>, dept: Option<String>) -> Result<TeamView, NodeError> {
+        let mut actions = Vec::new();
+        for code in &invites {
+            let inv = Invite::from_code(code).map_err(|e| NodeError::BadInvite(e.to_string()))?;
+            dingo_crypto::identity::verify_invite(&inv).map_err(|_| NodeError::ForgedInvite)?;
+            if inv.cert.user_key == self.inner.core.me.user_key() {
+                return Err(NodeError::OwnInvite);
+            }
+            let member = dingo_types::team::MemberInfo::from_invite(&inv);
+            actions.push(Action::Add {
+                member,
+                role: dingo_types::team::Role::Member,
+                depts: dept.iter().cloned().collect(),
+            });
+        }
+        self.sealing_job(move |c, s, ctx| c.author_many(s, ctx, actions, now_ms())).await?;
+        self.team().await
+    }
+
     fn member_of(c: &Core, s: &Store, who: &str) -> Result<dingo_types::UserId, NodeError> {
         let (_, state) = c.team_state(s)?.ok_or(NodeError::NoTeam)?;
         c.member(s, &state, who)

@@ -18,6 +18,7 @@ use dingo_types::invite::Invite;
 use dingo_types::limits::{MAX_CIPHERTEXT_BYTES, MAX_OPS_PER_MESSAGE};
 use dingo_types::team::{Action, JoinCode, MemberInfo, Role, TeamId};
 use dingo_types::{DeviceKey, UserId};
+use std::sync::Arc;
 
 const TEAM_KEY: &[u8] = b"team";
 /// How long a join code works unless the admin says otherwise.
@@ -82,15 +83,27 @@ impl Core {
             });
         }
         let log = slot.as_mut().and_then(|l| l.as_mut());
-        f(log)
+        let r = f(log);
+        self.team_changed();
+        r
     }
 
-    /// The membership now, if in a team.
-    pub(crate) fn team_state(&self, s: &Store) -> Result<Option<(TeamId, TeamState)>, NodeError> {
-        self.with_team(s, |log| Ok(log.map(|l| (l.id(), l.state().clone()))))
+    /// Drops the shared membership snapshot (the log changed, or may have).
+    pub(crate) fn team_changed(&self) {
+        *self.team_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn require_team(&self, s: &Store) -> Result<(TeamId, TeamState), NodeError> {
+    /// The membership now, if in a team: a shared snapshot, cheap to take on every envelope.
+    pub(crate) fn team_state(&self, s: &Store) -> Result<crate::chat::TeamSnapshot, NodeError> {
+        if let Some(snap) = self.team_cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(snap.clone());
+        }
+        let snap = self.with_team(s, |log| Ok(log.map(|l| (l.id(), Arc::new(l.state().clone())))))?;
+        *self.team_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
+        Ok(snap)
+    }
+
+    fn require_team(&self, s: &Store) -> Result<(TeamId, Arc<TeamState>), NodeError> {
         self.team_state(s)?.ok_or(NodeError::NoTeam)
     }
 
@@ -152,7 +165,7 @@ impl Core {
             return Err(NodeError::BadName("a team name must be 1 to 64 bytes".into()));
         }
         if let Some((_, state)) = self.team_state(s)? {
-            return Err(NodeError::AlreadyInTeam(state.name));
+            return Err(NodeError::AlreadyInTeam(state.name.clone()));
         }
         let (log, genesis) = TeamLog::create(&self.me, name, &self.me.signed_prekey().encode(), now)?;
         let mut b = Batch::default();
@@ -163,6 +176,7 @@ impl Core {
         self.put_team_rec(s, &mut b, &rec);
         self.apply(s, b)?;
         *self.team.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some(log));
+        self.team_changed();
         self.team_view(s)
     }
 
@@ -175,26 +189,51 @@ impl Core {
         action: Action,
         now: u64,
     ) -> Result<(), NodeError> {
-        let added_member = match &action {
-            Action::Add { member, .. } => {
-                Some(member.user_id().map_err(|e| NodeError::BadInvite(e.to_string()))?)
+        self.author_many(s, ctx, vec![action], now)
+    }
+
+    /// Authors several ops in order, all or none; each member is sent the new ops once (a member
+    /// they add, the whole log).
+    pub(crate) fn author_many(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        actions: Vec<Action>,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let mut added = std::collections::BTreeSet::new();
+        for a in &actions {
+            if let Action::Add { member, .. } = a {
+                added.insert(member.user_id().map_err(|e| NodeError::BadInvite(e.to_string()))?);
             }
-            _ => None,
-        };
-        let (prev, op, team, all) = self.with_team(s, |log| {
+        }
+        let (prev, ops, team, all) = self.with_team(s, |log| {
             let log = log.ok_or(NodeError::NoTeam)?;
             let prev = log.state().clone();
-            let op = log.author(&self.me, action, now)?;
-            Ok((prev, op, log.id(), log.all_ops()))
+            // On a copy: one refused op leaves the log as it was.
+            let mut trial = log.clone();
+            let ops =
+                actions.into_iter().map(|a| trial.author(&self.me, a, now)).collect::<Result<Vec<_>, _>>()?;
+            *log = trial;
+            Ok((prev, ops, log.id(), log.all_ops()))
         })?;
-        s.put(&mut ctx.batch, Table::TeamOps, &op_key(&team, &blake3::hash(&op).into()), &op);
-        self.after_team_change(s, ctx, &prev, now)?;
-        let (_, state) = self.require_team(s)?;
-        for uid in state.members.keys().filter(|u| **u != self.me.user_id()) {
-            let ops = if Some(*uid) == added_member { all.clone() } else { vec![op.clone()] };
-            self.send_ops(s, ctx, uid, team, ops)?;
+        for op in &ops {
+            s.put(&mut ctx.batch, Table::TeamOps, &op_key(&team, &blake3::hash(op).into()), op);
         }
-        Ok(())
+        let sent = self.after_team_change(s, ctx, &prev, now).and_then(|()| {
+            let (_, state) = self.require_team(s)?;
+            for uid in state.members.keys().filter(|u| **u != self.me.user_id()) {
+                let to_send = if added.contains(uid) { all.clone() } else { ops.clone() };
+                self.send_ops(s, ctx, uid, team, to_send)?;
+            }
+            Ok(())
+        });
+        if sent.is_err() {
+            // Not written: reload the log from the store on next use.
+            *self.team.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.team_changed();
+        }
+        sent
     }
 
     fn send_ops(
@@ -396,7 +435,7 @@ impl Core {
             return Err(NodeError::BadJoinCode("this code has expired; ask an admin for a new one".into()));
         }
         if let Some((_, state)) = self.team_state(s)? {
-            return Err(NodeError::AlreadyInTeam(state.name));
+            return Err(NodeError::AlreadyInTeam(state.name.clone()));
         }
         let admin = self.add_or_reuse_contact(s, &code.admin, now)?;
         let mut rec = self.team_rec(s)?;
@@ -442,30 +481,46 @@ impl Core {
             Content::TeamOps { team, ops } => {
                 let rec = self.team_rec(s)?;
                 let joining = rec.joining.as_ref().filter(|j| j.team == team && j.admin == from.user_id);
+                let mut fresh = false;
                 let prev = match self.team_state(s)? {
                     Some((id, st)) if id == team => st,
                     Some(_) => return Ok(Accepted::Rejected("ops of another team".into())),
-                    None if joining.is_some() => {
-                        // The admin's answer to our join request: the log starts at its genesis.
+                    None => {
+                        // Our join request answered, or an admin who is our contact added us
+                        // directly (`team add`): start the log at its genesis, but only if the
+                        // ops really make this user a member. Strangers cannot pull us into teams.
+                        let known = s.get::<ContactRec>(Table::Contacts, &from.user_id.0)?.is_some();
+                        if joining.is_none() && !known {
+                            return Ok(Accepted::Rejected("team ops while not in a team".into()));
+                        }
                         let Some(genesis) = ops.iter().find(|o| *blake3::hash(o).as_bytes() == team) else {
                             return Ok(Accepted::Rejected("team ops without the genesis".into()));
                         };
-                        let log = match TeamLog::from_genesis(genesis) {
+                        let mut trial = match TeamLog::from_genesis(genesis) {
                             Ok(l) => l,
                             Err(e) => return Ok(Accepted::Rejected(format!("bad genesis: {e}"))),
                         };
+                        trial.receive_many(ops.iter().map(Vec::as_slice));
+                        if !trial.state().members.contains_key(&self.me.user_id()) {
+                            return Ok(Accepted::Rejected("ops of a team this user is not in".into()));
+                        }
                         s.put(&mut ctx.batch, Table::TeamOps, &op_key(&team, &team), &genesis.clone());
                         let mut rec = rec.clone();
                         rec.team = Some(team);
+                        if rec.joining.take().is_none() {
+                            ctx.effects.events.push(NodeEvent::Joined { team: trial.state().name.clone() });
+                        }
                         self.put_team_rec(s, &mut ctx.batch, &rec);
+                        let log = TeamLog::from_genesis(genesis)?;
                         *self.team.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some(log));
-                        TeamState::default()
+                        self.team_changed();
+                        fresh = true;
+                        Arc::new(TeamState::default())
                     }
-                    None => return Ok(Accepted::Rejected("team ops while not in a team".into())),
                 };
                 // Ops prove themselves (signed by admins); still, only members (and the admin
                 // answering our join) may fill this log.
-                if joining.is_none() && !prev.members.contains_key(&from.user_id) {
+                if !fresh && !prev.members.contains_key(&from.user_id) {
                     return Ok(Accepted::Rejected("team ops from a non-member".into()));
                 }
                 let (added, pending) = self.with_team(s, |log| {
