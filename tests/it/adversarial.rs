@@ -405,12 +405,18 @@ async fn a_hostile_member_cannot_forge_ops_read_or_write_other_channels_or_flood
     assert!(matches!(mallory.deliver(genv.encode()).await, DeliveryStatus::Retry | DeliveryStatus::Rejected));
     assert!(alice.messages("#eng").await.expect("eng").is_empty());
 
-    // A DING flood: stored, but only the first ones alert.
-    for i in 0..25 {
-        let d = Content::Ding { id: MsgId::random(), sent_at: 1, text: format!("ding {i}"), repeat_every: 1 };
-        let env = mallory.seal_content(&d);
-        assert!(matches!(mallory.deliver(env.encode()).await, DeliveryStatus::Stored(_)));
-    }
+    // A DING flood in one request: stored, but only the first ones alert.
+    let flood: Vec<Vec<u8>> = (0..25)
+        .map(|i| {
+            let d =
+                Content::Ding { id: MsgId::random(), sent_at: 1, text: format!("ding {i}"), repeat_every: 1 };
+            mallory.seal_content(&d).encode()
+        })
+        .collect();
+    let peer = peer_id_of(&mallory.victim.cert.device_key).expect("peer");
+    let Response::Results(statuses) =
+        mallory.net.request(peer, Request::Deliver(flood)).await.expect("flood");
+    assert!(statuses.iter().all(|s| matches!(s, DeliveryStatus::Stored(_))), "{statuses:?}");
     let dings = alice.dings().await.expect("dings");
     assert_eq!(dings.len(), 25);
     assert_eq!(dings.iter().filter(|d| d.muted).count(), 5, "alerts are rate-limited per sender");

@@ -252,3 +252,23 @@ async fn admins_add_members_by_invite_but_strangers_cannot_pull_anyone_into_a_te
     assert!(matches!(carol.team().await, Err(NodeError::NoTeam)));
     assert!(matches!(alice.team_add(vec!["dingo1garbage".into()], None).await, Err(NodeError::BadInvite(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_too_big_for_one_message_still_brings_a_new_member_in() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    alice.team_create("big").await.expect("team");
+    for i in 0..300 {
+        alice.dept_create(&format!("department-{i:03}")).await.expect("dept");
+    }
+    bob.add_contact(&alice.id().invite, None).await.expect("contact");
+    alice.team_add(vec![bob.id().invite], None).await.expect("add");
+    let t = eventually("bob to join from a multi-message log", async || {
+        let t = bob.team().await.ok()?;
+        (t.members.len() == 2).then_some(t)
+    })
+    .await;
+    assert_eq!(t.departments.len(), 300);
+    assert_eq!(t.ops, 302);
+}

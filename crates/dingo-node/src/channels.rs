@@ -616,12 +616,14 @@ impl Core {
         if s.get::<DingRec>(Table::Dings, &id.0)?.is_some() {
             return Ok(Vec::new());
         }
-        let recent = s
+        let stored = s
             .scan::<DingRec>(Table::Dings, &[])
             .filter_map(Result::ok)
             .filter(|(_, d)| d.direction == Direction::In && d.from == from && d.received_at + 600_000 > now)
             .count();
-        let muted = recent >= DING_ALERTS_PER_10_MIN;
+        let in_batch = ctx.dings_in_batch.entry(from).or_default();
+        let muted = stored + *in_batch >= DING_ALERTS_PER_10_MIN;
+        *in_batch += 1;
         let repeat_every = repeat_every.max(DING_REPEAT_MIN);
         let rec = DingRec {
             id,

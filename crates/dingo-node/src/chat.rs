@@ -50,6 +50,8 @@ pub(crate) struct SealCtx {
     pub(crate) peer_chains: HashMap<(ConvId, DeviceKey), PeerChainsRec>,
     /// What the caller must do once the batch is durable.
     pub(crate) effects: Effects,
+    /// DINGs received in this batch per sender (rate limits must count what is not written yet).
+    pub(crate) dings_in_batch: HashMap<UserId, usize>,
 }
 
 /// Follow-ups of a committed job that need the network.

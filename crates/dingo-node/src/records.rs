@@ -165,6 +165,9 @@ pub(crate) struct TeamRec {
     pub joining: Option<JoiningRec>,
     /// Do not send read receipts (delivery receipts and DING acks still go).
     pub no_read_receipts: bool,
+    /// Ops of a team a known admin is adding us to, kept until they make us a member (a big
+    /// log arrives in several messages).
+    pub offered: Option<([u8; 32], Vec<Vec<u8>>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

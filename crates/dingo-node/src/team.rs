@@ -478,7 +478,7 @@ impl Core {
     ) -> Result<crate::chat::Accepted, NodeError> {
         use crate::chat::Accepted;
         match content {
-            Content::TeamOps { team, ops } => {
+            Content::TeamOps { team, mut ops } => {
                 let rec = self.team_rec(s)?;
                 let joining = rec.joining.as_ref().filter(|j| j.team == team && j.admin == from.user_id);
                 let mut fresh = false;
@@ -493,25 +493,45 @@ impl Core {
                         if joining.is_none() && !known {
                             return Ok(Accepted::Rejected("team ops while not in a team".into()));
                         }
-                        let Some(genesis) = ops.iter().find(|o| *blake3::hash(o).as_bytes() == team) else {
-                            return Ok(Accepted::Rejected("team ops without the genesis".into()));
+                        // A big log comes in several messages: gather until it makes us a member.
+                        let mut offered = match &rec.offered {
+                            Some((t, o)) if *t == team => o.clone(),
+                            _ => Vec::new(),
                         };
-                        let mut trial = match TeamLog::from_genesis(genesis) {
-                            Ok(l) => l,
-                            Err(e) => return Ok(Accepted::Rejected(format!("bad genesis: {e}"))),
-                        };
-                        trial.receive_many(ops.iter().map(Vec::as_slice));
-                        if !trial.state().members.contains_key(&self.me.user_id()) {
-                            return Ok(Accepted::Rejected("ops of a team this user is not in".into()));
+                        for op in &ops {
+                            if !offered.contains(op) {
+                                offered.push(op.clone());
+                            }
                         }
-                        s.put(&mut ctx.batch, Table::TeamOps, &op_key(&team, &team), &genesis.clone());
+                        if offered.len() > dingo_types::limits::MAX_TEAM_OPS {
+                            return Ok(Accepted::Rejected("offered team log is too large".into()));
+                        }
+                        let genesis = offered.iter().find(|o| *blake3::hash(o).as_bytes() == team).cloned();
+                        let trial =
+                            genesis.as_ref().and_then(|g| TeamLog::from_genesis(g).ok()).map(|mut t| {
+                                t.receive_many(offered.iter().map(Vec::as_slice));
+                                t
+                            });
+                        let (Some(genesis), Some(trial)) =
+                            (genesis, trial.filter(|t| t.state().members.contains_key(&self.me.user_id())))
+                        else {
+                            let mut rec = rec.clone();
+                            rec.offered = Some((team, offered));
+                            self.put_team_rec(s, &mut ctx.batch, &rec);
+                            // The next message of the same batch must see what was gathered.
+                            self.apply(s, std::mem::take(&mut ctx.batch))?;
+                            return Ok(Accepted::Stored(Vec::new()));
+                        };
+                        ops = offered;
+                        s.put(&mut ctx.batch, Table::TeamOps, &op_key(&team, &team), &genesis);
                         let mut rec = rec.clone();
                         rec.team = Some(team);
+                        rec.offered = None;
                         if rec.joining.take().is_none() {
                             ctx.effects.events.push(NodeEvent::Joined { team: trial.state().name.clone() });
                         }
                         self.put_team_rec(s, &mut ctx.batch, &rec);
-                        let log = TeamLog::from_genesis(genesis)?;
+                        let log = TeamLog::from_genesis(&genesis)?;
                         *self.team.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some(log));
                         self.team_changed();
                         fresh = true;
