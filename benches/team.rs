@@ -78,8 +78,12 @@ async fn build_team(n: usize) -> Team {
     }
     let invites: Vec<String> = nodes[1..].iter().map(|n| n.id().invite).collect();
     nodes[0].team_add(invites, None).await.expect("add");
-    for node in &nodes {
+    for (i, node) in nodes.iter().enumerate() {
+        let t0 = Instant::now();
         wait_until("everyone to know everyone", async || {
+            if t0.elapsed() > Duration::from_secs(20) && t0.elapsed().as_millis() % 5000 < 6 {
+                eprintln!("member {i} still waiting: {:?}", node.team().await.map(|t| t.members.len()));
+            }
             node.team().await.map(|t| t.members.len() == n).unwrap_or(false)
         })
         .await;
@@ -221,6 +225,9 @@ async fn measure_rekey(n: usize) -> Rekey {
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     }
     let sizes = env_list("BENCH_TEAM_SIZES", "10,50,100,200");
     let rekey_sizes = env_list("BENCH_REKEY_SIZES", "10,50,100");

@@ -319,7 +319,16 @@ struct Task {
     outbound: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, NetError>>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NetError>>>,
     responses: FuturesUnordered<PendingResponse>,
+    /// Every address learned per peer. libp2p's own book (in request-response) keeps only 100
+    /// peers and forgets an address after a failed dial; a team can be larger and a peer busy, so
+    /// requests to an unconnected peer dial with these addresses.
+    book: HashMap<PeerId, Vec<Multiaddr>>,
 }
+
+/// Most peers whose addresses are remembered.
+pub const MAX_BOOK_PEERS: usize = 10_000;
+/// Most addresses remembered per peer (newest kept).
+pub const MAX_ADDRS_PER_PEER: usize = 8;
 
 async fn run(
     swarm: Swarm<Behaviour>,
@@ -333,6 +342,7 @@ async fn run(
         outbound: HashMap::new(),
         dials: HashMap::new(),
         responses: FuturesUnordered::new(),
+        book: HashMap::new(),
     };
     for event in early {
         task.swarm_event(event);
@@ -359,9 +369,32 @@ async fn run(
 }
 
 impl Task {
+    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+        if !self.book.contains_key(&peer) && self.book.len() >= MAX_BOOK_PEERS {
+            return;
+        }
+        let addrs = self.book.entry(peer).or_default();
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+            if addrs.len() > MAX_ADDRS_PER_PEER {
+                addrs.remove(0);
+            }
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Request { peer, request, reply } => {
+                if !self.swarm.is_connected(&peer) {
+                    if let Some(addrs) = self.book.get(&peer) {
+                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                            .addresses(addrs.clone())
+                            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                            .build();
+                        // Already dialling, or no usable address: request-response dials itself.
+                        let _ = self.swarm.dial(opts);
+                    }
+                }
                 let id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
                 self.outbound.insert(id, (peer, reply));
             }
@@ -378,6 +411,7 @@ impl Task {
                 }
             }
             Command::AddAddress { peer, addr } => {
+                self.remember(peer, addr.clone());
                 self.swarm.add_peer_address(peer, addr);
             }
             Command::ListenAddrs { reply } => {
@@ -435,6 +469,7 @@ impl Task {
                 ..
             })) => {
                 for addr in info.listen_addrs {
+                    self.remember(peer_id, addr.clone());
                     self.swarm.add_peer_address(peer_id, addr.clone());
                     self.emit(Event::Discovered { peer: peer_id, addr });
                 }
@@ -442,6 +477,7 @@ impl Task {
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     tracing::debug!(%peer, %addr, "mDNS discovered");
+                    self.remember(peer, addr.clone());
                     self.swarm.add_peer_address(peer, addr.clone());
                     if !self.swarm.is_connected(&peer) {
                         let _ = self.swarm.dial(peer);
