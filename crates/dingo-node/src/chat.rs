@@ -947,16 +947,18 @@ impl Core {
         Ok(out)
     }
 
-    /// The next envelopes for `uid`, oldest first, within the batch bounds.
+    /// The next envelopes for `uid`, oldest first, within the batch bounds, and whether they are
+    /// all there is.
     pub(crate) fn outbox_batch(
         &self,
         s: &Store,
         uid: &UserId,
         after: Option<&[u8]>,
-    ) -> Result<Option<(DeviceKey, OutboxBatch)>, NodeError> {
+    ) -> Result<Option<(DeviceKey, OutboxBatch, bool)>, NodeError> {
         let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { return Ok(None) };
         let mut items = Vec::new();
         let mut bytes = 0;
+        let mut exhausted = true;
         for item in s.scan_after::<OutboxItem>(Table::Outbox, &uid.0, after) {
             let (key, mut it) = item?;
             if it.envelope.is_empty() {
@@ -970,11 +972,13 @@ impl Core {
             }
             bytes += it.envelope.len();
             if !items.is_empty() && (items.len() >= DELIVERY_BATCH || bytes > DELIVERY_BATCH_BYTES) {
+                exhausted = false;
                 break;
             }
             items.push((key, it));
         }
-        Ok(Some((contact.device_key()?, items)))
+        // `exhausted`: nothing else was queued when this batch was read (saves a second look).
+        Ok(Some((contact.device_key()?, items, exhausted)))
     }
 
     /// Records the recipient's answers for a delivered batch.

@@ -360,7 +360,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
         while in_flight.len() < PIPELINE && drained_generation.is_none() {
             let generation = locked(&state.pending).get(&uid).copied();
             let after = cursor.clone();
-            let Some((device, items)) =
+            let Some((device, items, exhausted)) =
                 node.job(move |c, s| c.outbox_batch(s, &uid, after.as_deref())).await?
             else {
                 locked(&state.pending).remove(&uid);
@@ -371,6 +371,9 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 break;
             };
             cursor = Some(last.clone());
+            if exhausted {
+                drained_generation = Some(generation);
+            }
             let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
             let sent: Sent =
                 items.iter().map(|(k, it)| (k.clone(), it.msg_id, it.msg_key.clone(), it.group)).collect();
