@@ -7,6 +7,7 @@ mod chat;
 mod cli;
 mod crash;
 mod lan;
+mod net;
 mod support;
 mod team;
 mod vectors;
