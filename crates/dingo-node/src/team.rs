@@ -567,7 +567,9 @@ impl Core {
             }
             Content::TeamSync { team, heads } => {
                 let Some((id, state)) = self.team_state(s)? else {
-                    return Ok(Accepted::Rejected("team sync while not in a team".into()));
+                    // Usual for a member being added: the admin's heads arrive before its log.
+                    tracing::debug!(from = %from.name, "team sync ignored: not in a team (yet)");
+                    return Ok(Accepted::Stored(Vec::new()));
                 };
                 if id != team || !state.members.contains_key(&from.user_id) {
                     return Ok(Accepted::Rejected("team sync from a non-member".into()));
