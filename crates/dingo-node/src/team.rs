@@ -527,10 +527,11 @@ impl Core {
                         let mut rec = rec.clone();
                         rec.team = Some(team);
                         rec.offered = None;
-                        if rec.joining.take().is_none() {
-                            ctx.effects.events.push(NodeEvent::Joined { team: trial.state().name.clone() });
-                        }
+                        rec.joining = None;
+                        ctx.effects.events.push(NodeEvent::Joined { team: trial.state().name.clone() });
                         self.put_team_rec(s, &mut ctx.batch, &rec);
+                        // Written now, so the steps below see this home as joined.
+                        self.apply(s, std::mem::take(&mut ctx.batch))?;
                         let log = TeamLog::from_genesis(&genesis)?;
                         *self.team.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some(log));
                         self.team_changed();
