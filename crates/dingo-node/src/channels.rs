@@ -616,11 +616,7 @@ impl Core {
         if s.get::<DingRec>(Table::Dings, &id.0)?.is_some() {
             return Ok(Vec::new());
         }
-        let stored = s
-            .scan::<DingRec>(Table::Dings, &[])
-            .filter_map(Result::ok)
-            .filter(|(_, d)| d.direction == Direction::In && d.from == from && d.received_at + 600_000 > now)
-            .count();
+        let stored = recent_dings(s, Direction::In, &from, now.saturating_sub(600_000));
         let in_batch = ctx.dings_in_batch.entry(from).or_default();
         let muted = stored + *in_batch >= DING_ALERTS_PER_10_MIN;
         *in_batch += 1;
@@ -664,11 +660,7 @@ impl Core {
     ) -> Result<MsgId, NodeError> {
         check_text(text)?;
         let repeat_every = repeat_every.unwrap_or(DING_REPEAT_DEFAULT).clamp(DING_REPEAT_MIN, 24 * 3600);
-        let recent = s
-            .scan::<DingRec>(Table::Dings, &[])
-            .filter_map(Result::ok)
-            .filter(|(_, d)| d.direction == Direction::Out && d.sent_at + 60_000 > now)
-            .count();
+        let recent = recent_dings(s, Direction::Out, &self.me.user_id(), now.saturating_sub(60_000));
         if recent >= DING_SEND_PER_MINUTE {
             return Err(NodeError::RateLimited(format!("at most {DING_SEND_PER_MINUTE} DINGs a minute")));
         }
@@ -876,6 +868,15 @@ impl Core {
         s.put(b, Table::Receipts, &rk, &rec);
         Ok(true)
     }
+}
+
+/// How many DINGs this node recorded after `since` (its clock) in `direction` from `from`: what
+/// both rate limits count.
+fn recent_dings(s: &Store, direction: Direction, from: &UserId, since: u64) -> usize {
+    s.scan::<DingRec>(Table::Dings, &[])
+        .filter_map(Result::ok)
+        .filter(|(_, d)| d.direction == direction && d.from == *from && d.received_at > since)
+        .count()
 }
 
 fn check_text(text: &str) -> Result<(), NodeError> {

@@ -162,6 +162,52 @@ impl Writer {
     }
 }
 
+/// What a printable code's errors call its parts (they name fields, never echo input).
+#[derive(Debug, Clone, Copy)]
+pub struct CodeNames {
+    /// Reported when the prefix is missing.
+    pub prefix: &'static str,
+    /// The code itself (too large, truncated).
+    pub code: &'static str,
+    /// Reported when the base64url is invalid.
+    pub encoding: &'static str,
+    /// Reported when the checksum does not match.
+    pub checksum: &'static str,
+}
+
+/// A printable code: `prefix` then unpadded base64url of `payload | blake3(payload)[..4]`; the
+/// checksum catches typos before anything else is checked.
+pub fn to_checked_code(prefix: &str, payload: &[u8]) -> String {
+    let mut raw = payload.to_vec();
+    raw.extend_from_slice(&blake3::hash(payload).as_bytes()[..4]);
+    format!("{prefix}{}", data_encoding::BASE64URL_NOPAD.encode(&raw))
+}
+
+/// The payload of a code made by [`to_checked_code`] (surrounding whitespace allowed), at most
+/// `max_chars` long after the prefix.
+pub fn from_checked_code(
+    code: &str,
+    prefix: &str,
+    max_chars: usize,
+    names: CodeNames,
+) -> Result<Vec<u8>, DecodeError> {
+    let body = code.trim().strip_prefix(prefix).ok_or(DecodeError::Invalid(names.prefix))?;
+    if body.len() > max_chars {
+        return Err(DecodeError::TooLarge(names.code));
+    }
+    let mut raw = data_encoding::BASE64URL_NOPAD
+        .decode(body.as_bytes())
+        .map_err(|_| DecodeError::Invalid(names.encoding))?;
+    if raw.len() < 4 {
+        return Err(DecodeError::Truncated(names.code));
+    }
+    let check = raw.split_off(raw.len() - 4);
+    if blake3::hash(&raw).as_bytes()[..4] != check[..] {
+        return Err(DecodeError::Invalid(names.checksum));
+    }
+    Ok(raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,32 +171,18 @@ impl Invite {
 
     /// The printable invite code.
     pub fn to_code(&self) -> String {
-        let mut payload = self.encode_payload();
-        let check = blake3::hash(&payload);
-        payload.extend_from_slice(&check.as_bytes()[..4]);
-        format!("{INVITE_PREFIX}{}", data_encoding::BASE64URL_NOPAD.encode(&payload))
+        crate::codec::to_checked_code(INVITE_PREFIX, &self.encode_payload())
     }
 
     /// Parses a printable invite code (surrounding whitespace allowed).
     pub fn from_code(code: &str) -> Result<Self, DecodeError> {
-        let body = code
-            .trim()
-            .strip_prefix(INVITE_PREFIX)
-            .ok_or(DecodeError::Invalid("invite prefix (codes start with \"dingo1\")"))?;
-        if body.len() > 4096 {
-            return Err(DecodeError::TooLarge("invite code"));
-        }
-        let raw = data_encoding::BASE64URL_NOPAD
-            .decode(body.as_bytes())
-            .map_err(|_| DecodeError::Invalid("invite encoding"))?;
-        if raw.len() < 4 {
-            return Err(DecodeError::Truncated("invite"));
-        }
-        let (payload, check) = raw.split_at(raw.len() - 4);
-        if &blake3::hash(payload).as_bytes()[..4] != check {
-            return Err(DecodeError::Invalid("invite checksum (the code is mistyped or cut short)"));
-        }
-        Self::decode_payload(payload)
+        let names = crate::codec::CodeNames {
+            prefix: "invite prefix (codes start with \"dingo1\")",
+            code: "invite code",
+            encoding: "invite encoding",
+            checksum: "invite checksum (the code is mistyped or cut short)",
+        };
+        Self::decode_payload(&crate::codec::from_checked_code(code, INVITE_PREFIX, 4096, names)?)
     }
 }
 

@@ -325,32 +325,18 @@ impl JoinCode {
 
     /// The printable code.
     pub fn to_code(&self) -> String {
-        let mut payload = self.encode_payload();
-        let check = blake3::hash(&payload);
-        payload.extend_from_slice(&check.as_bytes()[..4]);
-        format!("{JOIN_CODE_PREFIX}{}", data_encoding::BASE64URL_NOPAD.encode(&payload))
+        crate::codec::to_checked_code(JOIN_CODE_PREFIX, &self.encode_payload())
     }
 
     /// Parses a printable code (surrounding whitespace allowed).
     pub fn from_code(code: &str) -> Result<Self, DecodeError> {
-        let body = code
-            .trim()
-            .strip_prefix(JOIN_CODE_PREFIX)
-            .ok_or(DecodeError::Invalid("join code prefix (codes start with \"dingoteam1\")"))?;
-        if body.len() > 8192 {
-            return Err(DecodeError::TooLarge("join code"));
-        }
-        let raw = data_encoding::BASE64URL_NOPAD
-            .decode(body.as_bytes())
-            .map_err(|_| DecodeError::Invalid("join code encoding"))?;
-        if raw.len() < 4 {
-            return Err(DecodeError::Truncated("join code"));
-        }
-        let (payload, check) = raw.split_at(raw.len() - 4);
-        if &blake3::hash(payload).as_bytes()[..4] != check {
-            return Err(DecodeError::Invalid("join code checksum (the code is mistyped or cut short)"));
-        }
-        Self::decode_payload(payload)
+        let names = crate::codec::CodeNames {
+            prefix: "join code prefix (codes start with \"dingoteam1\")",
+            code: "join code",
+            encoding: "join code encoding",
+            checksum: "join code checksum (the code is mistyped or cut short)",
+        };
+        Self::decode_payload(&crate::codec::from_checked_code(code, JOIN_CODE_PREFIX, 8192, names)?)
     }
 }
 
