@@ -217,20 +217,7 @@ impl Core {
             |sent_at| Content::Text { id, sent_at, text: body },
             now,
         )?;
-        let rec = MessageRec {
-            id,
-            conv: channel.id,
-            direction: Direction::Out,
-            from: self.me.user_id(),
-            text: text.to_owned(),
-            sent_at,
-            received_at: None,
-            seq,
-            status: Status::Queued,
-            delivered_at: None,
-            read_at: None,
-            recipients,
-        };
+        let rec = MessageRec::outgoing((id, channel.id, self.me.user_id()), text, sent_at, seq, recipients);
         s.put(&mut ctx.batch, Table::Messages, &key, &rec);
         let conv = self.ctx_conv(s, ctx, channel.id)?;
         conv.last_text = preview(text);
@@ -304,20 +291,7 @@ impl Core {
         let chan_name = chan_name.clone();
         let events = match content {
             Content::Text { id, sent_at, text } => {
-                let rec = MessageRec {
-                    id,
-                    conv: env.group,
-                    direction: Direction::In,
-                    from: sender,
-                    text: text.clone(),
-                    sent_at,
-                    received_at: Some(now),
-                    seq: env.seq,
-                    status: Status::Delivered,
-                    delivered_at: Some(now),
-                    read_at: None,
-                    recipients: Vec::new(),
-                };
+                let rec = MessageRec::incoming((id, env.group, sender), &text, sent_at, env.seq, now);
                 let key = message_key(&env.group, sent_at, env.seq, &id);
                 s.put(&mut ctx.seal.batch, Table::Messages, &key, &rec);
                 let conv = self.ctx_conv(s, &mut ctx.seal, env.group)?;

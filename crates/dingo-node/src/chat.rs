@@ -505,20 +505,7 @@ impl Core {
         let id = MsgId::random();
         let content = Content::Text { id, sent_at, text: text.to_owned() };
         let seq = self.seal_into(s, ctx, &contact, &content, Some((id, sent_at)))?;
-        let rec = MessageRec {
-            id,
-            conv: convid,
-            direction: Direction::Out,
-            from: self.me.user_id(),
-            text: text.to_owned(),
-            sent_at,
-            received_at: None,
-            seq,
-            status: Status::Queued,
-            delivered_at: None,
-            read_at: None,
-            recipients: Vec::new(),
-        };
+        let rec = MessageRec::outgoing((id, convid, self.me.user_id()), text, sent_at, seq, Vec::new());
         let key = message_key(&convid, sent_at, seq, &id);
         s.put(&mut ctx.batch, Table::Messages, &key, &rec);
         let conv = self.ctx_conv(s, ctx, convid)?;
@@ -784,20 +771,7 @@ impl Core {
         conv.contact = Some(contact.user_id);
         match content {
             Content::Text { id, sent_at, text } => {
-                let rec = MessageRec {
-                    id,
-                    conv: convid,
-                    direction: Direction::In,
-                    from: contact.user_id,
-                    text: text.clone(),
-                    sent_at,
-                    received_at: Some(now),
-                    seq: env.seq,
-                    status: Status::Delivered,
-                    delivered_at: Some(now),
-                    read_at: None,
-                    recipients: Vec::new(),
-                };
+                let rec = MessageRec::incoming((id, convid, contact.user_id), &text, sent_at, env.seq, now);
                 // Incoming messages need no id index: receipts only ever name outgoing ones.
                 let key = message_key(&convid, sent_at, env.seq, &id);
                 s.put(&mut ctx.seal.batch, Table::Messages, &key, &rec);

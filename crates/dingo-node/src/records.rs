@@ -156,6 +156,56 @@ pub(crate) struct MessageRec {
     pub recipients: Vec<UserId>,
 }
 
+impl MessageRec {
+    /// A message this user sends, queued.
+    pub(crate) fn outgoing(
+        (id, conv, from): (MsgId, ConvId, UserId),
+        text: &str,
+        sent_at: u64,
+        seq: u64,
+        recipients: Vec<UserId>,
+    ) -> Self {
+        Self {
+            id,
+            conv,
+            direction: Direction::Out,
+            from,
+            text: text.to_owned(),
+            sent_at,
+            received_at: None,
+            seq,
+            status: Status::Queued,
+            delivered_at: None,
+            read_at: None,
+            recipients,
+        }
+    }
+
+    /// A message received (and durably stored) now.
+    pub(crate) fn incoming(
+        (id, conv, from): (MsgId, ConvId, UserId),
+        text: &str,
+        sent_at: u64,
+        seq: u64,
+        now: u64,
+    ) -> Self {
+        Self {
+            id,
+            conv,
+            direction: Direction::In,
+            from,
+            text: text.to_owned(),
+            sent_at,
+            received_at: Some(now),
+            seq,
+            status: Status::Delivered,
+            delivered_at: Some(now),
+            read_at: None,
+            recipients: Vec::new(),
+        }
+    }
+}
+
 /// This node's team membership and settings (one record).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct TeamRec {
