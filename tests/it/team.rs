@@ -251,6 +251,13 @@ async fn admins_add_members_by_invite_but_strangers_cannot_pull_anyone_into_a_te
     eventually("carol to refuse", async || (carol.stats().rejected > 0).then_some(())).await;
     assert!(matches!(carol.team().await, Err(NodeError::NoTeam)));
     assert!(matches!(alice.team_add(vec!["dingo1garbage".into()], None).await, Err(NodeError::BadInvite(_))));
+    // "Last seen" survives a restart.
+    bob.shutdown().await.expect("stop");
+    drop(bob);
+    let bob = Node::open(&Home::new(dir.path().join("bob")), None).expect("reopen");
+    let t = bob.team().await.expect("team");
+    let a = t.members.iter().find(|m| m.name == "alice").expect("alice");
+    assert!(a.last_seen.is_some(), "{t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

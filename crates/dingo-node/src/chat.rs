@@ -98,7 +98,8 @@ pub(crate) struct Core {
     /// Received DINGs not yet acknowledged: id → (next alert time, interval ms, alerts so far).
     pub(crate) active_dings: Mutex<Option<HashMap<MsgId, DingAlarm>>>,
     /// When each user's device was last heard from (ms).
-    pub(crate) last_seen: Mutex<HashMap<UserId, u64>>,
+    /// `None` until the times saved at the last shutdown are loaded (on first use).
+    pub(crate) last_seen: Mutex<Option<HashMap<UserId, u64>>>,
 }
 
 pub(crate) fn preview(text: &str) -> String {
@@ -161,7 +162,7 @@ impl Core {
             team_cache: Mutex::new(None),
             outbox_next: Mutex::new(None),
             active_dings: Mutex::new(None),
-            last_seen: Mutex::new(HashMap::new()),
+            last_seen: Mutex::new(None),
         }
     }
 
@@ -856,7 +857,9 @@ impl Core {
     }
 
     pub(crate) fn note_seen(&self, uid: &UserId) {
-        self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*uid, dingo_types::now_ms());
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Before the saved times are loaded, record in a fresh map; loading keeps the newer.
+        seen.get_or_insert_with(HashMap::new).insert(*uid, dingo_types::now_ms());
     }
 
     /// Loads the replay record for `rkey` into the context; says whether `seq` is new

@@ -564,6 +564,9 @@ impl Node {
         for t in tasks {
             let _ = t.await;
         }
+        if let Err(e) = self.job(|c, s| c.save_seen(s)).await {
+            tracing::warn!("last-seen times not saved: {e}");
+        }
         self.inner.store.flush().await?;
         Ok(())
     }

@@ -18,9 +18,11 @@ use dingo_types::invite::Invite;
 use dingo_types::limits::{MAX_CIPHERTEXT_BYTES, MAX_OPS_PER_MESSAGE};
 use dingo_types::team::{Action, JoinCode, MemberInfo, Role, TeamId};
 use dingo_types::{DeviceKey, UserId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const TEAM_KEY: &[u8] = b"team";
+const SEEN_KEY: &[u8] = b"seen";
 /// How long a join code works unless the admin says otherwise.
 pub const JOIN_CODE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -663,6 +665,27 @@ impl Core {
 
     // ---- views ----
 
+    /// When each user's device was last heard from: this run's times over those saved at the
+    /// last shutdown.
+    fn seen(&self, s: &Store) -> Result<HashMap<UserId, u64>, NodeError> {
+        let saved = s.get::<HashMap<UserId, u64>>(Table::Team, SEEN_KEY)?.unwrap_or_default();
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let map = seen.get_or_insert_with(HashMap::new);
+        for (uid, at) in saved {
+            let e = map.entry(uid).or_insert(at);
+            *e = (*e).max(at);
+        }
+        Ok(map.clone())
+    }
+
+    /// Saves the last-seen times (at shutdown).
+    pub(crate) fn save_seen(&self, s: &Store) -> Result<(), NodeError> {
+        let seen = self.seen(s)?;
+        let mut b = Batch::default();
+        s.put(&mut b, Table::Team, SEEN_KEY, &seen);
+        self.apply(s, b)
+    }
+
     pub(crate) fn team_view(&self, s: &Store) -> Result<TeamView, NodeError> {
         let rec = self.team_rec(s)?;
         let Some((id, state, ops, void)) = self
@@ -685,7 +708,7 @@ impl Core {
             }
             return Err(NodeError::NoTeam);
         };
-        let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let seen = self.seen(s)?;
         let me = self.me.user_id();
         let mut members: Vec<MemberView> = state
             .members
