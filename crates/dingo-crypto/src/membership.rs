@@ -388,19 +388,9 @@ impl TeamLog {
         Ok(log)
     }
 
-    /// Creates a team: signs its genesis op.
-    pub fn create(
-        me: &crate::Identity,
-        name: &str,
-        prekey: &[u8],
-        now: u64,
-    ) -> Result<(Self, Vec<u8>), TeamError> {
-        let creator = MemberInfo {
-            cert: me.cert().encode(),
-            prekey: prekey.to_vec(),
-            name: me.name().to_owned(),
-            addrs: Vec::new(),
-        };
+    /// Creates a team: signs its genesis op, with the creator as described by its own invite.
+    pub fn create(me: &crate::Identity, name: &str, now: u64) -> Result<(Self, Vec<u8>), TeamError> {
+        let creator = MemberInfo::from_invite(&me.invite(Vec::new()));
         let body = OpBody {
             team: [0; 32],
             author: me.cert().encode(),
@@ -697,12 +687,7 @@ mod tests {
     use crate::Identity;
 
     fn info(id: &Identity) -> MemberInfo {
-        MemberInfo {
-            cert: id.cert().encode(),
-            prekey: id.signed_prekey().encode(),
-            name: id.name().to_owned(),
-            addrs: vec![],
-        }
+        MemberInfo::from_invite(&id.invite(Vec::new()))
     }
 
     fn add(id: &Identity) -> Action {
@@ -713,8 +698,7 @@ mod tests {
     fn only_admins_ops_count_and_the_last_admin_stays() {
         let alice = Identity::generate("alice");
         let bob = Identity::generate("bob");
-        let (mut log, _) =
-            TeamLog::create(&alice, "acme", &alice.signed_prekey().encode(), 1).expect("test step");
+        let (mut log, _) = TeamLog::create(&alice, "acme", 1).expect("test step");
         log.author(&alice, add(&bob), 2).expect("test step");
         assert_eq!(log.state().members.len(), 2);
         // Bob is a member, not an admin: his op is refused when authored, and void if forced.
@@ -727,10 +711,8 @@ mod tests {
     fn a_forged_genesis_cannot_take_over_a_team() {
         let alice = Identity::generate("alice");
         let mallory = Identity::generate("mallory");
-        let (mut log, _) =
-            TeamLog::create(&alice, "acme", &alice.signed_prekey().encode(), 1).expect("test step");
-        let (_, forged) =
-            TeamLog::create(&mallory, "acme", &mallory.signed_prekey().encode(), 1).expect("test step");
+        let (mut log, _) = TeamLog::create(&alice, "acme", 1).expect("test step");
+        let (_, forged) = TeamLog::create(&mallory, "acme", 1).expect("test step");
         assert!(log.receive(&forged).is_err());
         // An op whose signature does not match its body is refused.
         let mut other = log.clone();

@@ -17,12 +17,7 @@ fn people() -> &'static Vec<Identity> {
 }
 
 fn info(id: &Identity) -> MemberInfo {
-    MemberInfo {
-        cert: id.cert().encode(),
-        prekey: id.signed_prekey().encode(),
-        name: id.name().to_owned(),
-        addrs: vec![],
-    }
+    MemberInfo::from_invite(&id.invite(Vec::new()))
 }
 
 /// One step of a scenario: someone tries an op on their replica, or two replicas sync.
@@ -67,8 +62,7 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
 /// rest.
 fn start() -> (Vec<TeamLog>, Vec<u8>) {
     let p = people();
-    let (mut log, genesis) =
-        TeamLog::create(&p[0], "acme", &p[0].signed_prekey().encode(), 1).expect("test step");
+    let (mut log, genesis) = TeamLog::create(&p[0], "acme", 1).expect("test step");
     for (i, id) in p.iter().enumerate().skip(1) {
         log.author(&p[0], Action::Add { member: info(id), role: Role::Member, depts: vec![] }, 2)
             .expect("test step");
@@ -201,8 +195,7 @@ fn non_admin_and_foreign_ops_are_rejected_and_replays_change_nothing() {
     assert_eq!(log.receive(&op), Ok(dingo_crypto::membership::Received::Duplicate));
     assert_eq!(log.state(), &before);
     // An op for another team is refused.
-    let (mut other, _) =
-        TeamLog::create(&p[4], "other", &p[4].signed_prekey().encode(), 1).expect("test step");
+    let (mut other, _) = TeamLog::create(&p[4], "other", 1).expect("test step");
     let foreign = other.author(&p[4], Action::DeptCreate { name: "x".into() }, 2).expect("test step");
     assert_eq!(log.receive(&foreign), Err(TeamError::WrongTeam));
 }

@@ -149,15 +149,6 @@ impl Core {
         state.members.get(uid).map(|m| m.info.name.clone()).unwrap_or_else(|| uid.to_hex()[..8].to_owned())
     }
 
-    fn my_info(&self, addrs: &[String]) -> MemberInfo {
-        MemberInfo {
-            cert: self.me.cert().encode(),
-            prekey: self.me.signed_prekey().encode(),
-            name: self.me.name().to_owned(),
-            addrs: addrs.iter().take(dingo_types::limits::MAX_INVITE_ADDRS).cloned().collect(),
-        }
-    }
-
     // ---- authoring ----
 
     /// Creates a team with this user as its first admin.
@@ -169,7 +160,7 @@ impl Core {
         if let Some((_, state)) = self.team_state(s)? {
             return Err(NodeError::AlreadyInTeam(state.name.clone()));
         }
-        let (log, genesis) = TeamLog::create(&self.me, name, &self.me.signed_prekey().encode(), now)?;
+        let (log, genesis) = TeamLog::create(&self.me, name, now)?;
         let mut b = Batch::default();
         s.put(&mut b, Table::TeamOps, &op_key(&log.id(), &log.id()), &genesis);
         let mut rec = self.team_rec(s)?;
@@ -449,8 +440,11 @@ impl Core {
             refused: None,
         });
         self.put_team_rec(s, &mut ctx.batch, &rec);
-        let request =
-            Content::JoinRequest { team: code.team, token: code.token, member: self.my_info(addrs) };
+        let request = Content::JoinRequest {
+            team: code.team,
+            token: code.token,
+            member: MemberInfo::from_invite(&self.me.invite(addrs.to_vec())),
+        };
         self.seal_into(s, ctx, &admin, &request, None)?;
         Ok(())
     }
