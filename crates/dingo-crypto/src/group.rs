@@ -20,13 +20,11 @@ use crate::identity::Identity;
 use crate::ratchet::hmac;
 use crate::session::VerifiedEnvelope;
 use crate::{CryptoError, Secret32};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use dingo_types::envelope::{Envelope, EnvelopeKind, GroupHeader};
 use dingo_types::{ConvId, DeviceKey};
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::collections::VecDeque;
 
 /// Most message keys one group message may make a receiver skip.
@@ -40,15 +38,7 @@ const MESSAGE_INFO: &[u8] = b"dingo/group/message/v1";
 pub const GROUP_RECIPIENT: DeviceKey = DeviceKey([0; 32]);
 
 fn cipher(mk: &Secret32) -> (ChaCha20Poly1305, [u8; 12]) {
-    let hk = Hkdf::<Sha256>::new(Some(&[0u8; 32]), mk.expose());
-    let mut okm = [0u8; 44];
-    // 44 bytes is a valid HKDF-SHA256 output length.
-    let _ = hk.expand(MESSAGE_INFO, &mut okm);
-    let c = ChaCha20Poly1305::new(Key::from_slice(&okm[..32]));
-    let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&okm[32..]);
-    zeroize::Zeroize::zeroize(&mut okm);
-    (c, nonce)
+    crate::ratchet::message_cipher(mk, MESSAGE_INFO)
 }
 
 /// The sending half: my chain in one group.

@@ -106,16 +106,23 @@ fn kdf_ck(ck: &Secret32) -> (Secret32, MessageKey) {
     (hmac(ck, 0x02), MessageKey(hmac(ck, 0x01)))
 }
 
+/// The ChaCha20-Poly1305 key and nonce for one single-use message key: HKDF-SHA256 with a
+/// zero salt and the scheme's `info` (1:1 ratchet and group chains use different labels).
+pub(crate) fn message_cipher(mk: &Secret32, info: &[u8]) -> (ChaCha20Poly1305, [u8; 12]) {
+    let hk = Hkdf::<Sha256>::new(Some(&[0u8; 32]), mk.expose());
+    let mut okm = [0u8; 44];
+    // 44 bytes is a valid HKDF-SHA256 output length.
+    let _ = hk.expand(info, &mut okm);
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&okm[..32]));
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&okm[32..]);
+    zeroize::Zeroize::zeroize(&mut okm);
+    (cipher, nonce)
+}
+
 impl MessageKey {
     fn cipher(&self) -> (ChaCha20Poly1305, [u8; 12]) {
-        let hk = Hkdf::<Sha256>::new(Some(&[0u8; 32]), self.0.expose());
-        let mut okm = [0u8; 44];
-        let _ = hk.expand(MESSAGE_INFO, &mut okm);
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&okm[..32]));
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&okm[32..]);
-        zeroize::Zeroize::zeroize(&mut okm);
-        (cipher, nonce)
+        message_cipher(&self.0, MESSAGE_INFO)
     }
 
     /// Encrypts with associated data `ad`.
