@@ -102,6 +102,9 @@ pub(crate) enum Command {
     },
     /// DINGs sent (with who acknowledged) and received.
     Dings(JsonFlag),
+    /// Known devices: connected or last seen, address and transport, queued and carried mail,
+    /// last sync.
+    Peers(JsonFlag),
     /// Show or change settings.
     Settings {
         /// Send read receipts (delivery receipts and DING acknowledgements always go).

@@ -302,6 +302,13 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             }
             output::dings(&list);
         }
+        Command::Peers(f) => {
+            let list = b.call(|c| c.get("/v1/peers", &[]), async |n| n.peers().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::peers(&list);
+        }
         Command::Settings { read_receipts, json } => {
             let body = SettingsBody { read_receipts };
             let v = b.call(

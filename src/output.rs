@@ -108,6 +108,33 @@ pub(crate) fn channels(list: &[ChannelView]) {
     }
 }
 
+pub(crate) fn peers(list: &[dingo_node::PeerView]) {
+    if list.is_empty() {
+        println!("no known peers");
+    }
+    for p in list {
+        let name =
+            p.name.clone().unwrap_or_else(|| format!("{}…", &p.device_id[..p.device_id.len().min(16)]));
+        let state = if p.connected {
+            format!("connected via {}", p.transport.as_deref().unwrap_or("?"))
+        } else {
+            match p.last_seen {
+                Some(t) => format!("last seen {}", time(t)),
+                None => "never seen".to_owned(),
+            }
+        };
+        let sync = p.last_sync.map(|t| format!(", synced {}", time(t))).unwrap_or_default();
+        let removed = if p.removed { "  [removed]" } else { "" };
+        println!(
+            "{name:<20} {state}{sync}  queued {}  carrying {}  carried for others {}  {}{removed}",
+            p.queue,
+            p.mailbox,
+            p.carried_for_others,
+            p.address.as_deref().unwrap_or("-"),
+        );
+    }
+}
+
 pub(crate) fn dings(list: &[DingView]) {
     if list.is_empty() {
         println!("no DINGs");

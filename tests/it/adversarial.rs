@@ -98,6 +98,7 @@ impl Mallory {
         let peer = peer_id_of(&self.victim.cert.device_key).expect("peer");
         match self.net.request(peer, Request::Deliver(vec![bytes])).await {
             Ok(Response::Results(r)) => Some(r[0]),
+            Ok(other) => panic!("a delivery answered with {other:?}"),
             Err(_) => None,
         }
     }
@@ -106,6 +107,7 @@ impl Mallory {
         let peer = peer_id_of(&self.victim.cert.device_key).expect("peer");
         match self.net.request(peer, Request::Deliver(vec![bytes])).await.expect("request") {
             Response::Results(r) => r[0],
+            other => panic!("a delivery answered with {other:?}"),
         }
     }
 }
@@ -415,7 +417,10 @@ async fn a_hostile_member_cannot_forge_ops_read_or_write_other_channels_or_flood
         .collect();
     let peer = peer_id_of(&mallory.victim.cert.device_key).expect("peer");
     let Response::Results(statuses) =
-        mallory.net.request(peer, Request::Deliver(flood)).await.expect("flood");
+        mallory.net.request(peer, Request::Deliver(flood)).await.expect("flood")
+    else {
+        panic!("a delivery must be answered with statuses");
+    };
     assert!(statuses.iter().all(|s| matches!(s, DeliveryStatus::Stored(_))), "{statuses:?}");
     let dings = alice.dings().await.expect("dings");
     assert_eq!(dings.len(), 25);

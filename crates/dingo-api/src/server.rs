@@ -115,6 +115,7 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/ding/again", post(ding_again))
         .route("/v1/ack", post(ack))
         .route("/v1/dings", get(dings))
+        .route("/v1/peers", get(peers))
         .route("/v1/settings", get(settings).post(settings_set))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -307,6 +308,10 @@ async fn ack(State(st): State<AppState>, Json(b): Json<IdBody>) -> ApiResult<Ack
 
 async fn dings(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::DingView>> {
     Ok(Json(st.node.dings().await?))
+}
+
+async fn peers(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::PeerView>> {
+    Ok(Json(st.node.peers().await?))
 }
 
 async fn settings(State(st): State<AppState>) -> ApiResult<dingo_node::SettingsView> {

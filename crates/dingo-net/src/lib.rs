@@ -433,8 +433,12 @@ impl Task {
         if let Err(mpsc::error::TrySendError::Full(Event::Request { request, responder, .. })) =
             self.events.try_send(event)
         {
-            let Request::Deliver(envs) = request;
-            responder.respond(Response::Results(vec![DeliveryStatus::Retry; envs.len()]));
+            responder.respond(match request {
+                Request::Deliver(envs) | Request::Carry(envs) => {
+                    Response::Results(vec![DeliveryStatus::Retry; envs.len()])
+                }
+                Request::Sync(_) => Response::Envelopes { envs: Vec::new(), more: true },
+            });
         }
     }
 

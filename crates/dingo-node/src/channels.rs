@@ -9,6 +9,7 @@
 
 use crate::chat::{message_key, preview, replay_key, AcceptCtx, Accepted, Core, SealCtx};
 use crate::records::*;
+use crate::sync::Priority;
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::group::{chain_of, ReceiverChain, SenderChain, GROUP_RECIPIENT};
 use dingo_crypto::membership::{Channel, TeamState};
@@ -51,6 +52,14 @@ fn epoch_of(members: &BTreeSet<UserId>) -> u64 {
     let mut out = [0u8; 8];
     out.copy_from_slice(&h.finalize().as_bytes()[..8]);
     u64::from_be_bytes(out)
+}
+
+/// How urgent a group message is when a sync has to choose.
+fn priority_of(content: &Content) -> Priority {
+    match content {
+        Content::Ding { .. } => Priority::Ding,
+        _ => Priority::Chat,
+    }
 }
 
 /// Whether `who` names a channel (`#name`).
@@ -169,9 +178,10 @@ impl Core {
         let seq = conv.next_seq.max(1);
         let sent_at = now.max(conv.last_at);
         let content = make(sent_at);
+        let priority = priority_of(&content);
         let env = mine.chain.seal(&self.me, group, epoch_of(&members), seq, &content.encode())?;
         let key = message_key(&group, sent_at, seq, &id);
-        s.put(&mut ctx.batch, Table::GroupLog, &key, &env.encode());
+        self.log_group_envelope(s, &mut ctx.batch, &env, priority);
         let recipients: Vec<UserId> = others.iter().filter(|u| mine.holders.contains(*u)).copied().collect();
         for uid in &recipients {
             let okey = self.next_outbox_key(s, uid)?;
@@ -289,6 +299,10 @@ impl Core {
         };
         let from_name = self.member_name(s, &state, &sender);
         let chan_name = chan_name.clone();
+        let priority = priority_of(&content);
+        if let Content::Text { id, sent_at, .. } | Content::Ding { id, sent_at, .. } = &content {
+            ctx.note_relayed(env, sender, env.group, MsgRef { id: *id, sent_at: *sent_at, seq: env.seq });
+        }
         let events = match content {
             Content::Text { id, sent_at, text } => {
                 let rec = MessageRec::incoming((id, env.group, sender), &text, sent_at, env.seq, now);
@@ -319,6 +333,7 @@ impl Core {
             _ => return Ok(Accepted::Rejected("unexpected content in a group message".into())),
         };
         ctx.seal.peer_chains.insert(ck, chains);
+        self.log_group_envelope(s, &mut ctx.seal.batch, env, priority);
         self.mark_received(ctx, rkey, env.seq);
         self.note_seen(&sender);
         Ok(Accepted::Stored(events))
@@ -357,6 +372,7 @@ impl Core {
                     chains.chains.sort_by_key(|c| std::cmp::Reverse(c.chain_id()));
                     chains.chains.truncate(CHAINS_KEPT);
                     ctx.peer_chains.insert(ck, chains);
+                    ctx.effects.resync = true;
                 }
                 Ok(Accepted::Stored(Vec::new()))
             }
@@ -383,6 +399,9 @@ impl Core {
                     }
                 }
                 Ok(Accepted::Stored(events))
+            }
+            Content::Delivered { conv, delivered, at } => {
+                self.accept_delivered(s, ctx, from, conv, delivered, at)
             }
             Content::Ding { id, sent_at, text, repeat_every } => {
                 let events = self.receive_ding(
@@ -825,6 +844,50 @@ impl Core {
     }
 
     /// Records a member's "stored" answer for one of my group envelopes.
+    /// `from` stored messages of mine that reached it through another node: they are
+    /// delivered, and their outbox entries for `from` are done.
+    fn accept_delivered(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        from: &ContactRec,
+        conv: ConvId,
+        delivered: Vec<MsgRef>,
+        at: u64,
+    ) -> Result<Accepted, NodeError> {
+        let direct = conv == self.conv_with(&from.user_id);
+        let mut events = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        for r in delivered {
+            let key = message_key(&conv, r.sent_at, r.seq, &r.id);
+            let Some(mut m) = s.get::<MessageRec>(Table::Messages, &key)? else { continue };
+            if m.id != r.id || m.direction != Direction::Out {
+                continue;
+            }
+            done.insert(r.id);
+            let newly = if direct {
+                let newly = m.delivered_at.is_none();
+                m.status = m.status.max(Status::Delivered);
+                m.delivered_at.get_or_insert(at);
+                s.put(&mut ctx.batch, Table::Messages, &key, &m);
+                newly
+            } else {
+                m.recipients.contains(&from.user_id)
+                    && self.group_delivered(s, &mut ctx.batch, &key, &from.user_id, at)?
+            };
+            if newly {
+                events.push(NodeEvent::Delivered { id: r.id.to_hex(), to: from.name.clone(), at });
+            }
+        }
+        for item in s.scan::<OutboxItem>(Table::Outbox, &from.user_id.0) {
+            let (okey, it) = item?;
+            if it.msg_id.is_some_and(|id| done.contains(&id)) {
+                s.delete(&mut ctx.batch, Table::Outbox, &okey);
+            }
+        }
+        Ok(Accepted::Stored(events))
+    }
+
     pub(crate) fn group_delivered(
         &self,
         s: &Store,

@@ -3,6 +3,7 @@
 //! every other job. Nothing here does network I/O.
 
 use crate::records::*;
+use crate::sync::SeqWindow;
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::identity::{fingerprint, safety_number, verify_invite};
 use dingo_crypto::session::{PeerSessions, Recipient, VerifiedEnvelope};
@@ -65,16 +66,43 @@ pub(crate) struct Effects {
     pub learn: Vec<ContactRec>,
     /// Events to emit.
     pub events: Vec<NodeEvent>,
+    /// A channel key arrived: messages a sync could not open may open now.
+    pub resync: bool,
 }
 
 /// What a batch of inbound envelopes changes, written once by [`Core::commit`].
 #[derive(Default)]
 pub(crate) struct AcceptCtx {
     pub(crate) seal: SealCtx,
-    windows: HashMap<Vec<u8>, ReplayWindow>,
+    windows: HashMap<Vec<u8>, SeqWindow>,
     dirty_windows: HashSet<Vec<u8>>,
     contacts: HashMap<DeviceKey, Option<ContactRec>>,
     new_contacts: bool,
+    /// The node the batch came from, when not necessarily the authors (a carrier or a sync).
+    pub(crate) via: Option<DeviceKey>,
+    /// Messages that came through another node, by author and conversation: their authors get
+    /// a `Delivered` receipt.
+    relayed: std::collections::BTreeMap<(UserId, ConvId), Vec<MsgRef>>,
+}
+
+impl AcceptCtx {
+    /// A batch received from `via` (its authors may be others).
+    pub(crate) fn from_peer(via: DeviceKey) -> Self {
+        Self { via: Some(via), ..Self::default() }
+    }
+
+    /// Notes a message stored from `env`: if it came through another node, its author is told.
+    pub(crate) fn note_relayed(
+        &mut self,
+        env: &dingo_types::envelope::Envelope,
+        author: UserId,
+        conv: ConvId,
+        r: MsgRef,
+    ) {
+        if self.via.is_some_and(|v| v != env.sender) {
+            self.relayed.entry((author, conv)).or_default().push(r);
+        }
+    }
 }
 
 /// The team id and membership, or `None` when not in a team.
@@ -660,7 +688,7 @@ impl Core {
         }
         let rkey = replay_key(&env.group, &env.sender);
         if !ctx.windows.contains_key(&rkey) {
-            let w = s.get::<ReplayWindow>(Table::Replay, &rkey)?.unwrap_or_default();
+            let w = s.get::<SeqWindow>(Table::Replay, &rkey)?.unwrap_or_default();
             ctx.windows.insert(rkey.clone(), w);
         }
         let window = &ctx.windows[&rkey];
@@ -762,6 +790,14 @@ impl Core {
             // with them: they must not be replaced by the copy taken before.
             self.record_accepted(s, ctx, env, new_contact, &contact, None, rkey);
             return Ok(Accepted::Stored(events));
+        }
+        if let Content::Text { id, sent_at, .. } = &content {
+            ctx.note_relayed(
+                env,
+                contact.user_id,
+                convid,
+                MsgRef { id: *id, sent_at: *sent_at, seq: env.seq },
+            );
         }
         let conv = match ctx.seal.convs.entry(convid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -872,7 +908,7 @@ impl Core {
         seq: u64,
     ) -> Result<Result<bool, String>, NodeError> {
         if !ctx.windows.contains_key(rkey) {
-            let w = s.get::<ReplayWindow>(Table::Replay, rkey)?.unwrap_or_default();
+            let w = s.get::<SeqWindow>(Table::Replay, rkey)?.unwrap_or_default();
             ctx.windows.insert(rkey.to_vec(), w);
         }
         let window = &ctx.windows[rkey];
@@ -898,6 +934,19 @@ impl Core {
         for key in &ctx.dirty_windows {
             if let Some(w) = ctx.windows.get(key) {
                 s.put(&mut ctx.seal.batch, Table::Replay, key, w);
+            }
+        }
+        for ((author, conv), refs) in std::mem::take(&mut ctx.relayed) {
+            let Some(contact) = s.get::<ContactRec>(Table::Contacts, &author.0)? else { continue };
+            if contact.removed {
+                continue;
+            }
+            for chunk in refs.chunks(MAX_RECEIPT_IDS) {
+                let receipt =
+                    Content::Delivered { conv, delivered: chunk.to_vec(), at: dingo_types::now_ms() };
+                if let Err(e) = self.seal_into(s, &mut ctx.seal, &contact, &receipt, None) {
+                    tracing::debug!(to = %contact.name, "delivery receipt not sent: {e}");
+                }
             }
         }
         let new_contacts = ctx.new_contacts;
@@ -941,7 +990,7 @@ impl Core {
             if it.envelope.is_empty() {
                 // A group message: its one stored envelope.
                 let Some(mkey) = &it.msg_key else { continue };
-                match s.get::<Vec<u8>>(Table::GroupLog, mkey)? {
+                match self.my_logged_envelope(s, mkey)? {
                     Some(env) => it.envelope = env,
                     None => continue,
                 }

@@ -2,11 +2,12 @@
 //! node answers "stored", and the handler that verifies, opens and stores each inbound batch in
 //! one store job that flushes before it answers, so "delivered" always means durable.
 
+use crate::carrier;
 use crate::chat::{AcceptCtx, Accepted, Core};
 use crate::records::ContactRec;
 use crate::{Node, NodeError, NodeEvent};
 use dingo_crypto::session::{verify_envelope, VerifiedEnvelope};
-use dingo_net::{device_key_of, peer_id_of, Event, Net, Responder};
+use dingo_net::{device_key_of, peer_id_of, Event, Net};
 use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{now_ms, DeviceKey, UserId};
@@ -133,6 +134,7 @@ pub(crate) async fn start(
         tokio::spawn(event_loop(node.clone(), events)),
         tokio::spawn(delivery_loop(node.clone())),
         tokio::spawn(alert_loop(node.clone())),
+        tokio::spawn(carrier::resync_loop(node.clone())),
     ];
     locked(&node.inner.tasks).extend(loops);
     for addr in peers {
@@ -155,17 +157,39 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
             e = events.recv() => match e { Some(e) => e, None => break },
         };
         match event {
-            Event::Request { peer, request: Request::Deliver(envs), responder } => {
+            Event::Request { peer, request, responder } => {
                 let Ok(permit) = limit.clone().acquire_owned().await else { break };
                 let node = node.clone();
                 tokio::spawn(async move {
-                    handle_deliver(&node, peer, envs, responder).await;
+                    let device = device_key_of(&peer);
+                    if let Some(d) = device {
+                        node.inner.carrier.heard_from(d);
+                    }
+                    match (request, device) {
+                        (Request::Deliver(envs), _) => {
+                            let statuses = accept_envelopes(&node, peer, envs).await;
+                            responder.respond(Response::Results(statuses));
+                        }
+                        (Request::Sync(groups), Some(d)) => {
+                            carrier::serve_sync(&node, d, groups, responder).await
+                        }
+                        (Request::Carry(envs), Some(d)) => {
+                            carrier::serve_carry(&node, d, envs, responder).await
+                        }
+                        (Request::Sync(_), None) => {
+                            responder.respond(Response::Envelopes { envs: Vec::new(), more: false })
+                        }
+                        (Request::Carry(envs), None) => {
+                            responder.respond(Response::Results(vec![DeliveryStatus::Rejected; envs.len()]))
+                        }
+                    }
                     drop(permit);
                 });
             }
-            Event::Connected { peer, .. } => {
+            Event::Connected { peer, addr } => {
                 let _ = node.inner.events.send(NodeEvent::PeerConnected { peer: peer.to_string() });
                 if let Some(key) = device_key_of(&peer) {
+                    node.inner.carrier.connected(key, addr.to_string());
                     if let Ok(Some(c)) = node.job(move |c, s| c.contact_by_device(s, &DeviceKey(key))).await {
                         node.inner.delivery.clear_backoff(&c.user_id);
                         node.inner.core.note_seen(&c.user_id);
@@ -175,6 +199,7 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
                         Ok(effects) => node.apply_effects(effects).await,
                         Err(e) => tracing::debug!("team sync not started: {e}"),
                     }
+                    carrier::on_connected(&node, key);
                 }
             }
             Event::Discovered { peer, addr } => {
@@ -183,7 +208,11 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
                     let _ = node.job(move |c, s| c.note_address(s, &DeviceKey(key), &addr)).await;
                 }
             }
-            Event::Disconnected { .. } => {}
+            Event::Disconnected { peer } => {
+                if let Some(key) = device_key_of(&peer) {
+                    node.inner.carrier.disconnected(key);
+                }
+            }
         }
     }
 }
@@ -198,8 +227,13 @@ fn check_signatures(envs: &[Vec<u8>]) -> Vec<Result<VerifiedEnvelope, String>> {
 }
 
 /// Verifies signatures off the runtime, then opens and stores the batch in one store job that
-/// also makes it durable, then answers: "stored" is only ever said of flushed data.
-async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, responder: Responder) {
+/// also makes it durable, then returns the answer: "stored" is only ever said of flushed data.
+/// `peer` is whoever handed the batch over: the author, a carrier, or a member answering a sync.
+pub(crate) async fn accept_envelopes(
+    node: &Node,
+    peer: dingo_net::Peer,
+    envs: Vec<Vec<u8>>,
+) -> Vec<DeliveryStatus> {
     let n = envs.len();
     let started = Instant::now();
     // One or two signatures cost less than a hop to the blocking pool; larger batches are
@@ -223,13 +257,13 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
     };
     let verified_at = started.elapsed();
     if checked.len() != n {
-        responder.respond(Response::Results(vec![DeliveryStatus::Retry; n]));
-        return;
+        return vec![DeliveryStatus::Retry; n];
     }
+    let via = device_key_of(&peer).map(DeviceKey);
     let now = now_ms();
     let outcome = node
         .durable_job(move |core: &Core, s| {
-            let mut ctx = AcceptCtx::default();
+            let mut ctx = via.map(AcceptCtx::from_peer).unwrap_or_default();
             let mut out = Vec::with_capacity(checked.len());
             for item in checked {
                 out.push(match item {
@@ -245,8 +279,7 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
         Ok(o) => o,
         Err(e) => {
             tracing::warn!("store unavailable: {e}");
-            responder.respond(Response::Results(vec![DeliveryStatus::Retry; n]));
-            return;
+            return vec![DeliveryStatus::Retry; n];
         }
     };
     tracing::debug!(n, ?verified_at, total = ?started.elapsed(), "inbound batch stored");
@@ -276,9 +309,9 @@ async fn handle_deliver(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>, 
             }
         });
     }
-    responder.respond(Response::Results(statuses));
     node.emit(events);
     node.apply_effects(effects).await;
+    statuses
 }
 
 /// Rings unacknowledged DINGs again when due.
@@ -342,6 +375,8 @@ fn spawn_delivery(node: Node, uid: UserId) {
             Err(e) => {
                 tracing::debug!(%uid, "delivery deferred: {e}");
                 state.fail(uid);
+                // Someone else may meet them first.
+                carrier::handoff(&node, uid).await;
             }
         }
     });

@@ -9,20 +9,23 @@
 //! A node works offline too: [`Node::open`] without [`Node::start_network`] queues sends in the
 //! outbox, and the next run delivers them.
 
+mod carrier;
 mod channels;
 mod chat;
 mod delivery;
 mod error;
 pub mod home;
 mod records;
+mod relay;
+pub mod sync;
 mod team;
 
 pub use error::NodeError;
 pub use home::{Home, Role};
 pub use records::{
     AckView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo, JoinCodeView,
-    MemberStatus, MemberView, MessageView, NodeEvent, SendResult, SettingsView, Stats, Status, TeamView,
-    UnreadView, Verification,
+    MemberStatus, MemberView, MessageView, NodeEvent, PeerView, SendResult, SettingsView, Stats, Status,
+    TeamView, UnreadView, Verification,
 };
 pub use team::JOIN_CODE_TTL_MS;
 
@@ -75,6 +78,7 @@ struct Inner {
     net: OnceLock<Net>,
     events: broadcast::Sender<NodeEvent>,
     delivery: delivery::State,
+    carrier: carrier::State,
     shutdown: watch::Sender<bool>,
     counters: Counters,
     listen_addrs: Mutex<Vec<String>>,
@@ -126,6 +130,7 @@ impl Node {
                 net: OnceLock::new(),
                 events,
                 delivery: delivery::State::default(),
+                carrier: carrier::State::default(),
                 shutdown: watch::channel(false).0,
                 counters: Counters::default(),
                 listen_addrs: Mutex::new(Vec::new()),
@@ -289,6 +294,10 @@ impl Node {
             }
         }
         self.emit(effects.events);
+        if effects.resync {
+            self.inner.carrier.want_resync();
+            carrier::resync_now(self);
+        }
     }
 
     fn listen_addrs(&self) -> Vec<String> {
@@ -490,15 +499,16 @@ impl Node {
         Ok(v)
     }
 
-    /// Test support: my stored group envelopes for a channel (what every member was sent).
+    /// Test support: the group envelopes this node holds for a channel (its own and other
+    /// members').
     #[doc(hidden)]
     pub async fn test_support_group_log(&self, channel: &str) -> Result<Vec<Vec<u8>>, NodeError> {
         let channel = channel.to_owned();
         self.job(move |c, s| {
             let (_, state) = c.team_state(s)?.ok_or(NodeError::NoTeam)?;
             let (_, chan) = c.channel_named(&state, &channel)?;
-            s.scan::<Vec<u8>>(dingo_store::Table::GroupLog, &chan.id.0)
-                .map(|r| r.map(|(_, v)| v).map_err(NodeError::from))
+            s.scan::<relay::LoggedEnv>(dingo_store::Table::GroupLog, &chan.id.0)
+                .map(|r| r.map(|(_, v)| v.envelope).map_err(NodeError::from))
                 .collect()
         })
         .await

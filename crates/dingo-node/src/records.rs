@@ -4,11 +4,6 @@ use dingo_types::{ConvId, MsgId, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-/// How far ahead of the contiguous prefix a sequence number may be (a bound on the window).
-pub(crate) const MAX_REPLAY_AHEAD: u64 = 8192;
-/// Most sequence numbers held above the contiguous prefix.
-pub(crate) const MAX_REPLAY_ABOVE: usize = 4096;
-
 /// A contact as stored: the pinned device certificate and what is needed to reach them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ContactRec {
@@ -55,38 +50,6 @@ pub(crate) struct OutboxItem {
     pub group: bool,
 }
 
-/// Which sequence numbers of one sender in one conversation were received: an exact record (a
-/// contiguous prefix plus a bounded set above it), persisted so replays fail after restarts too.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct ReplayWindow {
-    pub contiguous: u64,
-    pub above: BTreeSet<u64>,
-}
-
-impl ReplayWindow {
-    pub(crate) fn contains(&self, seq: u64) -> bool {
-        seq <= self.contiguous || self.above.contains(&seq)
-    }
-    pub(crate) fn acceptable(&self, seq: u64) -> bool {
-        seq > 0 && seq <= self.contiguous.saturating_add(MAX_REPLAY_AHEAD)
-    }
-    pub(crate) fn insert(&mut self, seq: u64) {
-        self.above.insert(seq);
-        while self.above.remove(&(self.contiguous + 1)) {
-            self.contiguous += 1;
-        }
-        // A gap that never fills (a message the sender gave up on) must not stall the window:
-        // past the bound, the oldest gaps are treated as seen, and their numbers as replays.
-        while self.above.len() > MAX_REPLAY_ABOVE {
-            let Some(lowest) = self.above.pop_first() else { break };
-            self.contiguous = lowest;
-            while self.above.remove(&(self.contiguous + 1)) {
-                self.contiguous += 1;
-            }
-        }
-    }
-}
-
 /// Where a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,31 +58,6 @@ pub enum Direction {
     In,
     /// Sent by this user.
     Out,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replay_window_is_exact_and_survives_a_permanent_gap() {
-        let mut w = ReplayWindow::default();
-        for seq in [1, 2, 4, 3, 6] {
-            assert!(!w.contains(seq));
-            w.insert(seq);
-            assert!(w.contains(seq));
-        }
-        assert_eq!(w.contiguous, 4);
-        assert!(!w.contains(5));
-        assert!(!w.acceptable(0));
-        // Seq 5 never comes: the window keeps accepting, bounded.
-        for seq in 7..7 + 3 * MAX_REPLAY_ABOVE as u64 {
-            assert!(w.acceptable(seq), "{seq}");
-            w.insert(seq);
-        }
-        assert!(w.above.len() <= MAX_REPLAY_ABOVE);
-        assert!(w.contains(5), "a number given up on counts as a replay");
-    }
 }
 
 /// A message's delivery state.
@@ -660,4 +598,35 @@ pub struct JoinCodeView {
 pub struct SettingsView {
     /// Whether read receipts are sent.
     pub read_receipts: bool,
+}
+
+/// A peer device, as `dingo peers` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The contact's name, if the device is a contact's.
+    pub name: Option<String>,
+    /// The contact's user id.
+    pub user_id: Option<String>,
+    /// The device's PeerId.
+    pub device_id: String,
+    /// Whether a connection is up now.
+    pub connected: bool,
+    /// The address of the current or last connection.
+    pub address: Option<String>,
+    /// `tcp` or `quic`, from the address.
+    pub transport: Option<String>,
+    /// When this node last heard from the device (ms).
+    pub last_seen: Option<u64>,
+    /// When the last sync with it finished (ms), this run.
+    pub last_sync: Option<u64>,
+    /// Messages waiting in this node's outbox for it.
+    pub queue: usize,
+    /// Envelopes this node carries for it (others' mail).
+    pub mailbox: usize,
+    /// Envelopes written by others that this node passed to it, this run.
+    pub carried_for_others: u64,
+    /// Whether it is a current team member.
+    pub member: bool,
+    /// Removed from the team (refused).
+    pub removed: bool,
 }

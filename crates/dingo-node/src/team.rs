@@ -661,7 +661,7 @@ impl Core {
 
     /// When each user's device was last heard from: this run's times over those saved at the
     /// last shutdown.
-    fn seen(&self, s: &Store) -> Result<HashMap<UserId, u64>, NodeError> {
+    pub(crate) fn seen(&self, s: &Store) -> Result<HashMap<UserId, u64>, NodeError> {
         let saved = s.get::<HashMap<UserId, u64>>(Table::Team, SEEN_KEY)?.unwrap_or_default();
         let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
         let map = seen.get_or_insert_with(HashMap::new);

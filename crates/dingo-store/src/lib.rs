@@ -57,12 +57,15 @@ pub enum Table {
     JoinTokens = 12,
     /// Sender-key chains by group and device (mine and other members').
     GroupKeys = 13,
-    /// My group envelopes by message key (one copy, whatever the number of recipients).
+    /// Group envelopes (mine and other members'), by group, author device and sequence number:
+    /// one copy, whatever the number of recipients, served to members who lack them.
     GroupLog = 14,
     /// Per-member delivery and read status of my group messages, by message key and member.
     Receipts = 15,
     /// DINGs sent and received, by id.
     Dings = 16,
+    /// 1:1 envelopes carried for other devices, by recipient device and envelope hash.
+    Mailbox = 17,
 }
 
 /// Why a store operation failed.
@@ -217,6 +220,11 @@ impl Store {
                 let value = self.decode(table, &k, &v)?;
                 Ok((k[1..].to_vec(), value))
             })
+    }
+
+    /// How many records of `table` have a key starting with `prefix` (nothing is decrypted).
+    pub fn count(&self, table: Table, prefix: &[u8]) -> usize {
+        self.db.scan_prefix(full_key(table, prefix)).keys().count()
     }
 
     /// Queues an encrypted write of `value` into `batch`.

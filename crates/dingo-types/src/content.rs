@@ -113,6 +113,16 @@ pub enum Content {
         /// The sender's heads, at most [`MAX_OP_DEPS`].
         heads: Vec<[u8; 32]>,
     },
+    /// "I stored these messages of yours, which reached me through another node" (sent
+    /// pairwise to their author, who could not hear the "stored" answer itself).
+    Delivered {
+        /// The conversation: ours (1:1) or a channel.
+        conv: ConvId,
+        /// The messages.
+        delivered: Vec<MsgRef>,
+        /// When, on the recipient's clock.
+        at: u64,
+    },
 }
 
 impl Content {
@@ -133,7 +143,9 @@ impl Content {
         let content: Content = postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
         match &content {
             Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TooLarge("text")),
-            Content::ReadReceipt { read, .. } | Content::GroupRead { read, .. }
+            Content::ReadReceipt { read, .. }
+            | Content::GroupRead { read, .. }
+            | Content::Delivered { delivered: read, .. }
                 if read.len() > MAX_RECEIPT_IDS =>
             {
                 Err(DecodeError::TooLarge("receipt"))

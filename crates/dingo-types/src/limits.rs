@@ -34,3 +34,7 @@ pub const MAX_TEAM_MEMBERS: usize = 1000;
 pub const MAX_TEAM_OPS: usize = 20_000;
 /// Most team ops carried in one message.
 pub const MAX_OPS_PER_MESSAGE: usize = 256;
+/// Most groups one sync request may name.
+pub const MAX_SYNC_GROUPS: usize = 256;
+/// Most authors one group's "have" vector may name.
+pub const MAX_SYNC_AUTHORS: usize = 1024;

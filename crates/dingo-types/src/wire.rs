@@ -2,14 +2,26 @@
 //! stream, which the net crate bounds by [`MAX_FRAME_BYTES`]).
 //!
 //! ```text
-//! request  = 1u8 (deliver) | count u16 | (len u32 | envelope)*count
+//! request  = 1u8 (deliver) | envelopes
+//!          | 2u8 (sync)    | groups u16 | (group [32] | authors u16 | (author [32] | seq u64)*authors)*groups
+//!          | 3u8 (carry)   | envelopes
+//! envelopes = count u16 | (len u32 | envelope)*count
 //! response = 1u8 (results) | count u16 | (status u8 | at u64)*count
+//!          | 2u8 (envelopes) | more u8 | envelopes
 //! ```
-//! A response answers each envelope of the request in order. `Stored` means the recipient's node
-//! has durably stored it (this is "delivered"); `Duplicate` means it already had it.
+//! `Deliver` and `Carry` are answered with one status per envelope, in order. For `Deliver`,
+//! `Stored` means the recipient's node has durably stored it (this is "delivered"); for `Carry`
+//! it means the carrier holds it for its recipient. `Sync` sends the asker's "have" vector (per
+//! group and author, the highest sequence number below which it has everything); the answer is
+//! envelopes the asker lacks, and mail the answerer carries for the asker, with `more` set when
+//! the answer was cut short by the size limits. Groups and authors are sorted and unique, so
+//! every request has one encoding.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::limits::{MAX_ENVELOPES_PER_REQUEST, MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES};
+use crate::ids::{ConvId, DeviceKey};
+use crate::limits::{
+    MAX_ENVELOPES_PER_REQUEST, MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES, MAX_SYNC_AUTHORS, MAX_SYNC_GROUPS,
+};
 
 /// The protocol name negotiated by libp2p.
 pub const MSG_PROTOCOL: &str = "/dingo/msg/1";
@@ -19,6 +31,21 @@ pub const MSG_PROTOCOL: &str = "/dingo/msg/1";
 pub enum Request {
     /// Store these encoded envelopes.
     Deliver(Vec<Vec<u8>>),
+    /// Send me what I lack of these groups, and any mail you carry for me.
+    Sync(Vec<GroupHave>),
+    /// Keep these envelopes (1:1 mail for someone else) and hand them on when you meet the
+    /// recipient.
+    Carry(Vec<Vec<u8>>),
+}
+
+/// What a node has of one group's log: per author device, the highest sequence number up to
+/// which it has every envelope (authors it has nothing from are absent, meaning 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupHave {
+    /// The group.
+    pub group: ConvId,
+    /// (author device, contiguous sequence number), sorted by author, unique.
+    pub have: Vec<(DeviceKey, u64)>,
 }
 
 /// What happened to one delivered envelope.
@@ -40,16 +67,46 @@ pub enum DeliveryStatus {
 pub enum Response {
     /// One status per delivered envelope, in request order.
     Results(Vec<DeliveryStatus>),
+    /// Envelopes answering a [`Request::Sync`]; `more` when there is more to ask for.
+    Envelopes {
+        /// Encoded envelopes.
+        envs: Vec<Vec<u8>>,
+        /// Whether the answer was cut short.
+        more: bool,
+    },
+}
+
+fn write_envelopes(w: &mut Writer, envs: &[Vec<u8>]) {
+    w.u16(envs.len() as u16);
+    for e in envs {
+        w.long_bytes(e);
+    }
+}
+
+fn read_envelopes(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
+    let n = r.u16("envelope count")? as usize;
+    if n > MAX_ENVELOPES_PER_REQUEST {
+        return Err(DecodeError::TooLarge("envelope count"));
+    }
+    (0..n).map(|_| r.long_bytes(MAX_ENVELOPE_BYTES, "envelope").map(<[u8]>::to_vec)).collect()
 }
 
 impl Request {
     /// Encodes the request.
     pub fn encode(&self) -> Vec<u8> {
-        let Request::Deliver(envs) = self;
         let mut w = Writer::new();
-        w.u8(1).u16(envs.len() as u16);
-        for e in envs {
-            w.long_bytes(e);
+        match self {
+            Request::Deliver(envs) => write_envelopes(w.u8(1), envs),
+            Request::Sync(groups) => {
+                w.u8(2).u16(groups.len() as u16);
+                for g in groups {
+                    w.bytes(&g.group.0).u16(g.have.len() as u16);
+                    for (author, seq) in &g.have {
+                        w.bytes(&author.0).u64(*seq);
+                    }
+                }
+            }
+            Request::Carry(envs) => write_envelopes(w.u8(3), envs),
         }
         w.into_bytes()
     }
@@ -60,45 +117,72 @@ impl Request {
             return Err(DecodeError::TooLarge("request"));
         }
         let mut r = Reader::new(bytes);
-        match r.u8("request tag")? {
-            1 => {
-                let n = r.u16("envelope count")? as usize;
-                if n > MAX_ENVELOPES_PER_REQUEST {
-                    return Err(DecodeError::TooLarge("envelope count"));
+        let req = match r.u8("request tag")? {
+            1 => Request::Deliver(read_envelopes(&mut r)?),
+            2 => {
+                let n = r.u16("group count")? as usize;
+                if n > MAX_SYNC_GROUPS {
+                    return Err(DecodeError::TooLarge("group count"));
                 }
-                let envs = (0..n)
-                    .map(|_| r.long_bytes(MAX_ENVELOPE_BYTES, "envelope").map(<[u8]>::to_vec))
-                    .collect::<Result<Vec<_>, _>>()?;
-                r.finish("request")?;
-                Ok(Request::Deliver(envs))
+                let mut groups: Vec<GroupHave> = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let group = ConvId(r.array("group")?);
+                    if groups.last().is_some_and(|g| g.group >= group) {
+                        return Err(DecodeError::Invalid("groups not sorted"));
+                    }
+                    let m = r.u16("author count")? as usize;
+                    if m > MAX_SYNC_AUTHORS {
+                        return Err(DecodeError::TooLarge("author count"));
+                    }
+                    let mut have: Vec<(DeviceKey, u64)> = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        let author = DeviceKey(r.array("author")?);
+                        if have.last().is_some_and(|(a, _)| a.0 >= author.0) {
+                            return Err(DecodeError::Invalid("authors not sorted"));
+                        }
+                        have.push((author, r.u64("sequence number")?));
+                    }
+                    groups.push(GroupHave { group, have });
+                }
+                Request::Sync(groups)
             }
-            _ => Err(DecodeError::Invalid("request tag")),
-        }
+            3 => Request::Carry(read_envelopes(&mut r)?),
+            _ => return Err(DecodeError::Invalid("request tag")),
+        };
+        r.finish("request")?;
+        Ok(req)
     }
 }
 
 impl Response {
     /// Encodes the response.
     pub fn encode(&self) -> Vec<u8> {
-        let Response::Results(results) = self;
         let mut w = Writer::new();
-        w.u8(1).u16(results.len() as u16);
-        for s in results {
-            let (tag, at) = match *s {
-                DeliveryStatus::Stored(at) => (0, at),
-                DeliveryStatus::Duplicate(at) => (1, at),
-                DeliveryStatus::Rejected => (2, 0),
-                DeliveryStatus::Retry => (3, 0),
-            };
-            w.u8(tag).u64(at);
+        match self {
+            Response::Results(results) => {
+                w.u8(1).u16(results.len() as u16);
+                for s in results {
+                    let (tag, at) = match *s {
+                        DeliveryStatus::Stored(at) => (0, at),
+                        DeliveryStatus::Duplicate(at) => (1, at),
+                        DeliveryStatus::Rejected => (2, 0),
+                        DeliveryStatus::Retry => (3, 0),
+                    };
+                    w.u8(tag).u64(at);
+                }
+            }
+            Response::Envelopes { envs, more } => write_envelopes(w.u8(2).u8(u8::from(*more)), envs),
         }
         w.into_bytes()
     }
 
     /// Decodes untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_FRAME_BYTES {
+            return Err(DecodeError::TooLarge("response"));
+        }
         let mut r = Reader::new(bytes);
-        match r.u8("response tag")? {
+        let resp = match r.u8("response tag")? {
             1 => {
                 let n = r.u16("result count")? as usize;
                 if n > MAX_ENVELOPES_PER_REQUEST {
@@ -117,11 +201,20 @@ impl Response {
                         _ => return Err(DecodeError::Invalid("status")),
                     });
                 }
-                r.finish("response")?;
-                Ok(Response::Results(out))
+                Response::Results(out)
             }
-            _ => Err(DecodeError::Invalid("response tag")),
-        }
+            2 => {
+                let more = match r.u8("more")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("more")),
+                };
+                Response::Envelopes { envs: read_envelopes(&mut r)?, more }
+            }
+            _ => return Err(DecodeError::Invalid("response tag")),
+        };
+        r.finish("response")?;
+        Ok(resp)
     }
 }
 
@@ -140,6 +233,32 @@ mod tests {
             DeliveryStatus::Retry,
         ]);
         assert_eq!(Response::decode(&resp.encode()), Ok(resp));
+        let sync = Request::Sync(vec![
+            GroupHave {
+                group: ConvId([1; 32]),
+                have: vec![(DeviceKey([2; 32]), 7), (DeviceKey([3; 32]), 0)],
+            },
+            GroupHave { group: ConvId([4; 32]), have: vec![] },
+        ]);
+        assert_eq!(Request::decode(&sync.encode()), Ok(sync));
+        let carry = Request::Carry(vec![vec![9; 10]]);
+        assert_eq!(Request::decode(&carry.encode()), Ok(carry));
+        let envs = Response::Envelopes { envs: vec![vec![5; 3]], more: true };
+        assert_eq!(Response::decode(&envs.encode()), Ok(envs));
+    }
+
+    #[test]
+    fn unsorted_have_vectors_are_refused() {
+        let sync = Request::Sync(vec![GroupHave {
+            group: ConvId([1; 32]),
+            have: vec![(DeviceKey([3; 32]), 1), (DeviceKey([2; 32]), 1)],
+        }]);
+        assert_eq!(Request::decode(&sync.encode()), Err(DecodeError::Invalid("authors not sorted")));
+        let twice = Request::Sync(vec![
+            GroupHave { group: ConvId([1; 32]), have: vec![] },
+            GroupHave { group: ConvId([1; 32]), have: vec![] },
+        ]);
+        assert_eq!(Request::decode(&twice.encode()), Err(DecodeError::Invalid("groups not sorted")));
     }
 
     /// Found by the `wire` fuzz target: a `Retry` with a non-zero time decoded, so two byte

@@ -1,0 +1,327 @@
+//! Store-and-forward, the network side (the store side is `relay.rs`): what a node does when it
+//! meets a peer (hand on mail carried for it, then pull what it lacks of the channels both are
+//! in), how it answers those requests, how it hands undeliverable 1:1 mail to carriers, and
+//! what it knows about each peer for `dingo peers`.
+
+use crate::delivery::accept_envelopes;
+use crate::records::PeerView;
+use crate::{Node, NodeError};
+use dingo_net::{peer_id_of, Responder};
+use dingo_types::now_ms;
+use dingo_types::wire::{DeliveryStatus, GroupHave, Request, Response};
+use dingo_types::{DeviceKey, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most carriers one undeliverable batch is handed to.
+pub(crate) const CARRIERS_PER_HANDOFF: usize = 2;
+/// Envelopes one peer may hand this node to carry per minute (beyond: "retry later").
+pub(crate) const CARRY_PER_MINUTE: usize = 2_000;
+/// Most sync rounds with one peer in one meeting (each round is one answer of up to 512).
+pub(crate) const MAX_SYNC_ROUNDS: usize = 1_000;
+/// How often a node looks again at what it could not take in a sync (a channel key may have
+/// arrived since).
+pub(crate) const RESYNC_INTERVAL: Duration = Duration::from_secs(3);
+/// Outbox entries remembered as handed to a carrier (so retries do not hand them again).
+const HANDED_KEPT: usize = 100_000;
+
+/// What this node knows about one peer device while it runs.
+#[derive(Debug, Clone, Default)]
+struct PeerLive {
+    connected: bool,
+    addr: Option<String>,
+    last_seen: u64,
+    last_sync: Option<u64>,
+    /// Envelopes of other authors this node passed to the peer (sync answers and mail).
+    carried_for_others: u64,
+}
+
+/// Peers, hand-offs and rate limits.
+#[derive(Default)]
+pub(crate) struct State {
+    peers: Mutex<HashMap<[u8; 32], PeerLive>>,
+    /// (carrier, outbox key) pairs already handed over.
+    handed: Mutex<HashSet<([u8; 32], Vec<u8>)>>,
+    /// Per depositor: start of the current minute and envelopes taken in it.
+    carry_rate: Mutex<HashMap<[u8; 32], (Instant, usize)>>,
+    /// Peers a pull is running with (one at a time each).
+    pulling: Mutex<HashSet<[u8; 32]>>,
+    /// Something could not be taken in a sync: look again soon.
+    resync: AtomicBool,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    pub(crate) fn connected(&self, device: [u8; 32], addr: String) {
+        let mut peers = locked(&self.peers);
+        let p = peers.entry(device).or_default();
+        p.connected = true;
+        p.addr = Some(addr);
+        p.last_seen = now_ms();
+    }
+
+    pub(crate) fn disconnected(&self, device: [u8; 32]) {
+        if let Some(p) = locked(&self.peers).get_mut(&device) {
+            p.connected = false;
+            p.last_seen = now_ms();
+        }
+    }
+
+    pub(crate) fn heard_from(&self, device: [u8; 32]) {
+        if let Some(p) = locked(&self.peers).get_mut(&device) {
+            p.last_seen = now_ms();
+        }
+    }
+
+    fn connected_peers(&self) -> Vec<[u8; 32]> {
+        locked(&self.peers).iter().filter(|(_, p)| p.connected).map(|(d, _)| *d).collect()
+    }
+
+    fn carried(&self, device: [u8; 32], n: usize) {
+        if let Some(p) = locked(&self.peers).get_mut(&device) {
+            p.carried_for_others += n as u64;
+        }
+    }
+
+    pub(crate) fn want_resync(&self) {
+        self.resync.store(true, Ordering::Relaxed);
+    }
+
+    /// How many of `n` envelopes `device` may hand over now.
+    fn carry_allowance(&self, device: [u8; 32], n: usize) -> usize {
+        let mut rates = locked(&self.carry_rate);
+        let now = Instant::now();
+        let e = rates.entry(device).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(60) {
+            *e = (now, 0);
+        }
+        let allowed = n.min(CARRY_PER_MINUTE.saturating_sub(e.1));
+        e.1 += allowed;
+        allowed
+    }
+}
+
+/// A peer connected: hand it the mail carried for it, then fill the gaps both ways (the peer
+/// does the same from its side).
+pub(crate) fn on_connected(node: &Node, device: [u8; 32]) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        push_mail(&node, device).await;
+        pull(&node, device).await;
+    });
+}
+
+/// Asks `device` for what this node lacks of the channels both are in, round after round until
+/// nothing is left or nothing new arrives.
+pub(crate) async fn pull(node: &Node, device: [u8; 32]) {
+    let state = &node.inner.carrier;
+    if !locked(&state.pulling).insert(device) {
+        return;
+    }
+    if let Err(e) = pull_rounds(node, device).await {
+        tracing::debug!("sync with a peer stopped: {e}");
+    }
+    locked(&state.pulling).remove(&device);
+}
+
+async fn pull_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
+    let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
+    let peer = peer_id_of(&device).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+    for _ in 0..MAX_SYNC_ROUNDS {
+        let groups: Vec<GroupHave> = node.job(move |c, s| c.sync_request(s, &DeviceKey(device))).await?;
+        if groups.is_empty() {
+            break;
+        }
+        let (envs, more) = match net.request(peer, Request::Sync(groups)).await? {
+            Response::Envelopes { envs, more } => (envs, more),
+            Response::Results(_) => break,
+        };
+        if envs.is_empty() {
+            break;
+        }
+        let statuses = accept_envelopes(node, peer, envs).await;
+        let stored = statuses.iter().filter(|s| matches!(s, DeliveryStatus::Stored(_))).count();
+        if statuses.iter().any(|s| matches!(s, DeliveryStatus::Retry)) {
+            node.inner.carrier.want_resync();
+        }
+        // Nothing new: what is left cannot be taken now (a resync looks again later).
+        if !more || stored == 0 {
+            break;
+        }
+    }
+    if let Some(p) = locked(&node.inner.carrier.peers).get_mut(&device) {
+        p.last_sync = Some(now_ms());
+    }
+    Ok(())
+}
+
+/// Answers a peer's sync request (members of shared channels only).
+pub(crate) async fn serve_sync(node: &Node, device: [u8; 32], groups: Vec<GroupHave>, responder: Responder) {
+    let answer = node.job(move |c, s| c.serve_sync(s, &DeviceKey(device), &groups)).await;
+    match answer {
+        Ok((envs, more, carried)) => {
+            node.inner.carrier.carried(device, carried);
+            responder.respond(Response::Envelopes { envs, more });
+        }
+        Err(e) => {
+            tracing::warn!("sync request not answered: {e}");
+            responder.respond(Response::Envelopes { envs: Vec::new(), more: true });
+        }
+    }
+}
+
+/// Takes mail to carry from a contact, within its rate and the mailbox bounds, and hands it on
+/// at once to recipients connected now.
+pub(crate) async fn serve_carry(node: &Node, device: [u8; 32], envs: Vec<Vec<u8>>, responder: Responder) {
+    let n = envs.len();
+    let allowed = node.inner.carrier.carry_allowance(device, n);
+    let mut envs = envs;
+    envs.truncate(allowed);
+    let now = now_ms();
+    let answer = node.job(move |c, s| c.carry(s, &DeviceKey(device), envs, now)).await;
+    let (mut statuses, recipients) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("mail to carry not taken: {e}");
+            (Vec::new(), Vec::new())
+        }
+    };
+    statuses.resize(n, DeliveryStatus::Retry);
+    responder.respond(Response::Results(statuses));
+    let connected = node.inner.carrier.connected_peers();
+    let mut seen = HashSet::new();
+    for r in recipients {
+        if seen.insert(r.0) && connected.contains(&r.0) {
+            let node = node.clone();
+            tokio::spawn(async move { push_mail(&node, r.0).await });
+        }
+    }
+}
+
+/// Hands `device` the mail this node carries for it.
+pub(crate) async fn push_mail(node: &Node, device: [u8; 32]) {
+    if let Err(e) = push_mail_rounds(node, device).await {
+        tracing::debug!("carried mail not handed on yet: {e}");
+    }
+}
+
+async fn push_mail_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
+    let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
+    let peer = peer_id_of(&device).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+    loop {
+        let items = node.job(move |c, s| c.mail_for(s, &DeviceKey(device))).await?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (keys, envs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = items.into_iter().unzip();
+        let Response::Results(results) = net.request(peer, Request::Deliver(envs)).await? else {
+            return Ok(());
+        };
+        let done: Vec<Vec<u8>> = keys
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| !matches!(r, DeliveryStatus::Retry))
+            .map(|(k, _)| k)
+            .collect();
+        let stored = results.iter().filter(|r| matches!(r, DeliveryStatus::Stored(_))).count();
+        node.inner.carrier.carried(device, stored);
+        let finished = done.len() < results.len() || done.is_empty();
+        node.job(move |c, s| c.mail_done(s, &done)).await?;
+        if finished {
+            return Ok(());
+        }
+    }
+}
+
+/// `uid` could not be reached: hands its 1:1 mail to up to [`CARRIERS_PER_HANDOFF`] connected
+/// contacts, who deliver it when they meet `uid`.
+pub(crate) async fn handoff(node: &Node, uid: UserId) {
+    let Some(net) = node.inner.net.get().cloned() else { return };
+    let mut carriers = Vec::new();
+    for device in node.inner.carrier.connected_peers() {
+        match node.job(move |c, s| c.is_live_contact(s, &DeviceKey(device))).await {
+            Ok(Some(who)) if who != uid => carriers.push(device),
+            _ => {}
+        }
+        if carriers.len() >= CARRIERS_PER_HANDOFF {
+            break;
+        }
+    }
+    if carriers.is_empty() {
+        return;
+    }
+    let Ok(batch) = node.job(move |c, s| c.handoff_batch(s, &uid)).await else { return };
+    for carrier in carriers {
+        let fresh: Vec<(Vec<u8>, Vec<u8>)> = {
+            let handed = locked(&node.inner.carrier.handed);
+            batch.iter().filter(|(k, _)| !handed.contains(&(carrier, k.clone()))).cloned().collect()
+        };
+        if fresh.is_empty() {
+            continue;
+        }
+        let Some(peer) = peer_id_of(&carrier) else { continue };
+        let (keys, envs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = fresh.into_iter().unzip();
+        match net.request(peer, Request::Carry(envs)).await {
+            Ok(Response::Results(results)) => {
+                let mut handed = locked(&node.inner.carrier.handed);
+                if handed.len() > HANDED_KEPT {
+                    handed.clear();
+                }
+                for (k, r) in keys.into_iter().zip(results) {
+                    if matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)) {
+                        handed.insert((carrier, k));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("hand-off to a carrier failed: {e}"),
+        }
+    }
+}
+
+/// Looks again at what earlier syncs could not take, when something asked for it.
+pub(crate) async fn resync_loop(node: Node) {
+    let mut tick = tokio::time::interval(RESYNC_INTERVAL);
+    let mut shutdown = node.inner.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {}
+        }
+        resync_now(&node);
+    }
+}
+
+/// Pulls again from every connected peer if an earlier sync left something behind.
+pub(crate) fn resync_now(node: &Node) {
+    if !node.inner.carrier.resync.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    for device in node.inner.carrier.connected_peers() {
+        let node = node.clone();
+        tokio::spawn(async move { pull(&node, device).await });
+    }
+}
+
+impl Node {
+    /// Every peer device this node knows (contacts and devices met): connection, address,
+    /// queues and what it carried.
+    pub async fn peers(&self) -> Result<Vec<PeerView>, NodeError> {
+        let live = locked(&self.inner.carrier.peers).clone();
+        self.job(move |c, s| c.peers_view(s, &live_views(&live))).await
+    }
+}
+
+/// What the store job needs of the live peer table.
+pub(crate) type LivePeer = (bool, Option<String>, u64, Option<u64>, u64);
+
+fn live_views(live: &HashMap<[u8; 32], PeerLive>) -> HashMap<[u8; 32], LivePeer> {
+    live.iter()
+        .map(|(d, p)| (*d, (p.connected, p.addr.clone(), p.last_seen, p.last_sync, p.carried_for_others)))
+        .collect()
+}
