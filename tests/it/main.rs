@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod lan;
 mod net;
+mod relay;
 mod support;
 mod team;
 mod vectors;

@@ -124,7 +124,9 @@ pub(crate) async fn pull(node: &Node, device: [u8; 32]) {
         return;
     }
     if let Err(e) = pull_rounds(node, device).await {
+        // A connection that dropped mid-sync: the next look resumes from what was stored.
         tracing::debug!("sync with a peer stopped: {e}");
+        state.want_resync();
     }
     locked(&state.pulling).remove(&device);
 }
@@ -144,8 +146,10 @@ async fn pull_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
         if envs.is_empty() {
             break;
         }
+        let n = envs.len();
         let statuses = accept_envelopes(node, peer, envs).await;
         let stored = statuses.iter().filter(|s| matches!(s, DeliveryStatus::Stored(_))).count();
+        tracing::debug!(%peer, n, stored, more, "sync round");
         if statuses.iter().any(|s| matches!(s, DeliveryStatus::Retry)) {
             node.inner.carrier.want_resync();
         }
@@ -207,6 +211,7 @@ pub(crate) async fn serve_carry(node: &Node, device: [u8; 32], envs: Vec<Vec<u8>
 pub(crate) async fn push_mail(node: &Node, device: [u8; 32]) {
     if let Err(e) = push_mail_rounds(node, device).await {
         tracing::debug!("carried mail not handed on yet: {e}");
+        node.inner.carrier.want_resync();
     }
 }
 
@@ -229,8 +234,13 @@ async fn push_mail_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError
             .map(|(k, _)| k)
             .collect();
         let stored = results.iter().filter(|r| matches!(r, DeliveryStatus::Stored(_))).count();
+        tracing::debug!(?results, "carried mail handed on");
         node.inner.carrier.carried(device, stored);
         let finished = done.len() < results.len() || done.is_empty();
+        if done.len() < results.len() {
+            // The recipient could not take some now: look again soon.
+            node.inner.carrier.want_resync();
+        }
         node.job(move |c, s| c.mail_done(s, &done)).await?;
         if finished {
             return Ok(());
@@ -297,14 +307,18 @@ pub(crate) async fn resync_loop(node: Node) {
     }
 }
 
-/// Pulls again from every connected peer if an earlier sync left something behind.
+/// Hands on mail and pulls again with every connected peer if an earlier exchange left
+/// something behind.
 pub(crate) fn resync_now(node: &Node) {
     if !node.inner.carrier.resync.swap(false, Ordering::Relaxed) {
         return;
     }
     for device in node.inner.carrier.connected_peers() {
         let node = node.clone();
-        tokio::spawn(async move { pull(&node, device).await });
+        tokio::spawn(async move {
+            push_mail(&node, device).await;
+            pull(&node, device).await;
+        });
     }
 }
 

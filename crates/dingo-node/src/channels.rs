@@ -400,8 +400,8 @@ impl Core {
                 }
                 Ok(Accepted::Stored(events))
             }
-            Content::Delivered { conv, delivered, at } => {
-                self.accept_delivered(s, ctx, from, conv, delivered, at)
+            Content::Delivered { conv, delivered, envelopes, at } => {
+                self.accept_delivered(s, ctx, from, conv, (delivered, envelopes), at)
             }
             Content::Ding { id, sent_at, text, repeat_every } => {
                 let events = self.receive_ding(
@@ -852,10 +852,12 @@ impl Core {
         ctx: &mut SealCtx,
         from: &ContactRec,
         conv: ConvId,
-        delivered: Vec<MsgRef>,
+        (delivered, envelopes): (Vec<MsgRef>, Vec<u64>),
         at: u64,
     ) -> Result<Accepted, NodeError> {
         let direct = conv == self.conv_with(&from.user_id);
+        let envelopes: std::collections::HashSet<u64> =
+            if direct { envelopes.into_iter().collect() } else { Default::default() };
         let mut events = Vec::new();
         let mut done = std::collections::HashSet::new();
         for r in delivered {
@@ -881,7 +883,9 @@ impl Core {
         }
         for item in s.scan::<OutboxItem>(Table::Outbox, &from.user_id.0) {
             let (okey, it) = item?;
-            if it.msg_id.is_some_and(|id| done.contains(&id)) {
+            let arrived = !it.envelope.is_empty()
+                && Envelope::decode(&it.envelope).is_ok_and(|e| envelopes.contains(&e.seq));
+            if arrived || it.msg_id.is_some_and(|id| done.contains(&id)) {
                 s.delete(&mut ctx.batch, Table::Outbox, &okey);
             }
         }

@@ -82,7 +82,7 @@ pub(crate) struct AcceptCtx {
     pub(crate) via: Option<DeviceKey>,
     /// Messages that came through another node, by author and conversation: their authors get
     /// a `Delivered` receipt.
-    relayed: std::collections::BTreeMap<(UserId, ConvId), Vec<MsgRef>>,
+    relayed: std::collections::BTreeMap<(UserId, ConvId), Relayed>,
 }
 
 impl AcceptCtx {
@@ -100,10 +100,26 @@ impl AcceptCtx {
         r: MsgRef,
     ) {
         if self.via.is_some_and(|v| v != env.sender) {
-            self.relayed.entry((author, conv)).or_default().push(r);
+            self.relayed.entry((author, conv)).or_default().0.push(r);
+        }
+    }
+
+    /// Notes a 1:1 envelope accepted from `env`'s author: if it came through another node, the
+    /// author is told, so it can drop it from its outbox.
+    pub(crate) fn note_relayed_envelope(
+        &mut self,
+        env: &dingo_types::envelope::Envelope,
+        author: UserId,
+        conv: ConvId,
+    ) {
+        if self.via.is_some_and(|v| v != env.sender) {
+            self.relayed.entry((author, conv)).or_default().1.push(env.seq);
         }
     }
 }
+
+/// Messages and 1:1 envelope numbers that reached this node through another, for one author.
+type Relayed = (Vec<MsgRef>, Vec<u64>);
 
 /// The team id and membership, or `None` when not in a team.
 pub(crate) type TeamSnapshot = Option<([u8; 32], Arc<dingo_crypto::membership::TeamState>)>;
@@ -773,6 +789,7 @@ impl Core {
         };
         let mut events = Vec::new();
         if !matches!(content, Content::Text { .. } | Content::ReadReceipt { .. }) {
+            let is_delivered_receipt = matches!(content, Content::Delivered { .. });
             // Team, group-key and DING messages: their handlers seal replies with the session
             // just opened, and write nothing unless they accept.
             let before = ctx.seal.sessions.insert(contact.user_id, sessions.clone());
@@ -788,6 +805,10 @@ impl Core {
             }
             // The sessions are in the context already, possibly advanced by replies sealed
             // with them: they must not be replaced by the copy taken before.
+            if !is_delivered_receipt {
+                // A receipt for a receipt would never end.
+                ctx.note_relayed_envelope(env, contact.user_id, convid);
+            }
             self.record_accepted(s, ctx, env, new_contact, &contact, None, rkey);
             return Ok(Accepted::Stored(events));
         }
@@ -843,6 +864,7 @@ impl Core {
             }
             _ => {}
         }
+        ctx.note_relayed_envelope(env, contact.user_id, convid);
         self.record_accepted(s, ctx, env, new_contact, &contact, Some(sessions), rkey);
         Ok(Accepted::Stored(events))
     }
@@ -936,14 +958,19 @@ impl Core {
                 s.put(&mut ctx.seal.batch, Table::Replay, key, w);
             }
         }
-        for ((author, conv), refs) in std::mem::take(&mut ctx.relayed) {
+        for ((author, conv), (refs, seqs)) in std::mem::take(&mut ctx.relayed) {
             let Some(contact) = s.get::<ContactRec>(Table::Contacts, &author.0)? else { continue };
             if contact.removed {
                 continue;
             }
-            for chunk in refs.chunks(MAX_RECEIPT_IDS) {
-                let receipt =
-                    Content::Delivered { conv, delivered: chunk.to_vec(), at: dingo_types::now_ms() };
+            let chunks = refs.len().max(seqs.len()).div_ceil(MAX_RECEIPT_IDS);
+            for i in 0..chunks {
+                let receipt = Content::Delivered {
+                    conv,
+                    delivered: refs.iter().skip(i * MAX_RECEIPT_IDS).take(MAX_RECEIPT_IDS).copied().collect(),
+                    envelopes: seqs.iter().skip(i * MAX_RECEIPT_IDS).take(MAX_RECEIPT_IDS).copied().collect(),
+                    at: dingo_types::now_ms(),
+                };
                 if let Err(e) = self.seal_into(s, &mut ctx.seal, &contact, &receipt, None) {
                     tracing::debug!(to = %contact.name, "delivery receipt not sent: {e}");
                 }

@@ -65,6 +65,10 @@ impl State {
         b.insert(uid, (Instant::now() + delay, delay));
     }
 
+    fn backing_off(&self, uid: &UserId) -> bool {
+        locked(&self.backoff).get(uid).is_some_and(|(until, _)| *until > Instant::now())
+    }
+
     /// Claims `uid` for a delivery run now, unless one is running or it is backing off.
     fn try_claim(&self, uid: UserId) -> bool {
         if locked(&self.backoff).get(&uid).is_some_and(|(until, _)| *until > Instant::now()) {
@@ -354,9 +358,16 @@ type Sent = Vec<crate::chat::SentEntry>;
 
 /// Starts delivering to `uid` at once (no hop through the delivery loop) if the network runs
 /// and no run for `uid` is active or backing off.
+/// While `uid` is unreachable (backing off), new mail goes to carriers at once.
 pub(crate) fn kick(node: &Node, uid: UserId) {
-    if node.inner.net.get().is_some() && node.inner.delivery.try_claim(uid) {
+    if node.inner.net.get().is_none() {
+        return;
+    }
+    if node.inner.delivery.try_claim(uid) {
         spawn_delivery(node.clone(), uid);
+    } else if node.inner.delivery.backing_off(&uid) {
+        let node = node.clone();
+        tokio::spawn(async move { carrier::handoff(&node, uid).await });
     }
 }
 

@@ -514,6 +514,18 @@ impl Node {
         .await
     }
 
+    /// Test support: the 1:1 envelopes this node carries for others (sealed to their
+    /// recipients).
+    #[doc(hidden)]
+    pub async fn test_support_mailbox(&self) -> Result<Vec<Vec<u8>>, NodeError> {
+        self.job(|_, s| {
+            s.scan::<relay::MailRec>(dingo_store::Table::Mailbox, &[])
+                .map(|r| r.map(|(_, v)| v.envelope).map_err(NodeError::from))
+                .collect()
+        })
+        .await
+    }
+
     /// Test support: tries to decrypt a group envelope with every chain key this node holds,
     /// ignoring membership (what a removed member's node, keeping all its state, could do).
     /// Changes nothing.

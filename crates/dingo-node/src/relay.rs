@@ -8,7 +8,7 @@
 //!   back through the same checks as a direct delivery. A carrier only serves groups it is a
 //!   member of, to members of them: it holds only sealed envelopes it could read anyway.
 //! - 1:1 mail the author could not deliver is handed to connected contacts, who keep it in
-//!   `Mailbox` (bounded per recipient and in total) and hand it on when they meet the recipient.
+//!   `Mailbox` (bounded per recipient and in total, by author and sequence number) and hand it on when they meet the recipient.
 //!   The carrier cannot open it: it is sealed to the recipient's ratchet.
 //! - The recipient of anything that reached it through another node tells the author with a
 //!   pairwise `Delivered` receipt (which may itself travel through carriers).
@@ -59,8 +59,10 @@ pub(crate) struct MailRec {
     pub at: u64,
 }
 
-fn mail_key(recipient: &DeviceKey, envelope: &[u8]) -> Vec<u8> {
-    [recipient.0.as_slice(), blake3::hash(envelope).as_bytes()].concat()
+/// `Mailbox` key: recipient, author, the author's sequence number (so mail is handed on in
+/// each author's order, and a second copy of an envelope finds the first).
+fn mail_key(env: &Envelope) -> Vec<u8> {
+    [env.recipient.0.as_slice(), &env.sender.0, &env.seq.to_be_bytes()].concat()
 }
 
 /// A node's group logs in its sled store, as the sync rules see them.
@@ -235,7 +237,7 @@ impl Core {
         if !known(&env.recipient)? || !known(&env.sender)? || verify_envelope(env.clone()).is_err() {
             return Ok(DeliveryStatus::Rejected);
         }
-        let key = mail_key(&env.recipient, &bytes);
+        let key = mail_key(&env);
         if s.get::<MailRec>(Table::Mailbox, &key)?.is_some() {
             return Ok(DeliveryStatus::Duplicate(now));
         }

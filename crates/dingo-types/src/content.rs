@@ -120,6 +120,9 @@ pub enum Content {
         conv: ConvId,
         /// The messages.
         delivered: Vec<MsgRef>,
+        /// Sequence numbers of the author's 1:1 envelopes in `conv` that arrived this way (any
+        /// content, so the author can stop sending them).
+        envelopes: Vec<u64>,
         /// When, on the recipient's clock.
         at: u64,
     },
@@ -155,6 +158,9 @@ impl Content {
                 if ops.len() > MAX_OPS_PER_MESSAGE || ops.iter().any(|o| o.len() > MAX_TEAM_OP_BYTES) =>
             {
                 Err(DecodeError::TooLarge("team ops"))
+            }
+            Content::Delivered { envelopes, .. } if envelopes.len() > MAX_RECEIPT_IDS => {
+                Err(DecodeError::TooLarge("receipt"))
             }
             Content::TeamSync { heads, .. } if heads.len() > MAX_OP_DEPS => {
                 Err(DecodeError::TooLarge("heads"))
