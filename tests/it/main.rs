@@ -9,6 +9,7 @@ mod crash;
 mod lan;
 mod net;
 mod relay;
+mod sim;
 mod support;
 mod team;
 mod vectors;

@@ -127,8 +127,10 @@ pub struct Budget {
     pub bytes: usize,
 }
 
-/// What `theirs` (the asker's have vector for `group`) lacks of this node's log, most urgent
-/// first and in author order within a priority, within `budget`; and whether more is left.
+/// What `theirs` (the asker's have vector for `group`) lacks of this node's log, within
+/// `budget`; and whether more is left. Each author's entries go in sequence order from the
+/// first one the asker lacks (so every answer fills the asker's lowest gap and the asker's
+/// have vector always advances); authors with the most urgent entry pending go first.
 pub fn missing<L: LogSource>(
     log: &L,
     group: &ConvId,
@@ -136,7 +138,7 @@ pub fn missing<L: LogSource>(
     budget: Budget,
 ) -> Result<(Vec<Entry>, bool), L::Error> {
     let their_mark = |a: &DeviceKey| theirs.iter().find(|(t, _)| t == a).map_or(0, |(_, s)| *s);
-    let mut candidates = Vec::new();
+    let mut runs = Vec::new();
     let mut more = false;
     for (author, window) in log.windows(group)? {
         let after = their_mark(&author);
@@ -145,17 +147,20 @@ pub fn missing<L: LogSource>(
             continue;
         }
         // One more than can be sent tells whether this author has more.
-        let got = log.entries_after(group, &author, after, budget.envelopes + 1)?;
-        if got.len() > budget.envelopes {
+        let mut run = log.entries_after(group, &author, after, budget.envelopes + 1)?;
+        if run.len() > budget.envelopes {
             more = true;
+            run.truncate(budget.envelopes);
         }
-        candidates.extend(got.into_iter().take(budget.envelopes));
+        if let Some(urgency) = run.iter().map(|e| e.priority).min() {
+            runs.push((urgency, run));
+        }
     }
-    // Stable: each author's order is kept within a priority.
-    candidates.sort_by_key(|e| e.priority);
+    // Stable: authors of equal urgency keep the log's order.
+    runs.sort_by_key(|(urgency, _)| *urgency);
     let mut out = Vec::new();
     let mut bytes = 0;
-    for e in candidates {
+    for e in runs.into_iter().flat_map(|(_, run)| run) {
         if out.len() >= budget.envelopes || (!out.is_empty() && bytes + e.bytes.len() > budget.bytes) {
             more = true;
             break;
