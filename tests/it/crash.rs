@@ -83,3 +83,60 @@ fn sender_killed_with_queued_messages_delivers_them_after_restart() {
     let got: Vec<String> = incoming(&bob, "alice").into_iter().map(|m| m.id).collect();
     assert_eq!(got, ids);
 }
+
+fn channel_total(node: &NodeProc) -> u64 {
+    let convs: Vec<dingo_node::ConversationView> = node.client.get("/v1/inbox", &[]).unwrap_or_default();
+    convs.iter().find(|c| c.contact == "#general").map_or(0, |c| c.total)
+}
+
+#[test]
+fn carrier_killed_mid_sync_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b, c) = (init(dir.path(), "alice"), init(dir.path(), "bob"), init(dir.path(), "carol"));
+    let alice = NodeProc::start(&a, LOOPBACK, &[]);
+    let bob = NodeProc::start(&b, LOOPBACK, &[]);
+    let carol = NodeProc::start(&c, LOOPBACK, &[]);
+    dingo_ok(&a, &["team", "create", "crew"]);
+    for home in [&b, &c] {
+        let code = dingo_ok(&a, &["team", "invite"]).trim().to_owned();
+        dingo_ok(home, &["team", "join", &code]);
+    }
+    // Everyone's channel key reaches everyone while all are together.
+    for home in [&a, &b, &c] {
+        dingo_ok(home, &["send", "#general", "hello"]);
+    }
+    for n in [&alice, &bob, &carol] {
+        eventually_blocking("the greetings", || (channel_total(n) == 3).then_some(()));
+    }
+    carol.stop();
+    let total = 3000;
+    for i in 0..total {
+        let body = SendBody { to: "#general".into(), text: format!("m {i}") };
+        let _: SendResult = alice.client.post("/v1/send", &body).expect("send");
+    }
+    eventually_blocking("bob to carry the whole channel", || {
+        (channel_total(&bob) == total + 3).then_some(())
+    });
+    alice.stop();
+
+    // Carol comes back and meets only bob, who dies (kill -9) as soon as the sync has started.
+    let carol = NodeProc::start(&c, LOOPBACK, &[bob.addrs[0].clone()]);
+    let at_kill = eventually_blocking("the sync to start", || {
+        let n = channel_total(&carol);
+        (n > 3).then_some(n)
+    });
+    bob.kill9();
+    let bob = NodeProc::start(&b, LOOPBACK, &[carol.addrs[0].clone()]);
+    assert_eq!(channel_total(&bob), total + 3, "the carrier lost nothing it had stored");
+    eventually_blocking("carol to get the rest from the restarted carrier", || {
+        (channel_total(&carol) == total + 3).then_some(())
+    });
+    let msgs: Vec<MessageView> = carol.client.get("/v1/messages", &[("with", "#general")]).expect("messages");
+    let mut ids: Vec<&str> = msgs.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, total + 3, "nothing duplicated");
+    let order: Vec<u64> = msgs.iter().filter_map(|m| m.text.strip_prefix("m ")?.parse().ok()).collect();
+    assert_eq!(order, (0..total).collect::<Vec<_>>(), "alice's order kept");
+    eprintln!("carrier killed with {at_kill} of {} stored at the recipient", total + 3);
+}

@@ -315,3 +315,42 @@ const TEAM_CONTENTS_V1: [&str; 7] = [
     "0109747474747474747474747474747474740b",
     "010a7171717171717171717171717171717171717171717171717171717171717171017575757575757575757575757575757575757575757575757575757575757575",
 ];
+
+#[test]
+fn store_and_forward_formats_v1_are_frozen() {
+    use dingo_types::content::MsgRef;
+    use dingo_types::wire::GroupHave;
+    let sync = Request::Sync(vec![GroupHave {
+        group: ConvId([0x81; 32]),
+        have: vec![(DeviceKey([0x82; 32]), 3), (DeviceKey([0x83; 32]), 0x0102)],
+    }]);
+    let carry = Request::Carry(vec![vec![9, 8]]);
+    let answer = Response::Envelopes { envs: vec![vec![7], vec![]], more: true };
+    let delivered = Content::Delivered {
+        conv: ConvId([0x84; 32]),
+        delivered: vec![MsgRef { id: MsgId([0x85; 16]), sent_at: 5, seq: 6 }],
+        envelopes: vec![1, 300],
+        at: 9,
+    };
+    let got: Vec<String> =
+        [sync.encode(), carry.encode(), answer.encode(), delivered.encode()].iter().map(|b| hex(b)).collect();
+    let want = [
+        format!(
+            "020001{}0002{}0000000000000003{}0000000000000102",
+            "81".repeat(32),
+            "82".repeat(32),
+            "83".repeat(32)
+        ),
+        "0300010000000209 08".replace(' ', ""),
+        "02010002000000010700000000".into(),
+        format!("010b{}01{}050602", "84".repeat(32), "85".repeat(16)) + "01ac0209",
+    ];
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert_eq!(g, w, "a store-and-forward format changed");
+    }
+    for bytes in [sync.encode(), carry.encode()] {
+        assert_eq!(Request::decode(&bytes).expect("decode").encode(), bytes);
+    }
+    assert_eq!(Response::decode(&answer.encode()), Ok(answer));
+    assert_eq!(Content::decode(&delivered.encode()), Ok(delivered));
+}

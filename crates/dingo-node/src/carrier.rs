@@ -7,6 +7,7 @@ use crate::delivery::accept_envelopes;
 use crate::records::PeerView;
 use crate::{Node, NodeError};
 use dingo_net::{peer_id_of, Responder};
+use dingo_types::limits::MAX_SYNC_AUTHORS;
 use dingo_types::now_ms;
 use dingo_types::wire::{DeliveryStatus, GroupHave, Request, Response};
 use dingo_types::{DeviceKey, UserId};
@@ -24,6 +25,8 @@ pub(crate) const MAX_SYNC_ROUNDS: usize = 1_000;
 /// How often a node looks again at what it could not take in a sync (a channel key may have
 /// arrived since).
 pub(crate) const RESYNC_INTERVAL: Duration = Duration::from_secs(3);
+/// Shortest time between two hand-offs of one contact's mail.
+const HANDOFF_INTERVAL: Duration = Duration::from_secs(2);
 /// Outbox entries remembered as handed to a carrier (so retries do not hand them again).
 const HANDED_KEPT: usize = 100_000;
 
@@ -50,6 +53,8 @@ pub(crate) struct State {
     pulling: Mutex<HashSet<[u8; 32]>>,
     /// Something could not be taken in a sync: look again soon.
     resync: AtomicBool,
+    /// Contacts whose mail is being handed to carriers, and when that last started.
+    handing: Mutex<HashMap<UserId, Instant>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,37 +136,77 @@ pub(crate) async fn pull(node: &Node, device: [u8; 32]) {
     locked(&state.pulling).remove(&device);
 }
 
+/// Pages are pipelined: while one answer is verified and stored, the next is asked for with
+/// the have vector advanced by what that answer brought.
 async fn pull_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
     let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
     let peer = peer_id_of(&device).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+    let mut groups: Vec<GroupHave> = node.job(move |c, s| c.sync_request(s, &DeviceKey(device))).await?;
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mut storing: Option<tokio::task::JoinHandle<bool>> = None;
+    let mut outcome = Ok(());
     for _ in 0..MAX_SYNC_ROUNDS {
-        let groups: Vec<GroupHave> = node.job(move |c, s| c.sync_request(s, &DeviceKey(device))).await?;
-        if groups.is_empty() {
-            break;
+        let answer = net.request(peer, Request::Sync(groups.clone())).await;
+        if let Some(previous) = storing.take() {
+            // Nothing new in the previous page: what is left cannot be taken now.
+            if !previous.await.unwrap_or(false) {
+                break;
+            }
         }
-        let (envs, more) = match net.request(peer, Request::Sync(groups)).await? {
-            Response::Envelopes { envs, more } => (envs, more),
-            Response::Results(_) => break,
+        let (envs, more) = match answer {
+            Ok(Response::Envelopes { envs, more }) => (envs, more),
+            Ok(Response::Results(_)) => break,
+            Err(e) => {
+                outcome = Err(e.into());
+                break;
+            }
         };
         if envs.is_empty() {
             break;
         }
-        let n = envs.len();
-        let statuses = accept_envelopes(node, peer, envs).await;
-        let stored = statuses.iter().filter(|s| matches!(s, DeliveryStatus::Stored(_))).count();
-        tracing::debug!(%peer, n, stored, more, "sync round");
-        if statuses.iter().any(|s| matches!(s, DeliveryStatus::Retry)) {
-            node.inner.carrier.want_resync();
-        }
-        // Nothing new: what is left cannot be taken now (a resync looks again later).
-        if !more || stored == 0 {
+        advance(&mut groups, &envs);
+        let node = node.clone();
+        storing = Some(tokio::spawn(async move { store_page(&node, peer, envs).await }));
+        if !more {
             break;
         }
+    }
+    if let Some(last) = storing {
+        let _ = last.await;
     }
     if let Some(p) = locked(&node.inner.carrier.peers).get_mut(&device) {
         p.last_sync = Some(now_ms());
     }
-    Ok(())
+    outcome
+}
+
+/// Stores one page of a sync answer; says whether anything in it was new.
+async fn store_page(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>) -> bool {
+    let n = envs.len();
+    let statuses = accept_envelopes(node, peer, envs).await;
+    let stored = statuses.iter().filter(|s| matches!(s, DeliveryStatus::Stored(_))).count();
+    tracing::debug!(%peer, n, stored, "sync page stored");
+    if statuses.iter().any(|s| matches!(s, DeliveryStatus::Retry)) {
+        // Not taken now (a channel key still on its way, say): a resync asks again.
+        node.inner.carrier.want_resync();
+    }
+    stored > 0
+}
+
+/// Moves each author's mark past the envelopes of an answer that continue it (an answer lists
+/// each author's envelopes in order from the asker's first gap).
+fn advance(groups: &mut [GroupHave], envs: &[Vec<u8>]) {
+    for bytes in envs {
+        let Ok(env) = dingo_types::envelope::Envelope::decode(bytes) else { continue };
+        let Some(g) = groups.iter_mut().find(|g| g.group == env.group) else { continue };
+        match g.have.binary_search_by(|(a, _)| a.0.cmp(&env.sender.0)) {
+            Ok(i) if g.have[i].1 + 1 == env.seq => g.have[i].1 = env.seq,
+            Err(i) if env.seq == 1 && g.have.len() < MAX_SYNC_AUTHORS => g.have.insert(i, (env.sender, 1)),
+            _ => {}
+        }
+    }
 }
 
 /// Answers a peer's sync request (members of shared channels only).
@@ -251,6 +296,19 @@ async fn push_mail_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError
 /// `uid` could not be reached: hands its 1:1 mail to up to [`CARRIERS_PER_HANDOFF`] connected
 /// contacts, who deliver it when they meet `uid`.
 pub(crate) async fn handoff(node: &Node, uid: UserId) {
+    // One hand-off per contact at a time and per interval: a burst of sends to someone away
+    // must not rescan their queue once per message.
+    {
+        let mut handing = locked(&node.inner.carrier.handing);
+        if handing.get(&uid).is_some_and(|t| t.elapsed() < HANDOFF_INTERVAL) {
+            return;
+        }
+        handing.insert(uid, Instant::now());
+    }
+    handoff_now(node, uid).await;
+}
+
+async fn handoff_now(node: &Node, uid: UserId) {
     let Some(net) = node.inner.net.get().cloned() else { return };
     let mut carriers = Vec::new();
     for device in node.inner.carrier.connected_peers() {
