@@ -439,3 +439,97 @@ async fn a_hostile_member_cannot_forge_ops_read_or_write_other_channels_or_flood
     assert!(refused(mallory.try_deliver(env.encode()).await));
     assert!(!alice.team().await.expect("team").departments.iter().any(|d| d.name == "shadow"));
 }
+
+/// Mail for `carol` sealed by mallory (valid signatures, so only the bounds stop it).
+fn mail_for(mallory: &mut Mallory, carol: &Invite, n: usize) -> Vec<Vec<u8>> {
+    let conv = ConvId::direct(&mallory.me.user_id(), &UserId::from_user_key(&carol.cert.user_key));
+    (0..n)
+        .map(|i| {
+            mallory.seq += 1;
+            let content = Content::Text { id: MsgId::random(), sent_at: 1, text: format!("junk {i}") };
+            mallory
+                .sessions
+                .seal(
+                    &mallory.me,
+                    Recipient { cert: &carol.cert, prekey: Some(&carol.prekey) },
+                    conv,
+                    mallory.seq,
+                    &content.encode(),
+                )
+                .expect("seal")
+                .encode()
+        })
+        .collect()
+}
+
+async fn carry(mallory: &Mallory, envs: Vec<Vec<u8>>) -> Vec<DeliveryStatus> {
+    let peer = peer_id_of(&mallory.victim.cert.device_key).expect("peer");
+    match mallory.net.request(peer, Request::Carry(envs)).await.expect("carry") {
+        Response::Results(r) => r,
+        other => panic!("a carry answered with {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_mail_to_carry_hits_the_rate_limit_and_others_mail_still_gets_through() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bob = started_node(dir.path(), "bob").await;
+    let alice = started_node(dir.path(), "alice").await;
+    let carol = started_node(dir.path(), "carol").await;
+    befriend(&alice, &bob).await;
+    befriend(&bob, &carol).await;
+    befriend(&alice, &carol).await;
+    let carol_invite = Invite::from_code(&carol.id().invite).expect("invite");
+    let carol_home = Home::new(dir.path().join("carol"));
+    carol.shutdown().await.expect("carol stops");
+    drop(carol);
+
+    // A stranger's mail is not carried at all.
+    let mut stranger = Mallory::new(&bob).await;
+    let junk = mail_for(&mut stranger, &carol_invite, 50);
+    assert!(carry(&stranger, junk).await.iter().all(|s| *s == DeliveryStatus::Rejected));
+
+    // A contact flooding: beyond its per-minute allowance the carrier says "retry later".
+    let mut mallory = Mallory::new(&bob).await;
+    bob.add_contact(&mallory.me.invite(vec![]).to_code(), None).await.expect("contact");
+    let mut stored = 0;
+    let mut deferred = 0;
+    for _ in 0..6 {
+        let junk = mail_for(&mut mallory, &carol_invite, 500);
+        for s in carry(&mallory, junk).await {
+            match s {
+                DeliveryStatus::Stored(_) => stored += 1,
+                DeliveryStatus::Retry => deferred += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!((stored, deferred), (2000, 1000), "the per-peer limit holds");
+
+    // The carrier stays responsive and takes others' mail for the same recipient.
+    let t0 = std::time::Instant::now();
+    let id = alice.send("bob", "still there?").await.expect("send").id;
+    eventually("bob to answer alice", async || {
+        let m = alice.messages("bob").await.ok()?.into_iter().find(|m| m.id == id)?;
+        (m.status >= dingo_node::Status::Delivered).then_some(())
+    })
+    .await;
+    eprintln!("a message to the flooded carrier was delivered in {:?}", t0.elapsed());
+    alice.send("carol", "the real message").await.expect("send");
+    eventually("alice's mail for carol to reach bob's mailbox", async || {
+        let peers = bob.peers().await.ok()?;
+        (peers.iter().find(|p| p.name.as_deref() == Some("carol"))?.mailbox > 2000).then_some(())
+    })
+    .await;
+    let carol = Node::open(&carol_home, None).expect("reopen");
+    let bob_addr = bob.id().addrs[0].parse().expect("addr");
+    carol.start_network(NetConfig::loopback(), vec![bob_addr]).await.expect("network");
+    eventually("carol to get alice's message through bob", async || {
+        let m = carol.messages("alice").await.ok()?;
+        m.iter().any(|m| m.text == "the real message").then_some(())
+    })
+    .await;
+    for n in [alice, bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}

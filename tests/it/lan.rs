@@ -118,3 +118,100 @@ fn two_nodes_find_each_other_with_mdns_and_chat_without_peer_flags() {
         let _ = n.wait();
     }
 }
+
+fn channel_texts(lan: &Lan, i: usize, home: &Path) -> Vec<String> {
+    let out = lan.dingo(i, home, &["messages", "#general", "--json"]);
+    let msgs: Vec<MessageView> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    msgs.into_iter().map(|m| m.text).collect()
+}
+
+/// Five hosts, mDNS only: a team forms, everyone finds everyone, messages go every way; then
+/// two hosts are unplugged, both sides write, and after the cables go back in everything
+/// converges, nothing lost and nothing twice.
+#[test]
+#[ignore = "needs root and network namespaces; run by .ci/run"]
+fn five_hosts_find_each_other_with_mdns_and_heal_a_partition() {
+    let n = 5;
+    let lan = Lan::up(n, "dgo5");
+    let dir = tempfile::tempdir().expect("tmp");
+    let homes: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("h{i}"))).collect();
+    for (i, h) in homes.iter().enumerate() {
+        dingo_ok(h, &["init", "--name", &format!("h{}", i + 1)]);
+    }
+    let _logs = LogsOnFailure(homes.iter().map(|h| h.join("run.log")).collect());
+    let mut nodes: Vec<Child> = homes.iter().enumerate().map(|(i, h)| lan.spawn_run(i + 1, h)).collect();
+    for h in &homes {
+        eventually_blocking("the nodes' APIs", || h.join("api.json").exists().then_some(()));
+    }
+    let ok = |out: std::process::Output| -> String {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    ok(lan.dingo(1, &homes[0], &["team", "create", "field"]));
+    for i in 2..=n {
+        let code = ok(lan.dingo(1, &homes[0], &["team", "invite"]));
+        // The admin's node is found by mDNS alone: the code carries no address it could use.
+        ok(lan.dingo(i, &homes[i - 1], &["team", "join", &code, "--wait", "60"]));
+    }
+    for (i, h) in homes.iter().enumerate() {
+        eventually_blocking("everyone to know the whole team", || {
+            let out = lan.dingo(i + 1, h, &["team", "members", "--json"]);
+            let t: dingo_node::TeamView = serde_json::from_slice(&out.stdout).ok()?;
+            (t.members.len() == n).then_some(())
+        });
+    }
+    for (i, h) in homes.iter().enumerate() {
+        ok(lan.dingo(i + 1, h, &["send", "#general", &format!("hello from h{}", i + 1)]));
+    }
+    for (i, h) in homes.iter().enumerate() {
+        eventually_blocking("every greeting everywhere", || {
+            (channel_texts(&lan, i + 1, h).len() == n).then_some(())
+        });
+    }
+
+    // Unplug hosts 4 and 5; both sides write.
+    for i in [4, 5] {
+        assert!(Command::new(&lan.script)
+            .args(["cut", &i.to_string()])
+            .env("LAN_NAME", &lan.name)
+            .status()
+            .expect("cut")
+            .success());
+    }
+    for k in 0..5 {
+        ok(lan.dingo(1, &homes[0], &["send", "#general", &format!("inside {k}")]));
+        ok(lan.dingo(4, &homes[3], &["send", "#general", &format!("outside {k}")]));
+    }
+    eventually_blocking("the connected side to have its writes", || {
+        (channel_texts(&lan, 2, &homes[1]).len() == n + 5).then_some(())
+    });
+    for i in [4, 5] {
+        assert!(Command::new(&lan.script)
+            .args(["heal", &i.to_string()])
+            .env("LAN_NAME", &lan.name)
+            .status()
+            .expect("heal")
+            .success());
+    }
+    for (i, h) in homes.iter().enumerate() {
+        eventually_blocking("every host to converge after the heal", || {
+            let texts = channel_texts(&lan, i + 1, h);
+            (texts.len() == n + 10).then_some(texts)
+        });
+    }
+    for (i, h) in homes.iter().enumerate() {
+        let out = lan.dingo(i + 1, h, &["messages", "#general", "--json"]);
+        let msgs: Vec<MessageView> = serde_json::from_slice(&out.stdout).expect("messages");
+        let mut ids: Vec<&str> = msgs.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n + 10, "h{}: nothing twice", i + 1);
+    }
+    let peers = ok(lan.dingo(1, &homes[0], &["peers", "--json"]));
+    let peers: Vec<dingo_node::PeerView> = serde_json::from_str(&peers).expect("peers");
+    assert_eq!(peers.iter().filter(|p| p.member).count(), n - 1, "{peers:?}");
+    for p in &mut nodes {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
