@@ -12,8 +12,13 @@ struct Lan {
     script: PathBuf,
 }
 
+/// `lan.sh up` briefly creates its veth pairs in the host namespace under fixed names, so two
+/// LANs must not be made at once.
+static ONE_LAN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Lan {
     fn up(n: usize, name: &str) -> Self {
+        let _one = ONE_LAN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/netns/lan.sh");
         let ok = Command::new(&script).args(["up", &n.to_string(), name]).status().expect("run lan.sh");
         assert!(ok.success(), "lan.sh up failed: this test needs root and iproute2");
@@ -86,6 +91,7 @@ fn two_nodes_find_each_other_with_mdns_and_chat_without_peer_flags() {
     dingo_ok(&a, &["contact", "add", &ib]);
     dingo_ok(&b, &["contact", "add", &ia]);
     let _logs = LogsOnFailure(vec![a.join("run.log"), b.join("run.log")]);
+    let started = std::time::Instant::now();
     let mut nodes = vec![lan.spawn_run(1, &a), lan.spawn_run(2, &b)];
 
     eventually_blocking("both nodes' APIs", || {
@@ -106,6 +112,9 @@ fn two_nodes_find_each_other_with_mdns_and_chat_without_peer_flags() {
         let msgs: Vec<MessageView> = serde_json::from_slice(&out.stdout).ok()?;
         msgs.iter().any(|m| m.id == id && m.status >= Status::Delivered).then_some(())
     });
+    // Measured, not asserted (BENCHMARKS.md): two processes start on an empty LAN, find each
+    // other by mDNS alone, and the first message is delivered.
+    eprintln!("LAN: both nodes started → first message delivered in {:?}", started.elapsed());
     let reply = lan.dingo(2, &b, &["send", "alice", "and you"]);
     assert!(reply.status.success());
     eventually_blocking("the reply", || {
