@@ -65,6 +65,23 @@ fn mail_key(env: &Envelope) -> Vec<u8> {
     [env.recipient.0.as_slice(), &env.sender.0, &env.seq.to_be_bytes()].concat()
 }
 
+/// The first envelopes of `items` (skipping `None`s) within one request's bounds.
+fn first_batch(
+    items: impl Iterator<Item = Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>>,
+) -> Result<KeyedEnvelopes, NodeError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let Some((key, env)) = item? else { continue };
+        bytes += env.len();
+        if !out.is_empty() && (out.len() >= MAIL_BATCH || bytes > SYNC_BUDGET.bytes) {
+            break;
+        }
+        out.push((key, env));
+    }
+    Ok(out)
+}
+
 /// A node's group logs in its sled store, as the sync rules see them.
 struct SledLog<'a> {
     core: &'a Core,
@@ -254,17 +271,10 @@ impl Core {
 
     /// Mail this node carries for `device`, oldest first within the batch bounds.
     pub(crate) fn mail_for(&self, s: &Store, device: &DeviceKey) -> Result<KeyedEnvelopes, NodeError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for item in s.scan::<MailRec>(Table::Mailbox, &device.0) {
-            let (key, rec) = item?;
-            bytes += rec.envelope.len();
-            if !out.is_empty() && (out.len() >= MAIL_BATCH || bytes > SYNC_BUDGET.bytes) {
-                break;
-            }
-            out.push((key, rec.envelope));
-        }
-        Ok(out)
+        let mail = s
+            .scan::<MailRec>(Table::Mailbox, &device.0)
+            .map(|item| item.map(|(k, rec)| Some((k, rec.envelope))));
+        first_batch(mail)
     }
 
     /// Drops carried mail that reached its recipient (or that it refused).
@@ -278,20 +288,10 @@ impl Core {
 
     /// 1:1 envelopes waiting for `uid`, to hand to carriers (group messages travel by sync).
     pub(crate) fn handoff_batch(&self, s: &Store, uid: &UserId) -> Result<KeyedEnvelopes, NodeError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for item in s.scan::<OutboxItem>(Table::Outbox, &uid.0) {
-            let (key, it) = item?;
-            if it.envelope.is_empty() {
-                continue;
-            }
-            bytes += it.envelope.len();
-            if !out.is_empty() && (out.len() >= MAIL_BATCH || bytes > SYNC_BUDGET.bytes) {
-                break;
-            }
-            out.push((key, it.envelope));
-        }
-        Ok(out)
+        let direct = s
+            .scan::<OutboxItem>(Table::Outbox, &uid.0)
+            .map(|item| item.map(|(k, it)| (!it.envelope.is_empty()).then_some((k, it.envelope))));
+        first_batch(direct)
     }
 
     /// Whether `device` belongs to a contact this node may hand mail to (not removed).
