@@ -30,6 +30,8 @@ pub(crate) const SYNC_BUDGET: Budget =
     Budget { envelopes: MAX_ENVELOPES_PER_REQUEST, bytes: MAX_FRAME_BYTES - 64 * 1024 };
 /// Most envelopes a node carries for one recipient device.
 pub(crate) const MAILBOX_PER_RECIPIENT: usize = 5_000;
+/// Most envelopes a node carries for one recipient from one sender.
+pub(crate) const MAILBOX_PER_SENDER: usize = 1_000;
 /// Most envelopes a node carries in all.
 pub(crate) const MAILBOX_TOTAL: usize = 50_000;
 /// Most mailbox envelopes handed on in one request.
@@ -224,12 +226,12 @@ impl Core {
         let mut total = s.count(Table::Mailbox, &[]);
         let mut b = Batch::default();
         let mut statuses = Vec::with_capacity(envs.len());
-        let mut recipients = Vec::new();
+        let mut taken = Vec::new();
         for bytes in envs {
-            statuses.push(self.carry_one(s, &mut b, depositor, bytes, now, &mut total, &mut recipients)?);
+            statuses.push(self.carry_one(s, &mut b, depositor, bytes, now, &mut total, &mut taken)?);
         }
         self.apply(s, b)?;
-        Ok((statuses, recipients))
+        Ok((statuses, taken.into_iter().map(|(recipient, _)| recipient).collect()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -241,7 +243,7 @@ impl Core {
         bytes: Vec<u8>,
         now: u64,
         total: &mut usize,
-        recipients: &mut Vec<DeviceKey>,
+        taken: &mut Vec<(DeviceKey, DeviceKey)>,
     ) -> Result<DeliveryStatus, NodeError> {
         let Ok(env) = Envelope::decode(&bytes) else { return Ok(DeliveryStatus::Rejected) };
         if env.kind != EnvelopeKind::Direct || env.recipient == self.me.device_key() {
@@ -258,14 +260,17 @@ impl Core {
         if s.get::<MailRec>(Table::Mailbox, &key)?.is_some() {
             return Ok(DeliveryStatus::Duplicate(now));
         }
+        // One sender cannot fill a recipient's box: others' mail still finds room.
         let queued = s.count(Table::Mailbox, &env.recipient.0)
-            + recipients.iter().filter(|r| **r == env.recipient).count();
-        if *total >= MAILBOX_TOTAL || queued >= MAILBOX_PER_RECIPIENT {
+            + taken.iter().filter(|(r, _)| *r == env.recipient).count();
+        let from_sender = s.count(Table::Mailbox, &key[..64])
+            + taken.iter().filter(|(r, f)| *r == env.recipient && *f == env.sender).count();
+        if *total >= MAILBOX_TOTAL || queued >= MAILBOX_PER_RECIPIENT || from_sender >= MAILBOX_PER_SENDER {
             return Ok(DeliveryStatus::Rejected);
         }
         *total += 1;
         s.put(b, Table::Mailbox, &key, &MailRec { depositor: *depositor, envelope: bytes, at: now });
-        recipients.push(env.recipient);
+        taken.push((env.recipient, env.sender));
         Ok(DeliveryStatus::Stored(now))
     }
 
