@@ -224,3 +224,49 @@ fn five_hosts_find_each_other_with_mdns_and_heal_a_partition() {
         let _ = p.wait();
     }
 }
+
+/// A host whose cable is out while the other starts misses its first mDNS query; the periodic
+/// re-query finds it once the cable is back, without `--peer`.
+#[test]
+#[ignore = "needs root and network namespaces; run by .ci/run"]
+fn a_host_that_missed_the_first_query_is_found_later() {
+    let lan = Lan::up(2, "dgo6");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b) = (dir.path().join("alice"), dir.path().join("bob"));
+    let invite = |home: &Path, name: &str| -> String {
+        let out = dingo_ok(home, &["init", "--name", name]);
+        out.lines().find_map(|l| l.strip_prefix("invite:")).expect("invite").trim().to_owned()
+    };
+    let (ia, ib) = (invite(&a, "alice"), invite(&b, "bob"));
+    dingo_ok(&a, &["contact", "add", &ib]);
+    dingo_ok(&b, &["contact", "add", &ia]);
+    let _logs = LogsOnFailure(vec![a.join("run.log"), b.join("run.log")]);
+    let cable = |action: &str| {
+        let ok = Command::new(&lan.script)
+            .args([action, "2"])
+            .env("LAN_NAME", &lan.name)
+            .status()
+            .expect("lan.sh");
+        assert!(ok.success());
+    };
+    cable("cut");
+    let mut nodes = vec![lan.spawn_run(1, &a), lan.spawn_run(2, &b)];
+    eventually_blocking("both nodes' APIs", || {
+        (a.join("api.json").exists() && b.join("api.json").exists()).then_some(())
+    });
+    // Both have started and queried while bob was unplugged.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = lan.dingo(1, &a, &["send", "bob", "are you there?"]);
+    cable("heal");
+    let healed = std::time::Instant::now();
+    eventually_blocking("bob to be found after the heal", || {
+        let out = lan.dingo(1, &a, &["messages", "bob", "--json"]);
+        let msgs: Vec<MessageView> = serde_json::from_slice(&out.stdout).ok()?;
+        msgs.iter().any(|m| m.status >= Status::Delivered).then_some(())
+    });
+    eprintln!("LAN: found and delivered {:?} after the cable went back in", healed.elapsed());
+    for n in &mut nodes {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+}
