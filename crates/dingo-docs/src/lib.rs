@@ -1,0 +1,123 @@
+//! Dingo's shared work as automerge CRDTs (DESIGN.md §1, §6): a project's task board
+//! ([`Board`]) and text documents ([`TextDoc`]). No I/O, no network, no keys: the node stores
+//! the bytes (sealed) and carries changes in the project's encrypted group log.
+//!
+//! - **Authors are bound.** Every replica writes with an automerge actor id equal to its device's
+//!   signing key ([`actor_of`]), and [`Replica::apply`] takes changes only when every change's
+//!   actor is one the caller allows (the devices with access), checked before anything is
+//!   applied: a rejected batch changes nothing.
+//! - **Concurrent edits merge deterministically**: automerge's own rules; the same set of changes
+//!   gives the same document in any order (property-tested in `tests/`).
+//! - **Exports are standard automerge**: [`Replica::save`] is the automerge binary format.
+
+mod board;
+mod diff;
+mod text;
+
+pub use board::{Board, Comment, NewTask, Priority, Task, TaskEdit};
+pub use text::{BlameLine, Revision, TextDoc};
+
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
+use dingo_types::DeviceKey;
+
+/// Why a document operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    /// automerge refused the operation or the bytes.
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// Bytes that are not an automerge change or document.
+    #[error("not an automerge change or document: {0}")]
+    Malformed(String),
+    /// A change written by a device without access.
+    #[error("a change by {0} was refused: that device may not edit this")]
+    ForeignAuthor(String),
+    /// The document lacks something every Dingo document has.
+    #[error("not a Dingo {0}")]
+    WrongKind(&'static str),
+    /// No task with that id.
+    #[error("unknown task {0}")]
+    UnknownTask(String),
+}
+
+/// The automerge actor a device writes as: its signing key.
+pub fn actor_of(device: &DeviceKey) -> ActorId {
+    ActorId::from(device.0.as_slice())
+}
+
+/// The device an actor id names, if it is one.
+pub fn device_of(actor: &ActorId) -> Option<DeviceKey> {
+    <[u8; 32]>::try_from(actor.to_bytes()).ok().map(DeviceKey)
+}
+
+/// An automerge document written by one device: what boards and text documents share.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    doc: AutoCommit,
+}
+
+impl Replica {
+    fn new(device: &DeviceKey) -> Self {
+        Self { doc: AutoCommit::new().with_actor(actor_of(device)) }
+    }
+
+    /// Loads saved bytes (a full save, optionally followed by incremental saves) as `device`.
+    pub fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError> {
+        let doc = AutoCommit::load(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
+        Ok(Self { doc: doc.with_actor(actor_of(device)) })
+    }
+
+    /// The whole document in automerge's binary format (what other implementations load).
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// What changed since the last save or incremental save (append it to the saved bytes).
+    pub fn save_incremental(&mut self) -> Vec<u8> {
+        self.doc.save_incremental()
+    }
+
+    /// The current heads.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Encoded changes the holder of `heads` lacks (all of them for no heads).
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
+        self.doc.get_changes(heads).into_iter().map(|c| c.raw_bytes().to_vec()).collect()
+    }
+
+    /// Applies encoded changes if every one was written by an actor `may_edit` allows; else
+    /// applies none. Changes already present are ignored; ones whose dependencies are missing
+    /// wait inside automerge until they arrive.
+    pub fn apply(
+        &mut self,
+        changes: &[Vec<u8>],
+        may_edit: impl Fn(&ActorId) -> bool,
+    ) -> Result<(), DocError> {
+        let mut decoded = Vec::with_capacity(changes.len());
+        for bytes in changes {
+            let change = Change::from_bytes(bytes.clone()).map_err(|e| DocError::Malformed(e.to_string()))?;
+            if !may_edit(change.actor_id()) {
+                return Err(DocError::ForeignAuthor(change.actor_id().to_hex_string()));
+            }
+            decoded.push(change);
+        }
+        self.doc.apply_changes(decoded)?;
+        Ok(())
+    }
+
+    /// Merges everything `other` has (both replicas of the same document; no author check:
+    /// for local use and tests).
+    pub fn merge(&mut self, other: &mut Replica) -> Result<(), DocError> {
+        self.doc.merge(&mut other.doc)?;
+        Ok(())
+    }
+
+    fn commit(&mut self, message: &str, now: u64) {
+        let options = automerge::transaction::CommitOptions::default()
+            .with_message(message.to_owned())
+            .with_time(i64::try_from(now).unwrap_or(i64::MAX));
+        self.doc.commit_with(options);
+    }
+}

@@ -1,0 +1,188 @@
+//! A shared text document: one automerge document whose body is an automerge text object.
+//!
+//! ```text
+//! ROOT { kind: "dingo/text/v1", name: str, body: text }
+//! ```
+//! An edit is given as the whole new text (what `$EDITOR` saved); a line diff turns it into text
+//! splices of only the lines that changed, so concurrent edits of different lines both survive
+//! and blame stays with whoever wrote each line. History and blame come from the changes
+//! themselves: each names its actor (the device), time and message.
+
+use crate::diff::splices;
+use crate::{device_of, DocError, Replica};
+use automerge::patches::PatchAction;
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use dingo_types::DeviceKey;
+use serde::{Deserialize, Serialize};
+
+const KIND: &str = "dingo/text/v1";
+
+/// One change in a document's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// The change hash (hex).
+    pub hash: String,
+    /// The device that wrote it (its signing key, hex).
+    pub author: String,
+    /// When, on the author's clock (ms).
+    pub at: u64,
+    /// What the author said it was.
+    pub message: String,
+}
+
+/// One line of a document with who last changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlameLine {
+    /// Line number, from 1.
+    pub line: usize,
+    /// The line, without its newline.
+    pub text: String,
+    /// The device that last changed it (hex).
+    pub author: String,
+    /// When (ms).
+    pub at: u64,
+}
+
+/// A shared text document.
+#[derive(Debug, Clone)]
+pub struct TextDoc {
+    replica: Replica,
+}
+
+fn body_of(doc: &AutoCommit) -> Option<ObjId> {
+    match doc.get(ROOT, "body").ok()?? {
+        (Value::Object(ObjType::Text), id) => Some(id),
+        _ => None,
+    }
+}
+
+fn hex_of(actor: &automerge::ActorId) -> String {
+    device_of(actor).map(|d| d.to_hex()).unwrap_or_else(|| actor.to_hex_string())
+}
+
+impl TextDoc {
+    /// A new, empty document written by `device`.
+    pub fn create(device: &DeviceKey, name: &str, now: u64) -> Result<Self, DocError> {
+        let mut replica = Replica::new(device);
+        replica.doc.put(ROOT, "kind", KIND)?;
+        replica.doc.put(ROOT, "name", name)?;
+        replica.doc.put_object(ROOT, "body", ObjType::Text)?;
+        replica.commit("create the document", now);
+        Ok(Self { replica })
+    }
+
+    /// A document from saved bytes, written from now on by `device`.
+    pub fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError> {
+        Self::from_replica(Replica::load(bytes, device)?)
+    }
+
+    /// A document from a replica (e.g. one built from received changes).
+    pub fn from_replica(replica: Replica) -> Result<Self, DocError> {
+        let kind = match replica.doc.get(ROOT, "kind") {
+            Ok(Some((Value::Scalar(s), _))) => matches!(s.as_ref(), ScalarValue::Str(k) if k == KIND),
+            _ => false,
+        };
+        if !kind || body_of(&replica.doc).is_none() {
+            return Err(DocError::WrongKind("text document"));
+        }
+        Ok(Self { replica })
+    }
+
+    /// The automerge replica (save, sync, apply).
+    pub fn replica(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    fn body_obj(&self) -> Result<ObjId, DocError> {
+        body_of(&self.replica.doc).ok_or(DocError::WrongKind("text document"))
+    }
+
+    /// The text.
+    pub fn body(&self) -> Result<String, DocError> {
+        Ok(self.replica.doc.text(self.body_obj()?)?)
+    }
+
+    /// Makes the text `new`, as edits of the lines that differ; says whether anything changed.
+    pub fn edit(&mut self, new: &str, message: &str, now: u64) -> Result<bool, DocError> {
+        let body = self.body_obj()?;
+        let old = self.replica.doc.text(&body)?;
+        let edits = splices(&old, new);
+        if edits.is_empty() {
+            return Ok(false);
+        }
+        for s in edits {
+            let delete =
+                isize::try_from(s.delete).map_err(|_| DocError::Malformed("edit too large".into()))?;
+            self.replica.doc.splice_text(&body, s.at, delete, &s.insert)?;
+        }
+        self.replica.commit(message, now);
+        Ok(true)
+    }
+
+    /// Every change, in causal order (oldest first).
+    pub fn history(&mut self) -> Vec<Revision> {
+        self.replica
+            .doc
+            .get_changes(&[])
+            .iter()
+            .map(|c| Revision {
+                hash: c.hash().to_string(),
+                author: hex_of(c.actor_id()),
+                at: u64::try_from(c.timestamp()).unwrap_or_default(),
+                message: c.message().unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Each line with the device and time of the last change that touched it: the history is
+    /// replayed change by change, and every character carries the change that inserted it.
+    pub fn blame(&mut self) -> Result<Vec<BlameLine>, DocError> {
+        let changes = self.replica.doc.get_changes(&[]);
+        let mut replay = AutoCommit::new();
+        // Per character of the replayed body: the index of the change that inserted it.
+        let mut owner: Vec<usize> = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            replay.apply_changes([change.clone()])?;
+            let Some(body) = body_of(&replay) else {
+                replay.update_diff_cursor();
+                continue;
+            };
+            for patch in replay.diff_incremental() {
+                if patch.obj != body {
+                    continue;
+                }
+                match patch.action {
+                    PatchAction::SpliceText { index, value, .. } => {
+                        let n = value.make_string().chars().count();
+                        let at = index.min(owner.len());
+                        owner.splice(at..at, std::iter::repeat_n(i, n));
+                    }
+                    PatchAction::DeleteSeq { index, length } => {
+                        let start = index.min(owner.len());
+                        let end = (index + length).min(owner.len());
+                        owner.drain(start..end);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let text = self.body()?;
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for (n, line) in text.split_inclusive('\n').enumerate() {
+            let len = line.chars().count();
+            let content = line.strip_suffix('\n').unwrap_or(line);
+            // The newline counts only for an empty line.
+            let span = content.chars().count().max(len.min(1));
+            let last = owner.get(pos..pos + span).and_then(|o| o.iter().max().copied());
+            let (author, at) = last
+                .and_then(|i| changes.get(i))
+                .map(|c| (hex_of(c.actor_id()), u64::try_from(c.timestamp()).unwrap_or_default()))
+                .unwrap_or_default();
+            out.push(BlameLine { line: n + 1, text: content.to_owned(), author, at });
+            pos += len;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,192 @@
+//! Convergence, authorship and blame of Dingo's automerge documents.
+
+use automerge::ActorId;
+use dingo_docs::{actor_of, Board, DocError, NewTask, Priority, TaskEdit, TextDoc};
+use dingo_types::DeviceKey;
+use proptest::prelude::*;
+
+fn device(i: u8) -> DeviceKey {
+    DeviceKey([i + 1; 32])
+}
+
+/// Brings `to` up to date with `from` (changes `to` lacks, any author among `allowed`).
+fn sync_board(from: &mut Board, to: &mut Board, allowed: &[ActorId]) {
+    let heads = to.replica().heads();
+    let changes = from.replica().changes_since(&heads);
+    to.replica().apply(&changes, |a| allowed.contains(a)).expect("apply");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add { title: String, due: Option<u64>, parent: bool },
+    Title(usize, String),
+    Done(usize, bool),
+    Assign(usize, u8, bool),
+    Comment(usize, String),
+    Due(usize, Option<u64>),
+    Priority(usize, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        ("[a-z]{1,6}", proptest::option::of(0u64..1000), any::<bool>())
+            .prop_map(|(title, due, parent)| Op::Add { title, due, parent }),
+        (any::<usize>(), "[a-z]{1,6}").prop_map(|(i, t)| Op::Title(i, t)),
+        (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Op::Done(i, d)),
+        (any::<usize>(), 0u8..4, any::<bool>()).prop_map(|(i, u, a)| Op::Assign(i, u, a)),
+        (any::<usize>(), "[a-z ]{1,8}").prop_map(|(i, t)| Op::Comment(i, t)),
+        (any::<usize>(), proptest::option::of(0u64..1000)).prop_map(|(i, d)| Op::Due(i, d)),
+        (any::<usize>(), 0u8..4).prop_map(|(i, p)| Op::Priority(i, p)),
+    ]
+}
+
+fn run(board: &mut Board, who: usize, n: usize, op: &Op, now: u64) {
+    let tasks = board.tasks().expect("tasks");
+    let pick = |i: usize| tasks.get(i % tasks.len().max(1)).map(|t| t.id.clone());
+    let prio = [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent];
+    let _ = match op.clone() {
+        Op::Add { title, due, parent } => {
+            let parent = if parent { pick(now as usize) } else { None };
+            let task = NewTask { title, due, parent, ..NewTask::default() };
+            board.add_task(&format!("t{who}-{n}"), task, &format!("user{who}"), now)
+        }
+        Op::Title(i, t) => pick(i)
+            .map_or(Ok(()), |id| board.edit(&id, TaskEdit { title: Some(t), ..Default::default() }, now)),
+        Op::Done(i, d) => pick(i).map_or(Ok(()), |id| board.set_done(&id, d, now)),
+        Op::Assign(i, u, a) => pick(i).map_or(Ok(()), |id| board.assign(&id, &format!("user{u}"), a, now)),
+        Op::Comment(i, t) => pick(i).map_or(Ok(()), |id| board.comment(&id, &format!("user{who}"), &t, now)),
+        Op::Due(i, d) => {
+            pick(i).map_or(Ok(()), |id| board.edit(&id, TaskEdit { due: Some(d), ..Default::default() }, now))
+        }
+        Op::Priority(i, p) => pick(i).map_or(Ok(()), |id| {
+            board.edit(&id, TaskEdit { priority: Some(prio[p as usize]), ..Default::default() }, now)
+        }),
+    };
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random concurrent task edits on 3 to 5 replicas, synced pairwise in random orders
+    /// (partially along the way, fully at the end), converge to the same board.
+    #[test]
+    fn concurrent_task_edits_converge(
+        replicas in 3usize..=5,
+        steps in proptest::collection::vec((0usize..5, op(), proptest::option::of((0usize..5, 0usize..5))), 1..60),
+        final_order in proptest::collection::vec((0usize..5, 0usize..5), 0..30),
+    ) {
+        let mut origin = Board::create(&device(0), "launch", 1).expect("create");
+        let saved = origin.replica().save();
+        let mut boards: Vec<Board> = (0..replicas).map(|i| Board::load(&saved, &device(i as u8)).expect("load")).collect();
+        let allowed: Vec<ActorId> = (0..5).map(|i| actor_of(&device(i))).collect();
+        for (n, (who, op, sync)) in steps.iter().enumerate() {
+            let who = who % replicas;
+            run(&mut boards[who], who, n, op, 10 + n as u64);
+            if let Some((a, b)) = sync {
+                let (a, b) = (a % replicas, b % replicas);
+                if a != b {
+                    let mut from = boards[a].clone();
+                    sync_board(&mut from, &mut boards[b], &allowed);
+                }
+            }
+        }
+        for (a, b) in final_order {
+            let (a, b) = (a % replicas, b % replicas);
+            if a != b {
+                let mut from = boards[a].clone();
+                sync_board(&mut from, &mut boards[b], &allowed);
+            }
+        }
+        // Everyone gets everything, each in its own order.
+        for b in 0..replicas {
+            for a in (0..replicas).rev() {
+                if a != b {
+                    let mut from = boards[a].clone();
+                    sync_board(&mut from, &mut boards[b], &allowed);
+                }
+            }
+        }
+        let first = boards[0].tasks().expect("tasks");
+        let mut heads0 = boards[0].replica().heads();
+        heads0.sort();
+        for b in boards.iter_mut().skip(1) {
+            prop_assert_eq!(&b.tasks().expect("tasks"), &first);
+            let mut heads = b.replica().heads();
+            heads.sort();
+            prop_assert_eq!(&heads, &heads0);
+        }
+    }
+}
+
+#[test]
+fn a_change_from_a_device_without_access_is_refused_and_changes_nothing() {
+    let mut alice = Board::create(&device(0), "secret", 1).expect("create");
+    let saved = alice.replica().save();
+    let mut eve = Board::load(&saved, &device(9)).expect("eve has a copy");
+    eve.add_task("x", NewTask { title: "injected".into(), ..NewTask::default() }, "eve", 2).expect("add");
+    let heads = alice.replica().heads();
+    let forged = eve.replica().changes_since(&heads);
+    let members = [actor_of(&device(0)), actor_of(&device(1))];
+    let err = alice.replica().apply(&forged, |a| members.contains(a)).expect_err("refused");
+    assert!(matches!(err, DocError::ForeignAuthor(_)), "{err}");
+    assert!(alice.tasks().expect("tasks").is_empty());
+    assert_eq!(alice.replica().heads(), heads);
+    let garbage = vec![vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3]];
+    assert!(matches!(alice.replica().apply(&garbage, |_| true), Err(DocError::Malformed(_))));
+}
+
+#[test]
+fn two_offline_edits_of_one_document_both_survive_and_blame_names_each_line_right() {
+    let base = "title\nline two\nline three\nline four\nline five\n";
+    let mut alice = TextDoc::create(&device(0), "plan", 1).expect("create");
+    alice.edit(base, "first draft", 2).expect("edit");
+    let saved = alice.replica().save();
+    let mut bob = TextDoc::load(&saved, &device(1)).expect("load");
+    // Offline: alice changes line 2, bob line 4, and both change line 3.
+    alice
+        .edit("title\nline TWO by alice\nline three, alice\nline four\nline five\n", "alice", 10)
+        .expect("edit");
+    bob.edit("title\nline two\nline three, bob\nline FOUR by bob\nline five\n", "bob", 20).expect("edit");
+    // Reconnect: changes both ways, each checked against the members.
+    let members = [actor_of(&device(0)), actor_of(&device(1))];
+    let (ha, hb) = (alice.replica().heads(), bob.replica().heads());
+    let to_bob = alice.replica().changes_since(&hb);
+    let to_alice = bob.replica().changes_since(&ha);
+    alice.replica().apply(&to_alice, |a| members.contains(a)).expect("apply");
+    bob.replica().apply(&to_bob, |a| members.contains(a)).expect("apply");
+    let text = alice.body().expect("body");
+    assert_eq!(text, bob.body().expect("body"), "both replicas hold the same text");
+    assert!(text.contains("line TWO by alice") && text.contains("line FOUR by bob"), "{text}");
+    // The line both changed keeps both edits (automerge merges the two splices).
+    assert!(text.contains("alice") && text.contains("bob"));
+    let blame = alice.blame().expect("blame");
+    assert_eq!(blame, bob.blame().expect("blame"));
+    let by = |needle: &str| {
+        blame.iter().find(|l| l.text.contains(needle)).map(|l| l.author.clone()).expect(needle)
+    };
+    let (a, b) = (device(0).to_hex(), device(1).to_hex());
+    assert_eq!(by("title"), a, "untouched since alice's first draft");
+    assert_eq!(by("line TWO"), a);
+    assert_eq!(by("line FOUR"), b);
+    assert_eq!(by("line five"), a);
+    let history = alice.history();
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert!(history.iter().any(|r| r.author == b && r.message == "bob" && r.at == 20));
+}
+
+#[test]
+fn exports_are_standard_automerge_and_saves_load_back() {
+    let mut doc = TextDoc::create(&device(0), "notes", 1).expect("create");
+    doc.edit("hello\nworld\n", "write", 2).expect("edit");
+    let mut bytes = doc.replica().save();
+    doc.edit("hello\nthere\nworld\n", "more", 3).expect("edit");
+    bytes.extend(doc.replica().save_incremental());
+    // Plain automerge reads it without Dingo.
+    let plain = automerge::AutoCommit::load(&bytes).expect("automerge loads it");
+    use automerge::ReadDoc;
+    let (_, body) = plain.get(automerge::ROOT, "body").expect("get").expect("body");
+    assert_eq!(plain.text(&body).expect("text"), "hello\nthere\nworld\n");
+    let back = TextDoc::load(&bytes, &device(1)).expect("load");
+    assert_eq!(back.body().expect("body"), "hello\nthere\nworld\n");
+    assert!(matches!(Board::load(&bytes, &device(1)), Err(DocError::WrongKind(_))));
+}
