@@ -64,6 +64,12 @@ pub(crate) enum Command {
     /// Departments of the team.
     #[command(subcommand)]
     Dept(DeptCommand),
+    /// Projects: task boards shared by their members.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Tasks of projects.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Channels of the team (send to them with `dingo send '#name' TEXT`).
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -167,6 +173,34 @@ pub(crate) enum ContactCommand {
     },
 }
 
+/// A deadline: RFC 3339 (`2026-12-01T17:00:00Z`), `YYYY-MM-DD HH:MM[:SS]` (UTC), `YYYY-MM-DD`
+/// (end of that day, UTC), or a duration from now (`+2h`, `in 3 days`). Milliseconds.
+pub(crate) fn parse_due(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let rel = s.strip_prefix('+').or_else(|| s.strip_prefix("in "));
+    if let Some(d) = rel {
+        let d = humantime::parse_duration(d.trim()).map_err(|e| format!("bad duration: {e}"))?;
+        let now = std::time::SystemTime::now();
+        return ms(now + d);
+    }
+    let full = if s.len() == 10 { format!("{s} 23:59:59") } else { s.to_owned() };
+    let t = humantime::parse_rfc3339_weak(&full)
+        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{full}:00")))
+        .or_else(|_| humantime::parse_rfc3339(&full))
+        .map_err(|_| format!("{s:?} is not a date: use 2026-12-01, \"2026-12-01 17:00\", RFC 3339 or +2h"))?;
+    ms(t)
+}
+
+fn ms(t: std::time::SystemTime) -> Result<u64, String> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|_| "a date before 1970".into())
+}
+
+fn parse_priority(s: &str) -> Result<dingo_node::TaskPriority, String> {
+    dingo_node::TaskPriority::parse(s).ok_or_else(|| "expected low, normal, high or urgent".into())
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" | "true" | "yes" => Ok(true),
@@ -253,6 +287,117 @@ pub(crate) enum DeptCommand {
         name: String,
         /// Member name or user id.
         member: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectCommand {
+    /// Create a project (admins only); with no --dept or --member it is for the whole team.
+    Create {
+        /// Project name.
+        name: String,
+        /// Its members are this department's (repeatable).
+        #[arg(long = "dept")]
+        depts: Vec<String>,
+        /// A member (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List projects.
+    List(JsonFlag),
+    /// Progress of a project: done, open, overdue, per member, who looks stuck.
+    Status {
+        /// The project.
+        project: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TaskCommand {
+    /// Add a task; prints its id.
+    Add {
+        /// The project.
+        project: String,
+        /// Title.
+        title: String,
+        /// Assign a member (repeatable).
+        #[arg(long = "assignee")]
+        assignees: Vec<String>,
+        /// Deadline: 2026-12-01, "2026-12-01 17:00" (UTC), RFC 3339, or +2h / "in 3 days".
+        #[arg(long, value_parser = parse_due)]
+        due: Option<u64>,
+        /// low, normal (default), high or urgent.
+        #[arg(long, value_parser = parse_priority, default_value = "normal")]
+        priority: dingo_node::TaskPriority,
+        /// Make it a subtask of this task.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Attach a file or message (not yet supported).
+        #[arg(long)]
+        attach: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Change a task's title, deadline or priority.
+    Edit {
+        /// Task id (or a unique prefix of at least 4 characters).
+        id: String,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        /// New deadline.
+        #[arg(long, value_parser = parse_due)]
+        due: Option<u64>,
+        /// Remove the deadline.
+        #[arg(long, conflicts_with = "due")]
+        no_due: bool,
+        /// New priority.
+        #[arg(long, value_parser = parse_priority)]
+        priority: Option<dingo_node::TaskPriority>,
+    },
+    /// Mark a task done.
+    Done {
+        /// Task id or prefix.
+        id: String,
+    },
+    /// Open a done task again.
+    Reopen {
+        /// Task id or prefix.
+        id: String,
+    },
+    /// Assign a member to a task (`--remove` to unassign).
+    Assign {
+        /// Task id or prefix.
+        id: String,
+        /// The member.
+        member: String,
+        /// Unassign instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Comment on a task.
+    Comment {
+        /// Task id or prefix.
+        id: String,
+        /// The comment.
+        text: String,
+    },
+    /// Tasks of a project, or of all your projects.
+    List {
+        /// The project.
+        project: Option<String>,
+        /// Only tasks assigned to me.
+        #[arg(long)]
+        mine: bool,
+        /// Only open tasks past their deadline.
+        #[arg(long)]
+        overdue: bool,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 

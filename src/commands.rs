@@ -1,6 +1,9 @@
 //! Each command, against the running node's API or, when no node runs, the home itself.
 
-use crate::cli::{ChannelCommand, Cli, Command, ContactCommand, DeptCommand, RunArgs, TeamCommand};
+use crate::cli::{
+    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, ProjectCommand, RunArgs, TaskCommand,
+    TeamCommand,
+};
 use crate::output;
 use anyhow::{anyhow, bail, Context};
 use dingo_api::*;
@@ -236,6 +239,104 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             }
             output::channels(&list);
             queued_note(b);
+        }
+        Command::Project(ProjectCommand::Create { name, depts, members, json }) => {
+            let body = ChannelBody { name: name.clone(), depts: depts.clone(), members: members.clone() };
+            let list = b.call(
+                |c| c.post("/v1/projects", &body),
+                async |n| n.project_create(&name, depts, members).await,
+            )?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::projects(&list);
+            queued_note(b);
+        }
+        Command::Project(ProjectCommand::List(f)) => {
+            let list = b.call(|c| c.get("/v1/projects", &[]), async |n| n.projects().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::projects(&list);
+        }
+        Command::Project(ProjectCommand::Status { project, json }) => {
+            let st = b.call(
+                |c| c.get("/v1/projects/status", &[("project", project.as_str())]),
+                async |n| n.project_status(&project).await,
+            )?;
+            if json.json {
+                return output::json(&st);
+            }
+            output::project_status(&st);
+        }
+        Command::Task(TaskCommand::Add {
+            project,
+            title,
+            assignees,
+            due,
+            priority,
+            parent,
+            attach,
+            json,
+        }) => {
+            if attach.is_some() {
+                bail!("--attach is not supported yet (files arrive with `dingo file share`)");
+            }
+            let body = TaskAddBody {
+                project: project.clone(),
+                title: title.clone(),
+                assignees: assignees.clone(),
+                due,
+                priority,
+                parent: parent.clone(),
+            };
+            let a = b.call(
+                |c| c.post("/v1/tasks", &body),
+                async |n| {
+                    Ok(TaskIdAnswer {
+                        id: n.task_add(&project, &title, assignees, due, priority, parent).await?,
+                    })
+                },
+            )?;
+            if json.json {
+                return output::json(&a);
+            }
+            println!("{}", a.id);
+            queued_note(b);
+        }
+        Command::Task(
+            cmd @ (TaskCommand::Edit { .. }
+            | TaskCommand::Done { .. }
+            | TaskCommand::Reopen { .. }
+            | TaskCommand::Assign { .. }
+            | TaskCommand::Comment { .. }),
+        ) => {
+            let body = task_update_body(cmd);
+            let update = body.to_update().map_err(|e| anyhow!(e))?;
+            let a = b.call(
+                |c| c.post("/v1/tasks/update", &body),
+                async |n| Ok(TaskIdAnswer { id: n.task_update(&body.id, update).await? }),
+            )?;
+            println!("{} {}", body.action, a.id);
+            queued_note(b);
+        }
+        Command::Task(TaskCommand::List { project, mine, overdue, json }) => {
+            let mut q: Vec<(&str, &str)> = Vec::new();
+            if let Some(p) = &project {
+                q.push(("project", p));
+            }
+            if mine {
+                q.push(("mine", "true"));
+            }
+            if overdue {
+                q.push(("overdue", "true"));
+            }
+            let list =
+                b.call(|c| c.get("/v1/tasks", &q), async |n| n.tasks(project.clone(), mine, overdue).await)?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::tasks(&list);
         }
         Command::Channel(ChannelCommand::List(f)) => {
             let list = b.call(|c| c.get("/v1/channels", &[]), async |n| n.channels().await)?;
@@ -488,4 +589,35 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The API body for a task change given on the command line.
+fn task_update_body(cmd: TaskCommand) -> TaskUpdateBody {
+    let mut body = TaskUpdateBody {
+        id: String::new(),
+        action: String::new(),
+        member: None,
+        text: None,
+        title: None,
+        due: None,
+        clear_due: false,
+        priority: None,
+    };
+    match cmd {
+        TaskCommand::Edit { id, title, due, no_due, priority } => {
+            (body.id, body.action, body.title, body.due, body.clear_due, body.priority) =
+                (id, "edit".into(), title, due, no_due, priority);
+        }
+        TaskCommand::Done { id } => (body.id, body.action) = (id, "done".into()),
+        TaskCommand::Reopen { id } => (body.id, body.action) = (id, "reopen".into()),
+        TaskCommand::Assign { id, member, remove } => {
+            (body.id, body.member) = (id, Some(member));
+            body.action = if remove { "unassign" } else { "assign" }.into();
+        }
+        TaskCommand::Comment { id, text } => {
+            (body.id, body.action, body.text) = (id, "comment".into(), Some(text))
+        }
+        TaskCommand::Add { .. } | TaskCommand::List { .. } => {}
+    }
+    body
 }

@@ -179,3 +179,58 @@ pub(crate) fn dings(list: &[DingView]) {
         }
     }
 }
+
+pub(crate) fn projects(list: &[dingo_node::ProjectView]) {
+    if list.is_empty() {
+        println!("no projects; an admin creates one with `dingo project create NAME`");
+    }
+    for p in list {
+        let scope = if p.departments.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", p.departments.join(", "))
+        };
+        let mark = if p.joined { "" } else { "  [not a member]" };
+        println!("{:<24} {:>3} members{scope}{mark}", p.name, p.members.len());
+    }
+}
+
+pub(crate) fn tasks(list: &[dingo_node::TaskView]) {
+    if list.is_empty() {
+        println!("no tasks");
+    }
+    for t in list {
+        let state = if t.done {
+            "done"
+        } else if t.overdue {
+            "OVERDUE"
+        } else {
+            "open"
+        };
+        let due = t.due.map(|d| format!("  due {}", time(d))).unwrap_or_default();
+        let who =
+            if t.assignees.is_empty() { String::new() } else { format!("  @{}", t.assignees.join(" @")) };
+        println!(
+            "{} [{}] {:<7} {:<6} {}{due}{who}",
+            &t.id[..8.min(t.id.len())],
+            t.project,
+            state,
+            t.priority.as_str(),
+            t.title
+        );
+    }
+}
+
+pub(crate) fn project_status(st: &dingo_node::ProjectStatus) {
+    println!(
+        "{}: {} tasks, {} done ({}%), {} open, {} overdue",
+        st.project, st.total, st.done, st.percent_done, st.open, st.overdue
+    );
+    for m in &st.members {
+        let stuck = if m.stuck { "  <- stuck?" } else { "" };
+        println!(
+            "  {:<20} done {:>3}  open {:>3}  overdue {:>3}{stuck}",
+            m.member, m.done, m.open, m.overdue
+        );
+    }
+}

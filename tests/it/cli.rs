@@ -265,3 +265,62 @@ fn three_homes_team_department_channel_ding_and_removal_from_the_cli() {
     assert!(String::from_utf8_lossy(&to_removed.stderr).contains("removed"), "{to_removed:?}");
     drop(nodes);
 }
+
+#[test]
+fn projects_and_tasks_from_the_cli_between_two_homes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b) = (dir.path().join("alice"), dir.path().join("bob"));
+    dingo_ok(&a, &["init", "--name", "alice"]);
+    dingo_ok(&b, &["init", "--name", "bob"]);
+    let _nodes: Vec<NodeProc> =
+        [&a, &b].iter().map(|h| NodeProc::start(h, "/ip4/127.0.0.1/tcp/0", &[])).collect();
+    dingo_ok(&a, &["team", "create", "acme"]);
+    let code = dingo_ok(&a, &["team", "invite"]).trim().to_owned();
+    dingo_ok(&b, &["team", "join", &code]);
+    dingo_ok(&a, &["project", "create", "launch", "--member", "alice", "--member", "bob"]);
+    let id = dingo_ok(
+        &a,
+        &[
+            "task",
+            "add",
+            "launch",
+            "write the press release",
+            "--assignee",
+            "bob",
+            "--due",
+            "+2h",
+            "--priority",
+            "high",
+        ],
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    let tasks: Vec<dingo_node::TaskView> = eventually_blocking("bob to get the task", || {
+        let t: Vec<dingo_node::TaskView> = json(&dingo_ok(&b, &["task", "list", "--mine", "--json"]));
+        (!t.is_empty()).then_some(t)
+    });
+    assert_eq!(tasks[0].title, "write the press release");
+    assert_eq!(tasks[0].priority, dingo_node::TaskPriority::High);
+    assert!(!tasks[0].overdue && tasks[0].due.is_some());
+    dingo_ok(&b, &["task", "comment", &id[..6], "on it"]);
+    dingo_ok(&b, &["task", "done", &id[..6]]);
+    let status: dingo_node::ProjectStatus = eventually_blocking("alice to see it done", || {
+        let st: dingo_node::ProjectStatus = json(&dingo_ok(&a, &["project", "status", "launch", "--json"]));
+        (st.done == 1).then_some(st)
+    });
+    assert_eq!(status.percent_done, 100);
+    let human = dingo_ok(&a, &["task", "list", "launch"]);
+    assert!(human.contains("done") && human.contains("write the press release"), "{human}");
+
+    // Bad input: a clear error, and the right exit code.
+    let bad_due = dingo(&a, &["task", "add", "launch", "x", "--due", "next blursday"]);
+    assert_eq!(bad_due.status.code(), Some(2), "{bad_due:?}");
+    let unknown = dingo(&a, &["task", "done", "ffffffff"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown task"), "{unknown:?}");
+    let no_project = dingo(&a, &["task", "add", "nope", "x"]);
+    assert!(String::from_utf8_lossy(&no_project.stderr).contains("unknown project"), "{no_project:?}");
+    let denied = dingo(&b, &["project", "create", "mine"]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("only admins"), "{denied:?}");
+}

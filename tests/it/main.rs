@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod lan;
 mod net;
+mod projects;
 mod relay;
 mod sim;
 mod support;

@@ -115,6 +115,73 @@ pub struct ChannelBody {
     pub members: Vec<String>,
 }
 
+/// Body of `POST /v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskAddBody {
+    /// The project.
+    pub project: String,
+    /// Title.
+    pub title: String,
+    /// Members to assign.
+    pub assignees: Vec<String>,
+    /// Deadline (ms since the epoch).
+    pub due: Option<u64>,
+    /// low, normal, high or urgent.
+    pub priority: dingo_node::TaskPriority,
+    /// Parent task id (or prefix).
+    pub parent: Option<String>,
+}
+
+/// Body of `POST /v1/tasks/update`: one change to a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskUpdateBody {
+    /// The task (id or unique prefix).
+    pub id: String,
+    /// `done`, `reopen`, `assign`, `unassign`, `comment` or `edit`.
+    pub action: String,
+    /// For assign/unassign.
+    pub member: Option<String>,
+    /// For comment.
+    pub text: Option<String>,
+    /// For edit: a new title.
+    pub title: Option<String>,
+    /// For edit: a new deadline (ms).
+    pub due: Option<u64>,
+    /// For edit: remove the deadline.
+    #[serde(default)]
+    pub clear_due: bool,
+    /// For edit: a new priority.
+    pub priority: Option<dingo_node::TaskPriority>,
+}
+
+impl TaskUpdateBody {
+    /// The node-level update this body asks for.
+    pub fn to_update(&self) -> Result<dingo_node::TaskUpdate, String> {
+        use dingo_node::TaskUpdate;
+        let member = || self.member.clone().ok_or_else(|| format!("{} needs a member", self.action));
+        Ok(match self.action.as_str() {
+            "done" => TaskUpdate::Done(true),
+            "reopen" => TaskUpdate::Done(false),
+            "assign" => TaskUpdate::Assign(member()?, true),
+            "unassign" => TaskUpdate::Assign(member()?, false),
+            "comment" => TaskUpdate::Comment(self.text.clone().ok_or("comment needs a text")?),
+            "edit" => TaskUpdate::Edit(dingo_node::TaskEdit {
+                title: self.title.clone(),
+                due: if self.clear_due { Some(None) } else { self.due.map(Some) },
+                priority: self.priority,
+            }),
+            other => return Err(format!("unknown task action {other:?}")),
+        })
+    }
+}
+
+/// A task id answered by `POST /v1/tasks` and `/v1/tasks/update`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskIdAnswer {
+    /// The task.
+    pub id: String,
+}
+
 /// Query of `GET /v1/unread`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnreadQuery {

@@ -43,7 +43,9 @@ impl From<NodeError> for ApiError {
             NodeError::UnknownContact(_)
             | NodeError::UnknownMember(_)
             | NodeError::UnknownChannel(_)
-            | NodeError::UnknownDing(_) => StatusCode::NOT_FOUND,
+            | NodeError::UnknownDing(_)
+            | NodeError::UnknownProject(_)
+            | NodeError::UnknownTask(_) => StatusCode::NOT_FOUND,
             NodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             NodeError::Team(_)
             | NodeError::NoTeam
@@ -116,6 +118,10 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/ack", post(ack))
         .route("/v1/dings", get(dings))
         .route("/v1/peers", get(peers))
+        .route("/v1/projects", get(projects).post(project_create))
+        .route("/v1/projects/status", get(project_status))
+        .route("/v1/tasks", get(tasks).post(task_add))
+        .route("/v1/tasks/update", post(task_update))
         .route("/v1/settings", get(settings).post(settings_set))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -308,6 +314,55 @@ async fn ack(State(st): State<AppState>, Json(b): Json<IdBody>) -> ApiResult<Ack
 
 async fn dings(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::DingView>> {
     Ok(Json(st.node.dings().await?))
+}
+
+async fn projects(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::ProjectView>> {
+    Ok(Json(st.node.projects().await?))
+}
+
+async fn project_create(
+    State(st): State<AppState>,
+    Json(b): Json<ChannelBody>,
+) -> ApiResult<Vec<dingo_node::ProjectView>> {
+    Ok(Json(st.node.project_create(&b.name, b.depts, b.members).await?))
+}
+
+#[derive(Deserialize)]
+struct ProjectQuery {
+    project: String,
+}
+
+async fn project_status(
+    State(st): State<AppState>,
+    Query(q): Query<ProjectQuery>,
+) -> ApiResult<dingo_node::ProjectStatus> {
+    Ok(Json(st.node.project_status(&q.project).await?))
+}
+
+#[derive(Deserialize)]
+struct TasksQuery {
+    project: Option<String>,
+    #[serde(default)]
+    mine: bool,
+    #[serde(default)]
+    overdue: bool,
+}
+
+async fn tasks(
+    State(st): State<AppState>,
+    Query(q): Query<TasksQuery>,
+) -> ApiResult<Vec<dingo_node::TaskView>> {
+    Ok(Json(st.node.tasks(q.project, q.mine, q.overdue).await?))
+}
+
+async fn task_add(State(st): State<AppState>, Json(b): Json<TaskAddBody>) -> ApiResult<TaskIdAnswer> {
+    let id = st.node.task_add(&b.project, &b.title, b.assignees, b.due, b.priority, b.parent).await?;
+    Ok(Json(TaskIdAnswer { id }))
+}
+
+async fn task_update(State(st): State<AppState>, Json(b): Json<TaskUpdateBody>) -> ApiResult<TaskIdAnswer> {
+    let update = b.to_update().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(TaskIdAnswer { id: st.node.task_update(&b.id, update).await? }))
 }
 
 async fn peers(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::PeerView>> {

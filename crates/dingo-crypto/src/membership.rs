@@ -134,6 +134,8 @@ pub struct TeamState {
     pub depts: BTreeSet<String>,
     /// Channels by name.
     pub channels: BTreeMap<String, Channel>,
+    /// Projects (task boards) by name, scoped like channels.
+    pub projects: BTreeMap<String, Channel>,
 }
 
 impl TeamState {
@@ -160,6 +162,11 @@ impl TeamState {
     /// The channel with this group id.
     pub fn channel_by_id(&self, id: &ConvId) -> Option<(&String, &Channel)> {
         self.channels.iter().find(|(_, c)| c.id == *id)
+    }
+
+    /// The project whose group id is `id`.
+    pub fn project_by_id(&self, id: &ConvId) -> Option<(&String, &Channel)> {
+        self.projects.iter().find(|(_, c)| c.id == *id)
     }
 
     fn name_of(&self, uid: &UserId) -> String {
@@ -251,8 +258,11 @@ impl TeamState {
                     return Err(TeamError::DeptMembership(format!("{name}: no change in department {dept}")));
                 }
             }
-            Action::ChannelCreate { name, depts, members } => {
-                if self.channels.contains_key(name) {
+            Action::ChannelCreate { name, depts, members }
+            | Action::ProjectCreate { name, depts, members } => {
+                let project = matches!(action, Action::ProjectCreate { .. });
+                let existing = if project { &self.projects } else { &self.channels };
+                if existing.contains_key(name) {
                     return Err(TeamError::ChannelExists(name.clone()));
                 }
                 if let Some(d) = depts.iter().find(|d| !self.depts.contains(*d)) {
@@ -261,10 +271,12 @@ impl TeamState {
                 if let Some(u) = members.iter().find(|u| !self.members.contains_key(*u)) {
                     return Err(TeamError::NotMember(u.to_hex()));
                 }
-                self.channels.insert(
+                let id = if project { project_id(team, op) } else { channel_id(team, op) };
+                let target = if project { &mut self.projects } else { &mut self.channels };
+                target.insert(
                     name.clone(),
                     Channel {
-                        id: channel_id(team, op),
+                        id,
                         depts: depts.iter().cloned().collect(),
                         members: members.iter().copied().collect(),
                         created_by: *author,
@@ -279,6 +291,14 @@ impl TeamState {
 /// The group id of the channel created by `op` in `team`.
 pub fn channel_id(team: &TeamId, op: &OpHash) -> ConvId {
     let mut h = blake3::Hasher::new_derive_key("dingo 2026 channel id v1");
+    h.update(team);
+    h.update(op);
+    ConvId(*h.finalize().as_bytes())
+}
+
+/// The group id of the project created by `op` in `team`.
+pub fn project_id(team: &TeamId, op: &OpHash) -> ConvId {
+    let mut h = blake3::Hasher::new_derive_key("dingo 2026 project id v1");
     h.update(team);
     h.update(op);
     ConvId(*h.finalize().as_bytes())

@@ -107,6 +107,11 @@ impl Replica {
         Ok(())
     }
 
+    /// Whether some applied changes wait for dependencies that have not arrived.
+    pub fn has_missing_deps(&mut self) -> bool {
+        !self.doc.get_missing_deps(&[]).is_empty()
+    }
+
     /// Merges everything `other` has (both replicas of the same document; no author check:
     /// for local use and tests).
     pub fn merge(&mut self, other: &mut Replica) -> Result<(), DocError> {

@@ -58,6 +58,7 @@ fn epoch_of(members: &BTreeSet<UserId>) -> u64 {
 fn priority_of(content: &Content) -> Priority {
     match content {
         Content::Ding { .. } => Priority::Ding,
+        Content::DocChanges { .. } => Priority::Work,
         _ => Priority::Chat,
     }
 }
@@ -131,7 +132,7 @@ impl Core {
     /// envelope once and queues a pointer to it for each member. Returns the message key and
     /// the recipients.
     #[allow(clippy::too_many_arguments)]
-    fn seal_group(
+    pub(crate) fn seal_group(
         &self,
         s: &Store,
         ctx: &mut SealCtx,
@@ -197,7 +198,9 @@ impl Core {
         }
         let conv = self.ctx_conv(s, ctx, group)?;
         conv.next_seq = seq + 1;
-        conv.channel = Some(chan_name.to_owned());
+        if state.channel_by_id(&group).is_some() {
+            conv.channel = Some(chan_name.to_owned());
+        }
         conv.last_at = sent_at;
         ctx.my_chains.insert(group, mine);
         Ok((key, seq, sent_at, recipients))
@@ -260,7 +263,10 @@ impl Core {
             return Ok(Accepted::Retry(Vec::new()));
         };
         let sender = *sender;
-        let Some((chan_name, chan)) = state.channel_by_id(&env.group) else {
+        let project = state.project_by_id(&env.group).is_some();
+        let Some((chan_name, chan)) =
+            state.channel_by_id(&env.group).or_else(|| state.project_by_id(&env.group))
+        else {
             return Ok(Accepted::Retry(Vec::new()));
         };
         let members = state.channel_members(chan);
@@ -304,6 +310,15 @@ impl Core {
             ctx.note_relayed(env, sender, env.group, MsgRef { id: *id, sent_at: *sent_at, seq: env.seq });
         }
         let events = match content {
+            Content::DocChanges { doc, changes } if project && doc == env.group => {
+                match self.accept_doc_changes(s, &mut ctx.seal, env, &chan_name, changes)? {
+                    Ok(events) => events,
+                    // Its dependencies have not arrived: not taken now (nothing written).
+                    Err(Accepted::Retry(ev)) => return Ok(Accepted::Retry(ev)),
+                    Err(other) => return Ok(other),
+                }
+            }
+            _ if project => return Ok(Accepted::Rejected("a project carries only task changes".into())),
             Content::Text { id, sent_at, text } => {
                 let rec = MessageRec::incoming((id, env.group, sender), &text, sent_at, env.seq, now);
                 let key = message_key(&env.group, sent_at, env.seq, &id);
@@ -354,7 +369,9 @@ impl Core {
                 let Some((_, state)) = self.team_state(s)? else {
                     return Ok(Accepted::Rejected("channel key while not in a team".into()));
                 };
-                let Some((_, chan)) = state.channel_by_id(&group) else {
+                // Channels and projects both have sender keys.
+                let Some((_, chan)) = state.channel_by_id(&group).or_else(|| state.project_by_id(&group))
+                else {
                     return Ok(Accepted::Retry(Vec::new()));
                 };
                 if !state.channel_members(chan).contains(&from.user_id) {

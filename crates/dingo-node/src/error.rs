@@ -108,6 +108,15 @@ pub enum NodeError {
     /// Too many DINGs too fast.
     #[error("rate limited: {0}")]
     RateLimited(String),
+    /// No project by that name.
+    #[error("unknown project {0:?}; see `dingo project list`")]
+    UnknownProject(String),
+    /// No task with that id (or prefix).
+    #[error("unknown task {0:?}; see `dingo task list`")]
+    UnknownTask(String),
+    /// A task board could not be read or changed.
+    #[error("task board: {0}")]
+    Doc(#[from] dingo_docs::DocError),
     /// A crypto operation failed where it should not (bad local state).
     #[error("crypto error: {0}")]
     Crypto(#[from] dingo_crypto::CryptoError),

@@ -15,17 +15,20 @@ mod chat;
 mod delivery;
 mod error;
 pub mod home;
+mod projects;
 mod records;
 mod relay;
 pub mod sync;
 mod team;
 
+pub use dingo_docs::{Priority as TaskPriority, TaskEdit};
 pub use error::NodeError;
 pub use home::{Home, Role};
+pub use projects::TaskUpdate;
 pub use records::{
     AckView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo, JoinCodeView,
-    MemberStatus, MemberView, MessageView, NodeEvent, PeerView, SendResult, SettingsView, Stats, Status,
-    TeamView, UnreadView, Verification,
+    MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent, PeerView, ProjectStatus, ProjectView,
+    SendResult, SettingsView, Stats, Status, TaskView, TeamView, UnreadView, Verification,
 };
 pub use team::JOIN_CODE_TTL_MS;
 
@@ -444,6 +447,64 @@ impl Node {
         self.job(|c, s| c.channels_view(s)).await
     }
 
+    // ---- projects and tasks ----
+
+    /// Creates a project (admins only): the whole team, or the given departments and members.
+    pub async fn project_create(
+        &self,
+        name: &str,
+        depts: Vec<String>,
+        members: Vec<String>,
+    ) -> Result<Vec<ProjectView>, NodeError> {
+        let name = name.to_owned();
+        self.sealing_job(move |c, s, ctx| c.create_project(s, ctx, &name, depts, members, now_ms())).await?;
+        self.projects().await
+    }
+
+    /// The team's projects.
+    pub async fn projects(&self) -> Result<Vec<ProjectView>, NodeError> {
+        self.job(|c, s| c.projects_view(s)).await
+    }
+
+    /// Adds a task to a project; returns its id.
+    pub async fn task_add(
+        &self,
+        project: &str,
+        title: &str,
+        assignees: Vec<String>,
+        due: Option<u64>,
+        priority: TaskPriority,
+        parent: Option<String>,
+    ) -> Result<String, NodeError> {
+        let (project, title) = (project.to_owned(), title.to_owned());
+        self.sealing_job(move |c, s, ctx| {
+            c.add_task(s, ctx, &project, &title, &assignees, due, priority, parent.as_deref(), now_ms())
+        })
+        .await
+    }
+
+    /// Changes a task (by id or a unique prefix of at least 4 characters); returns its id.
+    pub async fn task_update(&self, id: &str, update: TaskUpdate) -> Result<String, NodeError> {
+        let id = id.to_owned();
+        self.sealing_job(move |c, s, ctx| c.update_task(s, ctx, &id, now_ms(), update)).await
+    }
+
+    /// Tasks of one project or of all this user is in; only mine, only overdue.
+    pub async fn tasks(
+        &self,
+        project: Option<String>,
+        mine: bool,
+        overdue: bool,
+    ) -> Result<Vec<TaskView>, NodeError> {
+        self.job(move |c, s| c.tasks_view(s, project.as_deref(), mine, overdue, now_ms())).await
+    }
+
+    /// A project's progress, per member.
+    pub async fn project_status(&self, project: &str) -> Result<ProjectStatus, NodeError> {
+        let project = project.to_owned();
+        self.job(move |c, s| c.project_status(s, &project, now_ms())).await
+    }
+
     /// Who has not read one of my channel messages (by id prefix, or my latest).
     pub async fn unread(&self, channel: &str, id: Option<String>) -> Result<UnreadView, NodeError> {
         let channel = channel.to_owned();
@@ -508,6 +569,20 @@ impl Node {
             let (_, state) = c.team_state(s)?.ok_or(NodeError::NoTeam)?;
             let (_, chan) = c.channel_named(&state, &channel)?;
             s.scan::<relay::LoggedEnv>(dingo_store::Table::GroupLog, &chan.id.0)
+                .map(|r| r.map(|(_, v)| v.envelope).map_err(NodeError::from))
+                .collect()
+        })
+        .await
+    }
+
+    /// Test support: the envelopes this node holds for a project's group.
+    #[doc(hidden)]
+    pub async fn test_support_project_log(&self, project: &str) -> Result<Vec<Vec<u8>>, NodeError> {
+        let project = project.to_owned();
+        self.job(move |c, s| {
+            let (_, state) = c.team_state(s)?.ok_or(NodeError::NoTeam)?;
+            let (_, p) = c.project_named(&state, &project)?;
+            s.scan::<relay::LoggedEnv>(dingo_store::Table::GroupLog, &p.id.0)
                 .map(|r| r.map(|(_, v)| v.envelope).map_err(NodeError::from))
                 .collect()
         })

@@ -426,6 +426,11 @@ pub enum NodeEvent {
         /// When (their clock).
         at: u64,
     },
+    /// A project's tasks changed (a member's edit arrived).
+    TasksChanged {
+        /// The project.
+        project: String,
+    },
     /// The team's membership changed.
     TeamChanged {
         /// Team name.
@@ -629,4 +634,88 @@ pub struct PeerView {
     pub member: bool,
     /// Removed from the team (refused).
     pub removed: bool,
+}
+
+/// A project, as `dingo project list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectView {
+    /// Its name.
+    pub name: String,
+    /// Its group id.
+    pub id: String,
+    /// Departments in scope.
+    pub departments: Vec<String>,
+    /// Members now.
+    pub members: Vec<String>,
+    /// Whether this user is one.
+    pub joined: bool,
+}
+
+/// A task, as `dingo task list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The project.
+    pub project: String,
+    /// Task id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Assigned members (names).
+    pub assignees: Vec<String>,
+    /// Deadline (ms).
+    pub due: Option<u64>,
+    /// Past its deadline and not done.
+    pub overdue: bool,
+    /// low, normal, high, urgent.
+    pub priority: dingo_docs::Priority,
+    /// Parent task id.
+    pub parent: Option<String>,
+    /// Done?
+    pub done: bool,
+    /// When it was done (ms).
+    pub done_at: Option<u64>,
+    /// Creator (name).
+    pub created_by: String,
+    /// When (ms).
+    pub created_at: u64,
+    /// Comments (author names).
+    pub comments: Vec<dingo_docs::Comment>,
+}
+
+/// One member's progress in a project.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemberProgress {
+    /// Member name.
+    pub member: String,
+    /// Tasks done.
+    pub done: usize,
+    /// Done in the last 7 days.
+    pub done_this_week: usize,
+    /// Open tasks.
+    pub open: usize,
+    /// Open and past their deadline.
+    pub overdue: usize,
+    /// Overdue tasks and nothing done this week.
+    pub stuck: bool,
+}
+
+/// A project's progress, as `dingo project status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectStatus {
+    /// The project.
+    pub project: String,
+    /// Tasks.
+    pub total: usize,
+    /// Done.
+    pub done: usize,
+    /// Open.
+    pub open: usize,
+    /// Open and overdue.
+    pub overdue: usize,
+    /// Done, percent.
+    pub percent_done: usize,
+    /// Per member (assignees).
+    pub members: Vec<MemberProgress>,
+    /// Members who look stuck.
+    pub stuck: Vec<String>,
 }

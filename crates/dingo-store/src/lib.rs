@@ -64,8 +64,10 @@ pub enum Table {
     Receipts = 15,
     /// DINGs sent and received, by id.
     Dings = 16,
-    /// 1:1 envelopes carried for other devices, by recipient device and envelope hash.
+    /// 1:1 envelopes carried for other devices, by recipient device, author and sequence.
     Mailbox = 17,
+    /// Automerge documents (projects' task boards), saved whole, by group id.
+    Docs = 18,
 }
 
 /// Why a store operation failed.

@@ -126,6 +126,14 @@ pub enum Content {
         /// When, on the recipient's clock.
         at: u64,
     },
+    /// Automerge changes to a project's task board (sent in the project's group; each change
+    /// must be written by the sending device).
+    DocChanges {
+        /// The project.
+        doc: ConvId,
+        /// Encoded automerge changes, in order.
+        changes: Vec<Vec<u8>>,
+    },
 }
 
 impl Content {
@@ -161,6 +169,9 @@ impl Content {
             }
             Content::Delivered { envelopes, .. } if envelopes.len() > MAX_RECEIPT_IDS => {
                 Err(DecodeError::TooLarge("receipt"))
+            }
+            Content::DocChanges { changes, .. } if changes.len() > MAX_RECEIPT_IDS => {
+                Err(DecodeError::TooLarge("changes"))
             }
             Content::TeamSync { heads, .. } if heads.len() > MAX_OP_DEPS => {
                 Err(DecodeError::TooLarge("heads"))

@@ -153,6 +153,15 @@ pub enum Action {
         /// Individual members.
         members: Vec<UserId>,
     },
+    /// Creates a project (a task board with its own keys), scoped like a channel.
+    ProjectCreate {
+        /// Its name.
+        name: String,
+        /// Departments whose members belong.
+        depts: Vec<String>,
+        /// Individual members.
+        members: Vec<UserId>,
+    },
 }
 
 /// The signed part of an op.
@@ -204,7 +213,8 @@ impl OpBody {
             }
             Action::DeptCreate { name } | Action::DeptAdd { dept: name, .. } => check_name(name)?,
             Action::DeptRemove { dept, .. } => check_name(dept)?,
-            Action::ChannelCreate { name, depts, members } => {
+            Action::ChannelCreate { name, depts, members }
+            | Action::ProjectCreate { name, depts, members } => {
                 check_name(name)?;
                 if depts.len() > MAX_DEPTS_PER_OP || members.len() > MAX_TEAM_MEMBERS {
                     return Err(DecodeError::TooLarge("channel scope"));

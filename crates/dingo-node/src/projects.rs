@@ -1,0 +1,374 @@
+//! Projects: a task board (a `dingo_docs::Board`, one automerge document) per project, kept in
+//! sync through the project's own group, like a channel: each local edit's automerge changes
+//! are sealed once with the editor's sender key and reach every project member (and any
+//! member's sync); nobody outside the project can read them. Every function runs in a store job.
+//!
+//! - **One genesis.** Every member builds the same first change (same actor, time and content,
+//!   so the same hash) from the project id, so all edits hang off one root object.
+//! - **Authors are bound.** A received change is applied only if its automerge actor is the
+//!   device that signed the envelope, and only members of the project are accepted at all.
+//! - **Causal gaps wait.** Changes whose dependencies have not arrived are answered "retry"
+//!   (nothing written), so automerge never holds an unsaved queue.
+
+use crate::chat::{Accepted, Core, SealCtx};
+use crate::records::{MemberProgress, ProjectStatus, ProjectView, TaskView};
+use crate::{NodeError, NodeEvent};
+use dingo_crypto::membership::{Channel, TeamState};
+use dingo_docs::{actor_of, Board, NewTask, TaskEdit};
+use dingo_store::{Batch, Store, Table};
+use dingo_types::content::Content;
+use dingo_types::envelope::Envelope;
+use dingo_types::team::Action;
+use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
+
+/// Longest task title or comment, in bytes.
+pub(crate) const MAX_TASK_TEXT: usize = 16 * 1024;
+
+fn check_task_text(text: &str) -> Result<(), NodeError> {
+    if text.trim().is_empty() || text.len() > MAX_TASK_TEXT {
+        return Err(NodeError::BadName(format!(
+            "a task title or comment must be 1 to {MAX_TASK_TEXT} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Core {
+    pub(crate) fn project_named(
+        &self,
+        state: &TeamState,
+        name: &str,
+    ) -> Result<(String, Channel), NodeError> {
+        state
+            .projects
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .ok_or_else(|| NodeError::UnknownProject(name.to_owned()))
+    }
+
+    /// Creates a project (admins only) scoped to departments and/or members (or the whole team).
+    pub(crate) fn create_project(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        name: &str,
+        depts: Vec<String>,
+        members: Vec<String>,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let name = name.trim().to_owned();
+        if name.is_empty() || name.len() > dingo_types::limits::MAX_NAME_BYTES {
+            return Err(NodeError::BadName("a project name must be 1 to 64 bytes".into()));
+        }
+        let members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
+        self.author(s, ctx, Action::ProjectCreate { name, depts, members }, now)
+    }
+
+    /// The project's board as stored, or its genesis if nothing was stored yet.
+    fn board(&self, s: &Store, project: &ConvId, name: &str) -> Result<Board, NodeError> {
+        let me = self.me.device_key();
+        Ok(match s.get::<Vec<u8>>(Table::Docs, &project.0)? {
+            Some(bytes) => Board::load(&bytes, &me)?,
+            None => {
+                // Every member makes exactly this change: same actor, time and content.
+                let mut genesis = Board::create(&DeviceKey(project.0), name, 0)?;
+                Board::load(&genesis.replica().save(), &me)?
+            }
+        })
+    }
+
+    fn save_board(&self, s: &Store, b: &mut Batch, project: &ConvId, board: &mut Board) {
+        s.put(b, Table::Docs, &project.0, &board.replica().save());
+    }
+
+    /// Applies a local edit to a project's board and sends its changes to the project.
+    fn change_board(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        project: &str,
+        now: u64,
+        edit: impl FnOnce(&mut Board) -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let (name, chan) = self.project_named(&state, project)?;
+        if !state.channel_members(&chan).contains(&self.me.user_id()) {
+            return Err(NodeError::NotInChannel(format!("project {name}")));
+        }
+        let mut board = self.board(s, &chan.id, &name)?;
+        let before = board.replica().heads();
+        edit(&mut board)?;
+        let changes = board.replica().changes_since(&before);
+        if !changes.is_empty() {
+            let doc = chan.id;
+            self.seal_group(
+                s,
+                ctx,
+                &state,
+                &name,
+                &chan,
+                MsgId::random(),
+                |_| Content::DocChanges { doc, changes },
+                now,
+            )?;
+        }
+        self.save_board(s, &mut ctx.batch, &chan.id, &mut board);
+        Ok(())
+    }
+
+    /// Applies changes received in a project's group from `env`'s signer.
+    pub(crate) fn accept_doc_changes(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        env: &Envelope,
+        project: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
+        let mut board = self.board(s, &env.group, project)?;
+        let signer = actor_of(&env.sender);
+        if let Err(e) = board.replica().apply(&changes, |a| *a == signer) {
+            return Ok(Err(Accepted::Rejected(format!("task changes refused: {e}"))));
+        }
+        if board.replica().has_missing_deps() {
+            return Ok(Err(Accepted::Retry(Vec::new())));
+        }
+        self.save_board(s, &mut ctx.batch, &env.group, &mut board);
+        Ok(Ok(vec![NodeEvent::TasksChanged { project: project.to_owned() }]))
+    }
+
+    fn find_task(&self, s: &Store, state: &TeamState, id: &str) -> Result<(String, String), NodeError> {
+        let id = id.trim().to_ascii_lowercase();
+        let mut hits = Vec::new();
+        for (name, chan) in &state.projects {
+            if s.get::<Vec<u8>>(Table::Docs, &chan.id.0)?.is_none() {
+                continue;
+            }
+            let board = self.board(s, &chan.id, name)?;
+            for t in board.tasks()? {
+                if t.id == id || (id.len() >= 4 && t.id.starts_with(&id)) {
+                    hits.push((name.clone(), t.id));
+                }
+            }
+        }
+        match hits.len() {
+            1 => Ok(hits.remove(0)),
+            _ => Err(NodeError::UnknownTask(id)),
+        }
+    }
+
+    /// Adds a task; returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_task(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        project: &str,
+        title: &str,
+        assignees: &[String],
+        due: Option<u64>,
+        priority: dingo_docs::Priority,
+        parent: Option<&str>,
+        now: u64,
+    ) -> Result<String, NodeError> {
+        check_task_text(title)?;
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let assignees = assignees
+            .iter()
+            .map(|a| self.member(s, &state, a).map(|u| u.to_hex()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let parent = match parent {
+            Some(p) => Some(self.find_task(s, &state, p)?.1),
+            None => None,
+        };
+        let id = MsgId::random().to_hex()[..16].to_owned();
+        let by = self.me.user_id().to_hex();
+        let task = NewTask { title: title.to_owned(), assignees, due, priority, parent };
+        let tid = id.clone();
+        self.change_board(s, ctx, project, now, move |b| Ok(b.add_task(&tid, task, &by, now)?))?;
+        Ok(id)
+    }
+
+    /// Changes a task by id (or unique prefix).
+    pub(crate) fn update_task(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        id: &str,
+        now: u64,
+        update: TaskUpdate,
+    ) -> Result<String, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let (project, id) = self.find_task(s, &state, id)?;
+        let me = self.me.user_id().to_hex();
+        let update = match update {
+            TaskUpdate::Assign(who, on) => TaskUpdate::Assign(self.member(s, &state, &who)?.to_hex(), on),
+            TaskUpdate::Comment(text) => {
+                check_task_text(&text)?;
+                TaskUpdate::Comment(text)
+            }
+            TaskUpdate::Edit(e) => {
+                if let Some(t) = &e.title {
+                    check_task_text(t)?;
+                }
+                TaskUpdate::Edit(e)
+            }
+            other => other,
+        };
+        let tid = id.clone();
+        self.change_board(s, ctx, &project, now, move |b| {
+            match update {
+                TaskUpdate::Done(done) => b.set_done(&tid, done, now)?,
+                TaskUpdate::Assign(user, on) => b.assign(&tid, &user, on, now)?,
+                TaskUpdate::Comment(text) => b.comment(&tid, &me, &text, now)?,
+                TaskUpdate::Edit(e) => b.edit(&tid, e, now)?,
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    fn user_name(&self, s: &Store, state: &TeamState, hex: &str) -> String {
+        hex.parse::<UserId>().map(|u| self.member_name(s, state, &u)).unwrap_or_else(|_| hex.to_owned())
+    }
+
+    /// Tasks of one project or all, optionally only mine or only overdue.
+    pub(crate) fn tasks_view(
+        &self,
+        s: &Store,
+        project: Option<&str>,
+        mine: bool,
+        overdue: bool,
+        now: u64,
+    ) -> Result<Vec<TaskView>, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let me = self.me.user_id().to_hex();
+        let projects: Vec<(String, Channel)> = match project {
+            Some(p) => vec![self.project_named(&state, p)?],
+            None => state.projects.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
+        };
+        let mut out = Vec::new();
+        for (name, chan) in projects {
+            if !state.channel_members(&chan).contains(&self.me.user_id()) {
+                continue;
+            }
+            let board = self.board(s, &chan.id, &name)?;
+            for t in board.tasks()? {
+                let is_overdue = !t.done && t.due.is_some_and(|d| d < now);
+                if (mine && !t.assignees.contains(&me)) || (overdue && !is_overdue) {
+                    continue;
+                }
+                out.push(TaskView {
+                    project: name.clone(),
+                    id: t.id,
+                    title: t.title,
+                    assignees: t.assignees.iter().map(|a| self.user_name(s, &state, a)).collect(),
+                    due: t.due,
+                    overdue: is_overdue,
+                    priority: t.priority,
+                    parent: t.parent,
+                    done: t.done,
+                    done_at: t.done_at,
+                    created_by: self.user_name(s, &state, &t.created_by),
+                    created_at: t.created_at,
+                    comments: t
+                        .comments
+                        .into_iter()
+                        .map(|c| dingo_docs::Comment { by: self.user_name(s, &state, &c.by), ..c })
+                        .collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn projects_view(&self, s: &Store) -> Result<Vec<ProjectView>, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let me = self.me.user_id();
+        Ok(state
+            .projects
+            .iter()
+            .map(|(name, c)| {
+                let members = state.channel_members(c);
+                ProjectView {
+                    name: name.clone(),
+                    id: c.id.to_hex(),
+                    departments: c.depts.iter().cloned().collect(),
+                    members: members.iter().map(|u| self.member_name(s, &state, u)).collect(),
+                    joined: members.contains(&me),
+                }
+            })
+            .collect())
+    }
+
+    /// Progress of a project, overall and per member (a member with overdue tasks and nothing
+    /// done in the last week is "stuck").
+    pub(crate) fn project_status(
+        &self,
+        s: &Store,
+        project: &str,
+        now: u64,
+    ) -> Result<ProjectStatus, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let (name, chan) = self.project_named(&state, project)?;
+        let tasks = self.tasks_view(s, Some(&name), false, false, now)?;
+        let mut per: std::collections::BTreeMap<String, MemberProgress> = state
+            .channel_members(&chan)
+            .iter()
+            .map(|u| {
+                let n = self.member_name(s, &state, u);
+                (n.clone(), MemberProgress { member: n, ..MemberProgress::default() })
+            })
+            .collect();
+        let week_ago = now.saturating_sub(7 * 24 * 3600 * 1000);
+        for t in &tasks {
+            for a in &t.assignees {
+                let p = per
+                    .entry(a.clone())
+                    .or_insert_with(|| MemberProgress { member: a.clone(), ..Default::default() });
+                if t.done {
+                    p.done += 1;
+                    if t.done_at.is_some_and(|d| d >= week_ago) {
+                        p.done_this_week += 1;
+                    }
+                } else {
+                    p.open += 1;
+                    p.overdue += usize::from(t.overdue);
+                }
+            }
+        }
+        let members: Vec<MemberProgress> = per
+            .into_values()
+            .map(|mut p| {
+                p.stuck = p.overdue > 0 && p.done_this_week == 0;
+                p
+            })
+            .collect();
+        let done = tasks.iter().filter(|t| t.done).count();
+        Ok(ProjectStatus {
+            project: name,
+            total: tasks.len(),
+            done,
+            open: tasks.len() - done,
+            overdue: tasks.iter().filter(|t| t.overdue).count(),
+            percent_done: if tasks.is_empty() { 0 } else { done * 100 / tasks.len() },
+            stuck: members.iter().filter(|m| m.stuck).map(|m| m.member.clone()).collect(),
+            members,
+        })
+    }
+}
+
+/// A change to an existing task.
+#[derive(Debug, Clone)]
+pub enum TaskUpdate {
+    /// Done or reopened.
+    Done(bool),
+    /// Assign (true) or unassign a member.
+    Assign(String, bool),
+    /// A comment.
+    Comment(String),
+    /// Title, deadline, priority.
+    Edit(TaskEdit),
+}

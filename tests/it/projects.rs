@@ -1,0 +1,124 @@
+//! Projects and tasks between in-process nodes over 127.0.0.1: a task board kept in sync as an
+//! automerge document through the project's encrypted group, offline edits merging, and a
+//! member outside the project seeing nothing of it.
+
+use crate::support::*;
+use dingo_node::{Home, NetConfig, Node, NodeError, TaskEdit, TaskPriority, TaskUpdate, TaskView};
+
+async fn join(admin: &Node, node: &Node) {
+    let code = admin.team_invite(None, None).await.expect("invite").code;
+    node.team_join(&code).await.expect("join");
+    let me = node.id().user_id;
+    eventually("the join", async || {
+        node.team().await.ok()?.members.iter().any(|m| m.user_id == me).then_some(())
+    })
+    .await;
+}
+
+async fn task(node: &Node, id: &str) -> Option<TaskView> {
+    node.tasks(None, false, false).await.ok()?.into_iter().find(|t| t.id == id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_private() {
+    if std::env::var("DEBUG_PROJECTS").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("dingo_node=debug").with_test_writer().try_init();
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    let carol = started_node(dir.path(), "carol").await;
+    alice.team_create("acme").await.expect("team");
+    join(&alice, &bob).await;
+    join(&alice, &carol).await;
+    for n in [&alice, &bob, &carol] {
+        eventually("the team", async || (n.team().await.ok()?.members.len() == 3).then_some(())).await;
+    }
+    alice.project_create("launch", vec![], vec!["alice".into(), "bob".into()]).await.expect("project");
+    let denied = bob.project_create("other", vec![], vec![]).await.expect_err("members cannot");
+    assert!(denied.to_string().contains("only admins"), "{denied}");
+    eventually("bob to see the project", async || {
+        bob.projects().await.ok()?.into_iter().find(|p| p.name == "launch" && p.joined).map(|_| ())
+    })
+    .await;
+    let due = dingo_types::now_ms() + 3_600_000;
+    let id = alice
+        .task_add(
+            "launch",
+            "write the press release",
+            vec!["bob".into()],
+            Some(due),
+            TaskPriority::High,
+            None,
+        )
+        .await
+        .expect("add");
+    let t = eventually("bob to get the task", async || task(&bob, &id).await).await;
+    assert_eq!(
+        (t.title.as_str(), t.assignees.clone(), t.due),
+        ("write the press release", vec!["bob".to_owned()], Some(due))
+    );
+    assert_eq!(bob.tasks(None, true, false).await.expect("mine").len(), 1, "--mine");
+    bob.task_update(&id[..6], TaskUpdate::Comment("draft is in the doc".into())).await.expect("comment");
+    bob.task_update(&id, TaskUpdate::Done(true)).await.expect("done");
+    eventually("alice to see it done with bob's comment", async || {
+        let t = task(&alice, &id).await?;
+        (t.done && t.comments.iter().any(|c| c.by == "bob" && c.text == "draft is in the doc")).then_some(())
+    })
+    .await;
+    let status = alice.project_status("launch").await.expect("status");
+    assert_eq!((status.total, status.done, status.percent_done), (1, 1, 100));
+
+    // Offline edits of the same task on both sides merge.
+    bob.task_update(&id, TaskUpdate::Done(false)).await.expect("reopen");
+    eventually("alice to see it reopened", async || task(&alice, &id).await.filter(|t| !t.done).map(|_| ()))
+        .await;
+    let bob_home = Home::new(dir.path().join("bob"));
+    bob.shutdown().await.expect("bob stops");
+    drop(bob);
+    alice
+        .task_update(
+            &id,
+            TaskUpdate::Edit(TaskEdit { title: Some("press release v2".into()), ..TaskEdit::default() }),
+        )
+        .await
+        .expect("edit offline from bob");
+    let bob = Node::open(&bob_home, None).expect("reopen");
+    bob.task_update(
+        &id,
+        TaskUpdate::Edit(TaskEdit { priority: Some(TaskPriority::Urgent), ..TaskEdit::default() }),
+    )
+    .await
+    .expect("bob edits offline");
+    let second = bob
+        .task_add("launch", "book the venue", vec![], None, TaskPriority::Normal, None)
+        .await
+        .expect("add");
+    bob.start_network(NetConfig::loopback(), vec![alice.id().addrs[0].parse().expect("addr")])
+        .await
+        .expect("net");
+    for n in [&alice, &bob] {
+        eventually("both edits on both sides", async || {
+            let t = task(n, &id).await?;
+            (t.title == "press release v2"
+                && t.priority == TaskPriority::Urgent
+                && task(n, &second).await.is_some())
+            .then_some(())
+        })
+        .await;
+    }
+    assert_eq!(alice.tasks(Some("launch".into()), false, false).await.expect("tasks").len(), 2);
+
+    // Carol is not in the project: she sees none of it, and cannot write to it.
+    assert!(carol.tasks(None, false, false).await.expect("tasks").is_empty());
+    assert!(matches!(
+        carol.task_add("launch", "sneak in", vec![], None, TaskPriority::Low, None).await,
+        Err(NodeError::NotInChannel(_))
+    ));
+    for env in alice.test_support_project_log("launch").await.expect("log") {
+        assert!(carol.test_support_try_open(env).await.is_none(), "a non-member opened a project change");
+    }
+    for n in [alice, bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}
