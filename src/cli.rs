@@ -379,6 +379,11 @@ pub(crate) enum TaskCommand {
         #[arg(long)]
         remove: bool,
     },
+    /// Nudge a task's assignees now (a DING to each).
+    Remind {
+        /// Task id or prefix.
+        id: String,
+    },
     /// Comment on a task.
     Comment {
         /// Task id or prefix.

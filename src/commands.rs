@@ -320,6 +320,17 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             println!("{} {}", body.action, a.id);
             queued_note(b);
         }
+        Command::Task(TaskCommand::Remind { id }) => {
+            let body = IdBody { id: id.clone() };
+            let who: Vec<String> =
+                b.call(|c| c.post("/v1/tasks/remind", &body), async |n| n.task_remind(&id).await)?;
+            if who.is_empty() {
+                println!("nobody else is assigned to that task");
+            } else {
+                println!("reminded {}", who.join(", "));
+            }
+            queued_note(b);
+        }
         Command::Task(TaskCommand::List { project, mine, overdue, json }) => {
             let mut q: Vec<(&str, &str)> = Vec::new();
             if let Some(p) = &project {
@@ -535,6 +546,15 @@ fn run_node(home: &Home, pass: Option<&[u8]>, args: RunArgs) -> anyhow::Result<(
                         eprintln!("\x07DING from {from}{place} (alert {alert}): {text}  -- acknowledge with `dingo ack {}`", &id[..12]);
                         notify(&format!("DING from {from}{place}"), &text);
                     }
+                    dingo_node::NodeEvent::TaskReminder { project, title, kind, due, .. } => {
+                        let what = match kind.as_str() {
+                            "due_soon" => "due within the hour",
+                            "owner_overdue" => "overdue (in your project)",
+                            _ => "overdue",
+                        };
+                        eprintln!("\x07task reminder [{project}] {title}: {what} (due {})", output::time(due));
+                        notify(&format!("Task {what}"), &format!("[{project}] {title}"));
+                    }
                     dingo_node::NodeEvent::DingAcked { id, by, .. } => eprintln!("{by} acknowledged DING {}", &id[..12]),
                     dingo_node::NodeEvent::Joined { team } => eprintln!("joined team {team}"),
                     dingo_node::NodeEvent::RemovedFromTeam { team } => eprintln!("you were removed from team {team}"),
@@ -617,7 +637,7 @@ fn task_update_body(cmd: TaskCommand) -> TaskUpdateBody {
         TaskCommand::Comment { id, text } => {
             (body.id, body.action, body.text) = (id, "comment".into(), Some(text))
         }
-        TaskCommand::Add { .. } | TaskCommand::List { .. } => {}
+        TaskCommand::Add { .. } | TaskCommand::List { .. } | TaskCommand::Remind { .. } => {}
     }
     body
 }

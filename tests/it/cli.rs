@@ -303,6 +303,12 @@ fn projects_and_tasks_from_the_cli_between_two_homes() {
     assert_eq!(tasks[0].title, "write the press release");
     assert_eq!(tasks[0].priority, dingo_node::TaskPriority::High);
     assert!(!tasks[0].overdue && tasks[0].due.is_some());
+    let nudged = dingo_ok(&a, &["task", "remind", &id[..6]]);
+    assert!(nudged.contains("reminded bob"), "{nudged}");
+    eventually_blocking("bob to get the nudge as a DING", || {
+        let d: Vec<dingo_node::DingView> = json(&dingo_ok(&b, &["dings", "--json"]));
+        d.into_iter().find(|d| d.text.contains("write the press release"))
+    });
     dingo_ok(&b, &["task", "comment", &id[..6], "on it"]);
     dingo_ok(&b, &["task", "done", &id[..6]]);
     let status: dingo_node::ProjectStatus = eventually_blocking("alice to see it done", || {

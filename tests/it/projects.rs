@@ -122,3 +122,59 @@ async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_priva
         n.shutdown().await.expect("stop");
     }
 }
+
+fn reminder_kinds(events: &[dingo_node::NodeEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            dingo_node::NodeEvent::TaskReminder { kind, .. } => Some(kind.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// With a controllable clock: a task due in 2 h reminds its assignee 1 h before, then nudges
+/// when overdue (and tells the project's owner), each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_fire_before_the_deadline_and_when_overdue_once_each() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    alice.team_create("acme").await.expect("team");
+    join(&alice, &bob).await;
+    alice.project_create("launch", vec![], vec![]).await.expect("project");
+    let t0 = dingo_types::now_ms();
+    let hour = dingo_node::REMIND_BEFORE_MS;
+    let due = t0 + 2 * hour;
+    let id = alice
+        .task_add("launch", "ship it", vec!["bob".into()], Some(due), TaskPriority::Normal, None)
+        .await
+        .expect("add");
+    eventually("bob to get the task", async || task(&bob, &id).await).await;
+    let at = |n: &Node, t: u64| {
+        let n = n.clone();
+        async move { reminder_kinds(&n.task_reminders_at(t).await.expect("reminders")) }
+    };
+    assert!(at(&bob, t0).await.is_empty(), "nothing yet");
+    assert!(at(&bob, due - hour - 60_000).await.is_empty(), "not before the hour");
+    assert_eq!(at(&bob, due - hour).await, ["due_soon"]);
+    assert!(at(&bob, due - hour / 2).await.is_empty(), "once");
+    assert_eq!(at(&bob, due).await, ["overdue"]);
+    assert!(at(&bob, due + hour).await.is_empty(), "once");
+    assert!(at(&alice, due - hour).await.is_empty(), "the owner is not an assignee");
+    assert_eq!(at(&alice, due).await, ["owner_overdue"]);
+    assert!(at(&alice, due + 1).await.is_empty());
+    // A done task reminds nobody; a new deadline arms the reminders again.
+    bob.task_update(
+        &id,
+        TaskUpdate::Edit(TaskEdit { due: Some(Some(due + 10 * hour)), ..TaskEdit::default() }),
+    )
+    .await
+    .expect("new deadline");
+    assert_eq!(at(&bob, due + 9 * hour).await, ["due_soon"]);
+    bob.task_update(&id, TaskUpdate::Done(true)).await.expect("done");
+    assert!(at(&bob, due + 20 * hour).await.is_empty());
+    for n in [alice, bob] {
+        n.shutdown().await.expect("stop");
+    }
+}

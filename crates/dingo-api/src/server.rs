@@ -122,6 +122,7 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/projects/status", get(project_status))
         .route("/v1/tasks", get(tasks).post(task_add))
         .route("/v1/tasks/update", post(task_update))
+        .route("/v1/tasks/remind", post(task_remind))
         .route("/v1/settings", get(settings).post(settings_set))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -363,6 +364,10 @@ async fn task_add(State(st): State<AppState>, Json(b): Json<TaskAddBody>) -> Api
 async fn task_update(State(st): State<AppState>, Json(b): Json<TaskUpdateBody>) -> ApiResult<TaskIdAnswer> {
     let update = b.to_update().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(TaskIdAnswer { id: st.node.task_update(&b.id, update).await? }))
+}
+
+async fn task_remind(State(st): State<AppState>, Json(b): Json<IdBody>) -> ApiResult<Vec<String>> {
+    Ok(Json(st.node.task_remind(&b.id).await?))
 }
 
 async fn peers(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::PeerView>> {

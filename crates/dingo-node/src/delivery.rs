@@ -318,7 +318,7 @@ pub(crate) async fn accept_envelopes(
     statuses
 }
 
-/// Rings unacknowledged DINGs again when due.
+/// Rings unacknowledged DINGs again when due, and gives task reminders when due.
 async fn alert_loop(node: Node) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = node.inner.shutdown.subscribe();
@@ -330,6 +330,10 @@ async fn alert_loop(node: Node) {
         match node.job(|c, s| c.due_dings(s, now_ms())).await {
             Ok(events) => node.emit(events),
             Err(e) => tracing::debug!("DING alerts skipped: {e}"),
+        }
+        match node.job(|c, s| c.due_reminders(s, now_ms())).await {
+            Ok(events) => node.emit(events),
+            Err(e) => tracing::debug!("task reminders skipped: {e}"),
         }
     }
 }

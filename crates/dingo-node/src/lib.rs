@@ -24,7 +24,7 @@ mod team;
 pub use dingo_docs::{Priority as TaskPriority, TaskEdit};
 pub use error::NodeError;
 pub use home::{Home, Role};
-pub use projects::TaskUpdate;
+pub use projects::{TaskUpdate, REMIND_BEFORE_MS};
 pub use records::{
     AckView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo, JoinCodeView,
     MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent, PeerView, ProjectStatus, ProjectView,
@@ -489,6 +489,12 @@ impl Node {
         self.sealing_job(move |c, s, ctx| c.update_task(s, ctx, &id, now_ms(), update)).await
     }
 
+    /// Nudges a task's assignees by hand (a DING each); returns who was nudged.
+    pub async fn task_remind(&self, id: &str) -> Result<Vec<String>, NodeError> {
+        let id = id.to_owned();
+        self.sealing_job(move |c, s, ctx| c.remind_task(s, ctx, &id, now_ms())).await
+    }
+
     /// Tasks of one project or of all this user is in; only mine, only overdue.
     pub async fn tasks(
         &self,
@@ -497,6 +503,12 @@ impl Node {
         overdue: bool,
     ) -> Result<Vec<TaskView>, NodeError> {
         self.job(move |c, s| c.tasks_view(s, project.as_deref(), mine, overdue, now_ms())).await
+    }
+
+    /// The task reminders due at `now` (ms), as the node's alarm loop gives them each second;
+    /// each is given once. With `now` in the future this shows what will fire then.
+    pub async fn task_reminders_at(&self, now: u64) -> Result<Vec<NodeEvent>, NodeError> {
+        self.job(move |c, s| c.due_reminders(s, now)).await
     }
 
     /// A project's progress, per member.

@@ -230,6 +230,29 @@ impl Core {
         Ok(id)
     }
 
+    /// Nudges a task's assignees by hand: a DING to each (other than me) naming the task.
+    pub(crate) fn remind_task(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        id: &str,
+        now: u64,
+    ) -> Result<Vec<String>, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let (project, id) = self.find_task(s, &state, id)?;
+        let (_, chan) = self.project_named(&state, &project)?;
+        let task = self.board(s, &chan.id, &project)?.task(&id)?;
+        let me = self.me.user_id().to_hex();
+        let mut nudged = Vec::new();
+        for a in task.assignees.iter().filter(|a| **a != me) {
+            let name = self.user_name(s, &state, a);
+            let text = format!("reminder: [{project}] {}", task.title);
+            self.ding(s, ctx, &name, &text, None, now)?;
+            nudged.push(name);
+        }
+        Ok(nudged)
+    }
+
     fn user_name(&self, s: &Store, state: &TeamState, hex: &str) -> String {
         hex.parse::<UserId>().map(|u| self.member_name(s, state, &u)).unwrap_or_else(|_| hex.to_owned())
     }
@@ -357,6 +380,91 @@ impl Core {
             stuck: members.iter().filter(|m| m.stuck).map(|m| m.member.clone()).collect(),
             members,
         })
+    }
+}
+
+/// How long before a deadline the assignee's node reminds them.
+pub const REMIND_BEFORE_MS: u64 = 60 * 60 * 1000;
+/// Where the reminders already given are kept (each fires once per task and deadline).
+const REMINDED_KEY: &[u8] = b"reminded";
+
+/// A reminder one node owes its user now.
+#[derive(Debug, Clone)]
+pub(crate) struct Reminder {
+    /// Fires once per key.
+    pub key: String,
+    pub event: NodeEvent,
+}
+
+/// The reminders due at `now` for `me` among `tasks` of project `project` (owned by me when
+/// `owner`), skipping those already given: before the deadline to each assignee, when overdue
+/// to each assignee, and when overdue to the project's owner.
+pub(crate) fn reminders_for(
+    project: &str,
+    tasks: &[dingo_docs::Task],
+    me: &str,
+    owner: bool,
+    now: u64,
+    given: &std::collections::BTreeSet<String>,
+) -> Vec<Reminder> {
+    let mut out = Vec::new();
+    for t in tasks.iter().filter(|t| !t.done) {
+        let Some(due) = t.due else { continue };
+        let mine = t.assignees.iter().any(|a| a == me);
+        let mut fire = |kind: &str| {
+            let key = format!("{}/{due}/{kind}", t.id);
+            if !given.contains(&key) {
+                out.push(Reminder {
+                    key,
+                    event: NodeEvent::TaskReminder {
+                        project: project.to_owned(),
+                        id: t.id.clone(),
+                        title: t.title.clone(),
+                        due,
+                        kind: kind.to_owned(),
+                    },
+                });
+            }
+        };
+        if mine && now >= due {
+            fire("overdue");
+        } else if mine && now + REMIND_BEFORE_MS >= due {
+            fire("due_soon");
+        }
+        if owner && now >= due {
+            fire("owner_overdue");
+        }
+    }
+    out
+}
+
+impl Core {
+    /// Reminders due now for this user's tasks and projects; each is given once (remembered
+    /// across restarts; a new deadline arms them again).
+    pub(crate) fn due_reminders(&self, s: &Store, now: u64) -> Result<Vec<NodeEvent>, NodeError> {
+        let Some((_, state)) = self.team_state(s)? else { return Ok(Vec::new()) };
+        let me = self.me.user_id();
+        let mut given: std::collections::BTreeSet<String> =
+            s.get(Table::Team, REMINDED_KEY)?.unwrap_or_default();
+        let mut events = Vec::new();
+        for (name, chan) in &state.projects {
+            if !state.channel_members(&chan).contains(&me)
+                || s.get::<Vec<u8>>(Table::Docs, &chan.id.0)?.is_none()
+            {
+                continue;
+            }
+            let tasks = self.board(s, &chan.id, name)?.tasks()?;
+            for r in reminders_for(name, &tasks, &me.to_hex(), chan.created_by == me, now, &given) {
+                given.insert(r.key);
+                events.push(r.event);
+            }
+        }
+        if !events.is_empty() {
+            let mut b = Batch::default();
+            s.put(&mut b, Table::Team, REMINDED_KEY, &given);
+            self.apply(s, b)?;
+        }
+        Ok(events)
     }
 }
 

@@ -426,6 +426,20 @@ pub enum NodeEvent {
         /// When (their clock).
         at: u64,
     },
+    /// A task needs attention: `due_soon` (its deadline is within the hour), `overdue` (to
+    /// its assignees) or `owner_overdue` (to the project's creator).
+    TaskReminder {
+        /// The project.
+        project: String,
+        /// Task id.
+        id: String,
+        /// Title.
+        title: String,
+        /// Deadline (ms).
+        due: u64,
+        /// Which reminder.
+        kind: String,
+    },
     /// A project's tasks changed (a member's edit arrived).
     TasksChanged {
         /// The project.
