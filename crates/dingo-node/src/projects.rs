@@ -448,7 +448,7 @@ impl Core {
             s.get(Table::Team, REMINDED_KEY)?.unwrap_or_default();
         let mut events = Vec::new();
         for (name, chan) in &state.projects {
-            if !state.channel_members(&chan).contains(&me)
+            if !state.channel_members(chan).contains(&me)
                 || s.get::<Vec<u8>>(Table::Docs, &chan.id.0)?.is_none()
             {
                 continue;
