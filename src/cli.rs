@@ -70,6 +70,9 @@ pub(crate) enum Command {
     /// Tasks of projects.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Shared text documents, with history and blame.
+    #[command(subcommand)]
+    Doc(DocCommand),
     /// Channels of the team (send to them with `dingo send '#name' TEXT`).
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -313,6 +316,71 @@ pub(crate) enum ProjectCommand {
         project: String,
         #[command(flatten)]
         json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DocCommand {
+    /// Create a document (admins only); with no --dept or --member it is for the whole team.
+    Create {
+        /// Document name (no spaces).
+        name: String,
+        /// Its members are this department's (repeatable).
+        #[arg(long = "dept")]
+        depts: Vec<String>,
+        /// A member (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List documents.
+    List(JsonFlag),
+    /// Edit a document in $EDITOR (or take the new text from --file or --text); the lines you
+    /// changed become the edit.
+    Edit {
+        /// The document.
+        name: String,
+        /// Take the new text from this file instead of an editor.
+        #[arg(long, conflicts_with = "text")]
+        file: Option<std::path::PathBuf>,
+        /// The new text.
+        #[arg(long)]
+        text: Option<String>,
+        /// What the change is (shown in history).
+        #[arg(short, long, default_value = "edit")]
+        message: String,
+    },
+    /// Print a document.
+    Cat {
+        /// The document.
+        name: String,
+    },
+    /// Who changed what, when.
+    History {
+        /// The document.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Each line with who last changed it and when (like git blame).
+    Blame {
+        /// The document.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Export: `md` (the text) or `automerge` (the standard binary other automerge
+    /// implementations load).
+    Export {
+        /// The document.
+        name: String,
+        /// md or automerge.
+        #[arg(long, value_parser = ["md", "automerge"], default_value = "md")]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
     },
 }
 

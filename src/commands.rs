@@ -1,8 +1,8 @@
 //! Each command, against the running node's API or, when no node runs, the home itself.
 
 use crate::cli::{
-    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, ProjectCommand, RunArgs, TaskCommand,
-    TeamCommand,
+    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, DocCommand, ProjectCommand, RunArgs,
+    TaskCommand, TeamCommand,
 };
 use crate::output;
 use anyhow::{anyhow, bail, Context};
@@ -319,6 +319,104 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             )?;
             println!("{} {}", body.action, a.id);
             queued_note(b);
+        }
+        Command::Doc(DocCommand::Create { name, depts, members, json }) => {
+            let body = ChannelBody { name: name.clone(), depts: depts.clone(), members: members.clone() };
+            let list =
+                b.call(|c| c.post("/v1/docs", &body), async |n| n.doc_create(&name, depts, members).await)?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::projects(&list);
+            queued_note(b);
+        }
+        Command::Doc(DocCommand::List(f)) => {
+            let list = b.call(|c| c.get("/v1/docs", &[]), async |n| n.docs().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            output::projects(&list);
+        }
+        Command::Doc(DocCommand::Cat { name }) => {
+            let t: DocContent = b.call(
+                |c| c.get("/v1/docs/text", &[("name", name.as_str())]),
+                async |n| Ok(DocContent { content: n.doc_text(&name).await? }),
+            )?;
+            print!("{}", t.content);
+        }
+        Command::Doc(DocCommand::Edit { name, file, text, message }) => {
+            let new_text = match (file, text) {
+                (Some(f), _) => {
+                    std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?
+                }
+                (None, Some(t)) => t,
+                (None, None) => {
+                    let current: DocContent = b.call(
+                        |c| c.get("/v1/docs/text", &[("name", name.as_str())]),
+                        async |n| Ok(DocContent { content: n.doc_text(&name).await? }),
+                    )?;
+                    edit_in_editor(&current.content)?
+                }
+            };
+            let body = DocEditBody { name: name.clone(), text: new_text.clone(), message: message.clone() };
+            let a = b.call(
+                |c| c.post("/v1/docs/edit", &body),
+                async |n| Ok(DocEditAnswer { changed: n.doc_edit(&name, &new_text, &message).await? }),
+            )?;
+            println!("{}", if a.changed { "saved" } else { "no change" });
+            queued_note(b);
+        }
+        Command::Doc(DocCommand::History { name, json }) => {
+            let h = b.call(
+                |c| c.get("/v1/docs/history", &[("name", name.as_str())]),
+                async |n| n.doc_history(&name).await,
+            )?;
+            if json.json {
+                return output::json(&h);
+            }
+            for r in h {
+                println!("{} {} {:<16} {}", &r.hash[..12], output::time(r.at), r.author, r.message);
+            }
+        }
+        Command::Doc(DocCommand::Blame { name, json }) => {
+            let lines = b.call(
+                |c| c.get("/v1/docs/blame", &[("name", name.as_str())]),
+                async |n| n.doc_blame(&name).await,
+            )?;
+            if json.json {
+                return output::json(&lines);
+            }
+            for l in lines {
+                println!("{:<16} {} {:>4}) {}", l.author, output::time(l.at), l.line, l.text);
+            }
+        }
+        Command::Doc(DocCommand::Export { name, format, output: path }) => {
+            let bytes: Vec<u8> = if format == "md" {
+                let t: DocContent = b.call(
+                    |c| c.get("/v1/docs/text", &[("name", name.as_str())]),
+                    async |n| Ok(DocContent { content: n.doc_text(&name).await? }),
+                )?;
+                t.content.into_bytes()
+            } else {
+                let hex: DocContent = b.call(
+                    |c| c.get("/v1/docs/export", &[("name", name.as_str())]),
+                    async |n| {
+                        let bytes = n.doc_bytes(&name).await?;
+                        Ok(DocContent { content: bytes.iter().map(|b| format!("{b:02x}")).collect() })
+                    },
+                )?;
+                (0..hex.content.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex.content[2 * i..2 * i + 2], 16))
+                    .collect::<Result<_, _>>()
+                    .context("the node sent a malformed export")?
+            };
+            match path {
+                Some(p) => std::fs::write(&p, &bytes).with_context(|| format!("writing {}", p.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes).context("writing to stdout")?;
+                }
+            }
         }
         Command::Task(TaskCommand::Remind { id }) => {
             let body = IdBody { id: id.clone() };
@@ -640,4 +738,22 @@ fn task_update_body(cmd: TaskCommand) -> TaskUpdateBody {
         TaskCommand::Add { .. } | TaskCommand::List { .. } | TaskCommand::Remind { .. } => {}
     }
     body
+}
+
+/// Opens `text` in $VISUAL / $EDITOR (vi when neither is set) and returns what was saved.
+fn edit_in_editor(text: &str) -> anyhow::Result<String> {
+    let file = tempfile::Builder::new().suffix(".md").tempfile().context("creating a temporary file")?;
+    std::fs::write(file.path(), text).context("writing the temporary file")?;
+    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    let mut parts = editor.split_whitespace();
+    let program = parts.next().unwrap_or("vi");
+    let status = std::process::Command::new(program)
+        .args(parts)
+        .arg(file.path())
+        .status()
+        .with_context(|| format!("starting the editor {editor:?}"))?;
+    if !status.success() {
+        bail!("the editor exited with {status}; nothing was saved");
+    }
+    std::fs::read_to_string(file.path()).context("reading the edited file")
 }

@@ -330,3 +330,51 @@ fn projects_and_tasks_from_the_cli_between_two_homes() {
     let denied = dingo(&b, &["project", "create", "mine"]);
     assert!(String::from_utf8_lossy(&denied.stderr).contains("only admins"), "{denied:?}");
 }
+
+#[test]
+fn documents_from_the_cli_with_an_editor_history_blame_and_exports() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b) = (dir.path().join("alice"), dir.path().join("bob"));
+    dingo_ok(&a, &["init", "--name", "alice"]);
+    dingo_ok(&b, &["init", "--name", "bob"]);
+    let _nodes: Vec<NodeProc> =
+        [&a, &b].iter().map(|h| NodeProc::start(h, "/ip4/127.0.0.1/tcp/0", &[])).collect();
+    dingo_ok(&a, &["team", "create", "acme"]);
+    let code = dingo_ok(&a, &["team", "invite"]).trim().to_owned();
+    dingo_ok(&b, &["team", "join", &code]);
+    dingo_ok(&a, &["doc", "create", "plan"]);
+    dingo_ok(&a, &["doc", "edit", "plan", "--text", "# Plan\nline two\nline three\n", "-m", "draft"]);
+    eventually_blocking("bob to get the draft", || {
+        let out = dingo(&b, &["doc", "cat", "plan"]);
+        (String::from_utf8_lossy(&out.stdout) == "# Plan\nline two\nline three\n").then_some(())
+    });
+    // $EDITOR edits the file in place; the changed line becomes the edit.
+    let out = std::process::Command::new(dingo_bin())
+        .arg("--home")
+        .arg(&b)
+        .args(["doc", "edit", "plan", "-m", "bob's fix"])
+        .env("EDITOR", "sed -i s/three/THREE/")
+        .env_remove("VISUAL")
+        .output()
+        .expect("run dingo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let blame: Vec<dingo_node::BlameView> = eventually_blocking("alice to see bob's line", || {
+        let l: Vec<dingo_node::BlameView> = json(&dingo_ok(&a, &["doc", "blame", "plan", "--json"]));
+        l.iter().any(|l| l.text == "line THREE").then_some(l)
+    });
+    assert_eq!(blame.iter().map(|l| l.author.as_str()).collect::<Vec<_>>(), ["alice", "alice", "bob"]);
+    let history = dingo_ok(&a, &["doc", "history", "plan"]);
+    assert!(history.contains("bob's fix") && history.contains("draft"), "{history}");
+    let file = dir.path().join("plan.automerge");
+    dingo_ok(&a, &["doc", "export", "plan", "--format", "automerge", "-o", file.to_str().expect("path")]);
+    let loaded =
+        dingo_docs::TextDoc::load(&std::fs::read(&file).expect("read"), &dingo_types::DeviceKey([7; 32]))
+            .expect("a standard automerge document");
+    assert_eq!(loaded.body().expect("body"), "# Plan\nline two\nline THREE\n");
+    assert_eq!(dingo_ok(&a, &["doc", "export", "plan", "--format", "md"]), "# Plan\nline two\nline THREE\n");
+    let unknown = dingo(&a, &["doc", "cat", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown document"), "{unknown:?}");
+    let bad_format = dingo(&a, &["doc", "export", "plan", "--format", "pdf"]);
+    assert_eq!(bad_format.status.code(), Some(2));
+}

@@ -178,3 +178,71 @@ async fn reminders_fire_before_the_deadline_and_when_overdue_once_each() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// Two members edit one document offline (different lines, and the same line), reconnect:
+/// both edits survive on both sides, blame names each line's author, and a member outside the
+/// document reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_edit_a_document_offline_and_blame_attributes_each_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    let carol = started_node(dir.path(), "carol").await;
+    alice.team_create("acme").await.expect("team");
+    join(&alice, &bob).await;
+    join(&alice, &carol).await;
+    alice.doc_create("plan", vec![], vec!["alice".into(), "bob".into()]).await.expect("doc");
+    let base = "# Plan\nline two\nline three\nline four\n";
+    alice.doc_edit("plan", base, "first draft").await.expect("edit");
+    eventually("bob to get the draft", async || (bob.doc_text("plan").await.ok()? == base).then_some(()))
+        .await;
+
+    let bob_home = Home::new(dir.path().join("bob"));
+    bob.shutdown().await.expect("bob stops");
+    drop(bob);
+    alice
+        .doc_edit("plan", "# Plan\nline TWO (alice)\nline three, alice\nline four\n", "alice's pass")
+        .await
+        .expect("edit");
+    let bob = Node::open(&bob_home, None).expect("reopen");
+    bob.doc_edit("plan", "# Plan\nline two\nline three, bob\nline FOUR (bob)\n", "bob's pass")
+        .await
+        .expect("edit offline");
+    bob.start_network(NetConfig::loopback(), vec![alice.id().addrs[0].parse().expect("addr")])
+        .await
+        .expect("net");
+    let merged = eventually("both edits on both sides", async || {
+        let (a, b) = (alice.doc_text("plan").await.ok()?, bob.doc_text("plan").await.ok()?);
+        (a == b && a.contains("line TWO (alice)") && a.contains("line FOUR (bob)")).then_some(a)
+    })
+    .await;
+    assert!(merged.contains("alice") && merged.contains("bob"), "{merged}");
+    let blame = alice.doc_blame("plan").await.expect("blame");
+    let by = |needle: &str| {
+        blame.iter().find(|l| l.text.contains(needle)).map(|l| l.author.clone()).expect(needle)
+    };
+    assert_eq!(by("# Plan"), "alice", "the first draft is alice's: {blame:?}");
+    assert_eq!(by("line TWO"), "alice");
+    assert_eq!(by("line FOUR"), "bob");
+    assert_eq!(
+        bob.doc_blame("plan").await.expect("blame").iter().map(|l| l.text.clone()).collect::<Vec<_>>(),
+        blame.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
+    );
+    let history = bob.doc_history("plan").await.expect("history");
+    assert!(history.iter().any(|r| r.author == "alice" && r.message == "alice's pass"), "{history:?}");
+    assert!(history.iter().any(|r| r.author == "bob" && r.message == "bob's pass"), "{history:?}");
+    let bytes = alice.doc_bytes("plan").await.expect("export");
+    assert_eq!(
+        dingo_docs::TextDoc::load(&bytes, &dingo_types::DeviceKey([9; 32]))
+            .expect("load")
+            .body()
+            .expect("body"),
+        merged
+    );
+
+    assert!(matches!(carol.doc_text("plan").await, Err(NodeError::NotInChannel(_))));
+    assert!(matches!(carol.doc_edit("plan", "defaced", "x").await, Err(NodeError::NotInChannel(_))));
+    for n in [alice, bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}

@@ -175,6 +175,31 @@ impl TaskUpdateBody {
     }
 }
 
+/// Body of `POST /v1/docs/edit`: the document's whole new text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocEditBody {
+    /// The document.
+    pub name: String,
+    /// Its new text.
+    pub text: String,
+    /// What the change is (shown in history).
+    pub message: String,
+}
+
+/// Answer of `POST /v1/docs/edit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocEditAnswer {
+    /// Whether the text changed.
+    pub changed: bool,
+}
+
+/// Answer of `GET /v1/docs/text` and `/v1/docs/export`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocContent {
+    /// The text (for `text`), or the automerge bytes in lowercase hex (for `export`).
+    pub content: String,
+}
+
 /// A task id answered by `POST /v1/tasks` and `/v1/tasks/update`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskIdAnswer {

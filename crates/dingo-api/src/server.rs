@@ -45,7 +45,8 @@ impl From<NodeError> for ApiError {
             | NodeError::UnknownChannel(_)
             | NodeError::UnknownDing(_)
             | NodeError::UnknownProject(_)
-            | NodeError::UnknownTask(_) => StatusCode::NOT_FOUND,
+            | NodeError::UnknownTask(_)
+            | NodeError::UnknownDoc(_) => StatusCode::NOT_FOUND,
             NodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             NodeError::Team(_)
             | NodeError::NoTeam
@@ -123,6 +124,12 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/tasks", get(tasks).post(task_add))
         .route("/v1/tasks/update", post(task_update))
         .route("/v1/tasks/remind", post(task_remind))
+        .route("/v1/docs", get(docs).post(doc_create))
+        .route("/v1/docs/edit", post(doc_edit))
+        .route("/v1/docs/text", get(doc_text))
+        .route("/v1/docs/export", get(doc_export))
+        .route("/v1/docs/history", get(doc_history))
+        .route("/v1/docs/blame", get(doc_blame))
         .route("/v1/settings", get(settings).post(settings_set))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -364,6 +371,49 @@ async fn task_add(State(st): State<AppState>, Json(b): Json<TaskAddBody>) -> Api
 async fn task_update(State(st): State<AppState>, Json(b): Json<TaskUpdateBody>) -> ApiResult<TaskIdAnswer> {
     let update = b.to_update().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(TaskIdAnswer { id: st.node.task_update(&b.id, update).await? }))
+}
+
+async fn docs(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::ProjectView>> {
+    Ok(Json(st.node.docs().await?))
+}
+
+async fn doc_create(
+    State(st): State<AppState>,
+    Json(b): Json<ChannelBody>,
+) -> ApiResult<Vec<dingo_node::ProjectView>> {
+    Ok(Json(st.node.doc_create(&b.name, b.depts, b.members).await?))
+}
+
+async fn doc_edit(State(st): State<AppState>, Json(b): Json<DocEditBody>) -> ApiResult<DocEditAnswer> {
+    Ok(Json(DocEditAnswer { changed: st.node.doc_edit(&b.name, &b.text, &b.message).await? }))
+}
+
+#[derive(Deserialize)]
+struct DocQuery {
+    name: String,
+}
+
+async fn doc_text(State(st): State<AppState>, Query(q): Query<DocQuery>) -> ApiResult<DocContent> {
+    Ok(Json(DocContent { content: st.node.doc_text(&q.name).await? }))
+}
+
+async fn doc_export(State(st): State<AppState>, Query(q): Query<DocQuery>) -> ApiResult<DocContent> {
+    let bytes = st.node.doc_bytes(&q.name).await?;
+    Ok(Json(DocContent { content: bytes.iter().map(|b| format!("{b:02x}")).collect() }))
+}
+
+async fn doc_history(
+    State(st): State<AppState>,
+    Query(q): Query<DocQuery>,
+) -> ApiResult<Vec<dingo_node::RevisionView>> {
+    Ok(Json(st.node.doc_history(&q.name).await?))
+}
+
+async fn doc_blame(
+    State(st): State<AppState>,
+    Query(q): Query<DocQuery>,
+) -> ApiResult<Vec<dingo_node::BlameView>> {
+    Ok(Json(st.node.doc_blame(&q.name).await?))
 }
 
 async fn task_remind(State(st): State<AppState>, Json(b): Json<IdBody>) -> ApiResult<Vec<String>> {

@@ -136,6 +136,8 @@ pub struct TeamState {
     pub channels: BTreeMap<String, Channel>,
     /// Projects (task boards) by name, scoped like channels.
     pub projects: BTreeMap<String, Channel>,
+    /// Shared text documents by name, scoped like channels.
+    pub docs: BTreeMap<String, Channel>,
 }
 
 impl TeamState {
@@ -167,6 +169,11 @@ impl TeamState {
     /// The project whose group id is `id`.
     pub fn project_by_id(&self, id: &ConvId) -> Option<(&String, &Channel)> {
         self.projects.iter().find(|(_, c)| c.id == *id)
+    }
+
+    /// The document whose group id is `id`.
+    pub fn doc_by_id(&self, id: &ConvId) -> Option<(&String, &Channel)> {
+        self.docs.iter().find(|(_, c)| c.id == *id)
     }
 
     fn name_of(&self, uid: &UserId) -> String {
@@ -259,9 +266,13 @@ impl TeamState {
                 }
             }
             Action::ChannelCreate { name, depts, members }
-            | Action::ProjectCreate { name, depts, members } => {
-                let project = matches!(action, Action::ProjectCreate { .. });
-                let existing = if project { &self.projects } else { &self.channels };
+            | Action::ProjectCreate { name, depts, members }
+            | Action::DocCreate { name, depts, members } => {
+                let (context, existing) = match action {
+                    Action::ProjectCreate { .. } => ("dingo 2026 project id v1", &self.projects),
+                    Action::DocCreate { .. } => ("dingo 2026 document id v1", &self.docs),
+                    _ => ("dingo 2026 channel id v1", &self.channels),
+                };
                 if existing.contains_key(name) {
                     return Err(TeamError::ChannelExists(name.clone()));
                 }
@@ -271,8 +282,12 @@ impl TeamState {
                 if let Some(u) = members.iter().find(|u| !self.members.contains_key(*u)) {
                     return Err(TeamError::NotMember(u.to_hex()));
                 }
-                let id = if project { project_id(team, op) } else { channel_id(team, op) };
-                let target = if project { &mut self.projects } else { &mut self.channels };
+                let id = group_id(context, team, op);
+                let target = match action {
+                    Action::ProjectCreate { .. } => &mut self.projects,
+                    Action::DocCreate { .. } => &mut self.docs,
+                    _ => &mut self.channels,
+                };
                 target.insert(
                     name.clone(),
                     Channel {
@@ -290,15 +305,13 @@ impl TeamState {
 
 /// The group id of the channel created by `op` in `team`.
 pub fn channel_id(team: &TeamId, op: &OpHash) -> ConvId {
-    let mut h = blake3::Hasher::new_derive_key("dingo 2026 channel id v1");
-    h.update(team);
-    h.update(op);
-    ConvId(*h.finalize().as_bytes())
+    group_id("dingo 2026 channel id v1", team, op)
 }
 
-/// The group id of the project created by `op` in `team`.
-pub fn project_id(team: &TeamId, op: &OpHash) -> ConvId {
-    let mut h = blake3::Hasher::new_derive_key("dingo 2026 project id v1");
+/// The group id of a channel, project or document created by `op` in `team` (each kind has its
+/// own derivation context, so ids never collide across kinds).
+fn group_id(context: &str, team: &TeamId, op: &OpHash) -> ConvId {
+    let mut h = blake3::Hasher::new_derive_key(context);
     h.update(team);
     h.update(op);
     ConvId(*h.finalize().as_bytes())

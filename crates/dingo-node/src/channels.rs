@@ -264,8 +264,11 @@ impl Core {
         };
         let sender = *sender;
         let project = state.project_by_id(&env.group).is_some();
-        let Some((chan_name, chan)) =
-            state.channel_by_id(&env.group).or_else(|| state.project_by_id(&env.group))
+        let document = state.doc_by_id(&env.group).is_some();
+        let Some((chan_name, chan)) = state
+            .channel_by_id(&env.group)
+            .or_else(|| state.project_by_id(&env.group))
+            .or_else(|| state.doc_by_id(&env.group))
         else {
             return Ok(Accepted::Retry(Vec::new()));
         };
@@ -310,15 +313,21 @@ impl Core {
             ctx.note_relayed(env, sender, env.group, MsgRef { id: *id, sent_at: *sent_at, seq: env.seq });
         }
         let events = match content {
-            Content::DocChanges { doc, changes } if project && doc == env.group => {
-                match self.accept_doc_changes(s, &mut ctx.seal, env, &chan_name, changes)? {
+            Content::DocChanges { doc, changes } if (project || document) && doc == env.group => {
+                let accepted = if project {
+                    self.accept_doc_changes(s, &mut ctx.seal, env, &chan_name, changes)?
+                } else {
+                    self.accept_text_changes(s, &mut ctx.seal, env, &chan_name, changes)?
+                };
+                match accepted {
                     Ok(events) => events,
-                    // Its dependencies have not arrived: not taken now (nothing written).
-                    Err(Accepted::Retry(ev)) => return Ok(Accepted::Retry(ev)),
-                    Err(other) => return Ok(other),
+                    // Refused, or its dependencies have not arrived (nothing written).
+                    Err(not_now) => return Ok(not_now),
                 }
             }
-            _ if project => return Ok(Accepted::Rejected("a project carries only task changes".into())),
+            _ if project || document => {
+                return Ok(Accepted::Rejected("a project or document carries only its changes".into()))
+            }
             Content::Text { id, sent_at, text } => {
                 let rec = MessageRec::incoming((id, env.group, sender), &text, sent_at, env.seq, now);
                 let key = message_key(&env.group, sent_at, env.seq, &id);
@@ -369,8 +378,11 @@ impl Core {
                 let Some((_, state)) = self.team_state(s)? else {
                     return Ok(Accepted::Rejected("channel key while not in a team".into()));
                 };
-                // Channels and projects both have sender keys.
-                let Some((_, chan)) = state.channel_by_id(&group).or_else(|| state.project_by_id(&group))
+                // Channels, projects and documents all have sender keys.
+                let Some((_, chan)) = state
+                    .channel_by_id(&group)
+                    .or_else(|| state.project_by_id(&group))
+                    .or_else(|| state.doc_by_id(&group))
                 else {
                     return Ok(Accepted::Retry(Vec::new()));
                 };

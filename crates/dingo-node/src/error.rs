@@ -111,6 +111,9 @@ pub enum NodeError {
     /// No project by that name.
     #[error("unknown project {0:?}; see `dingo project list`")]
     UnknownProject(String),
+    /// No document by that name.
+    #[error("unknown document {0:?}; see `dingo doc list`")]
+    UnknownDoc(String),
     /// No task with that id (or prefix).
     #[error("unknown task {0:?}; see `dingo task list`")]
     UnknownTask(String),

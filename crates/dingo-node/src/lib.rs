@@ -13,6 +13,7 @@ mod carrier;
 mod channels;
 mod chat;
 mod delivery;
+mod documents;
 mod error;
 pub mod home;
 mod projects;
@@ -26,9 +27,10 @@ pub use error::NodeError;
 pub use home::{Home, Role};
 pub use projects::{TaskUpdate, REMIND_BEFORE_MS};
 pub use records::{
-    AckView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo, JoinCodeView,
-    MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent, PeerView, ProjectStatus, ProjectView,
-    SendResult, SettingsView, Stats, Status, TaskView, TeamView, UnreadView, Verification,
+    AckView, BlameView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo,
+    JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent, PeerView, ProjectStatus,
+    ProjectView, RevisionView, SendResult, SettingsView, Stats, Status, TaskView, TeamView, UnreadView,
+    Verification,
 };
 pub use team::JOIN_CODE_TTL_MS;
 
@@ -509,6 +511,54 @@ impl Node {
     /// each is given once. With `now` in the future this shows what will fire then.
     pub async fn task_reminders_at(&self, now: u64) -> Result<Vec<NodeEvent>, NodeError> {
         self.job(move |c, s| c.due_reminders(s, now)).await
+    }
+
+    /// Creates a shared text document (admins only), for the team or the given departments and
+    /// members.
+    pub async fn doc_create(
+        &self,
+        name: &str,
+        depts: Vec<String>,
+        members: Vec<String>,
+    ) -> Result<Vec<ProjectView>, NodeError> {
+        let name = name.to_owned();
+        self.sealing_job(move |c, s, ctx| c.create_doc(s, ctx, &name, depts, members, now_ms())).await?;
+        self.docs().await
+    }
+
+    /// The team's documents.
+    pub async fn docs(&self) -> Result<Vec<ProjectView>, NodeError> {
+        self.job(|c, s| c.docs_view(s)).await
+    }
+
+    /// Makes a document's text `text` (the lines that differ become edits); whether it changed.
+    pub async fn doc_edit(&self, name: &str, text: &str, message: &str) -> Result<bool, NodeError> {
+        let (name, text, message) = (name.to_owned(), text.to_owned(), message.to_owned());
+        self.sealing_job(move |c, s, ctx| c.edit_doc(s, ctx, &name, &text, &message, now_ms())).await
+    }
+
+    /// A document's text.
+    pub async fn doc_text(&self, name: &str) -> Result<String, NodeError> {
+        let name = name.to_owned();
+        self.job(move |c, s| c.doc_text(s, &name)).await
+    }
+
+    /// A document as standard automerge bytes.
+    pub async fn doc_bytes(&self, name: &str) -> Result<Vec<u8>, NodeError> {
+        let name = name.to_owned();
+        self.job(move |c, s| c.doc_bytes(s, &name)).await
+    }
+
+    /// A document's changes: who, when, what.
+    pub async fn doc_history(&self, name: &str) -> Result<Vec<RevisionView>, NodeError> {
+        let name = name.to_owned();
+        self.job(move |c, s| c.doc_history(s, &name)).await
+    }
+
+    /// A document's lines with who last changed each.
+    pub async fn doc_blame(&self, name: &str) -> Result<Vec<BlameView>, NodeError> {
+        let name = name.to_owned();
+        self.job(move |c, s| c.doc_blame(s, &name)).await
     }
 
     /// A project's progress, per member.

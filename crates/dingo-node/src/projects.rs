@@ -101,20 +101,26 @@ impl Core {
         let before = board.replica().heads();
         edit(&mut board)?;
         let changes = board.replica().changes_since(&before);
-        if !changes.is_empty() {
-            let doc = chan.id;
-            self.seal_group(
-                s,
-                ctx,
-                &state,
-                &name,
-                &chan,
-                MsgId::random(),
-                |_| Content::DocChanges { doc, changes },
-                now,
-            )?;
-        }
+        self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
         self.save_board(s, &mut ctx.batch, &chan.id, &mut board);
+        Ok(())
+    }
+
+    /// Seals a local edit's automerge changes once in a project's or document's group.
+    pub(crate) fn send_changes(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        (state, name, group): (&TeamState, &str, &Channel),
+        changes: Vec<Vec<u8>>,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let doc = group.id;
+        let content = |_| Content::DocChanges { doc, changes };
+        self.seal_group(s, ctx, state, name, group, MsgId::random(), content, now)?;
         Ok(())
     }
 

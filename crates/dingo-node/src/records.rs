@@ -440,6 +440,11 @@ pub enum NodeEvent {
         /// Which reminder.
         kind: String,
     },
+    /// A document changed (a member's edit arrived).
+    DocChanged {
+        /// The document.
+        doc: String,
+    },
     /// A project's tasks changed (a member's edit arrived).
     TasksChanged {
         /// The project.
@@ -732,4 +737,30 @@ pub struct ProjectStatus {
     pub members: Vec<MemberProgress>,
     /// Members who look stuck.
     pub stuck: Vec<String>,
+}
+
+/// One change of a document, as `dingo doc history` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionView {
+    /// Who (member name).
+    pub author: String,
+    /// When (ms, the author's clock).
+    pub at: u64,
+    /// What they said.
+    pub message: String,
+    /// The automerge change hash.
+    pub hash: String,
+}
+
+/// One line of a document, as `dingo doc blame` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlameView {
+    /// Line number, from 1.
+    pub line: usize,
+    /// Who last changed it (member name).
+    pub author: String,
+    /// When (ms).
+    pub at: u64,
+    /// The line.
+    pub text: String,
 }

@@ -162,6 +162,15 @@ pub enum Action {
         /// Individual members.
         members: Vec<UserId>,
     },
+    /// Creates a shared text document with its own keys, scoped like a channel.
+    DocCreate {
+        /// Its name.
+        name: String,
+        /// Departments whose members belong.
+        depts: Vec<String>,
+        /// Individual members.
+        members: Vec<UserId>,
+    },
 }
 
 /// The signed part of an op.
@@ -214,7 +223,8 @@ impl OpBody {
             Action::DeptCreate { name } | Action::DeptAdd { dept: name, .. } => check_name(name)?,
             Action::DeptRemove { dept, .. } => check_name(dept)?,
             Action::ChannelCreate { name, depts, members }
-            | Action::ProjectCreate { name, depts, members } => {
+            | Action::ProjectCreate { name, depts, members }
+            | Action::DocCreate { name, depts, members } => {
                 check_name(name)?;
                 if depts.len() > MAX_DEPTS_PER_OP || members.len() > MAX_TEAM_MEMBERS {
                     return Err(DecodeError::TooLarge("channel scope"));

@@ -1,0 +1,201 @@
+//! Shared text documents: each is a `dingo_docs::TextDoc` (one automerge document) kept in sync
+//! through the document's own group, exactly like a project's task board (see `projects.rs`):
+//! one deterministic genesis, changes sealed once with the editor's sender key, author-bound,
+//! causal gaps answered "retry". Every function runs in a store job.
+
+use crate::chat::{Accepted, Core, SealCtx};
+use crate::records::{BlameView, ProjectView, RevisionView};
+use crate::{NodeError, NodeEvent};
+use dingo_crypto::membership::{Channel, TeamState};
+use dingo_docs::{actor_of, TextDoc};
+use dingo_store::{Batch, Store, Table};
+use dingo_types::envelope::Envelope;
+use dingo_types::team::Action;
+use dingo_types::{ConvId, DeviceKey};
+
+/// Largest document text, in bytes (an edit's changes must fit the envelopes of one send).
+pub(crate) const MAX_DOC_BYTES: usize = 1024 * 1024;
+
+impl Core {
+    pub(crate) fn doc_named(&self, state: &TeamState, name: &str) -> Result<(String, Channel), NodeError> {
+        state
+            .docs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .ok_or_else(|| NodeError::UnknownDoc(name.to_owned()))
+    }
+
+    /// Creates a document (admins only), scoped to departments and/or members.
+    pub(crate) fn create_doc(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        name: &str,
+        depts: Vec<String>,
+        members: Vec<String>,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let name = name.trim().to_owned();
+        if name.is_empty()
+            || name.len() > dingo_types::limits::MAX_NAME_BYTES
+            || name.contains(char::is_whitespace)
+        {
+            return Err(NodeError::BadName("a document name must be 1 to 64 bytes without spaces".into()));
+        }
+        let members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
+        self.author(s, ctx, Action::DocCreate { name, depts, members }, now)
+    }
+
+    fn text_doc(&self, s: &Store, id: &ConvId, name: &str) -> Result<TextDoc, NodeError> {
+        let me = self.me.device_key();
+        Ok(match s.get::<Vec<u8>>(Table::Docs, &id.0)? {
+            Some(bytes) => TextDoc::load(&bytes, &me)?,
+            None => {
+                // Every member makes exactly this change: same actor, time and content.
+                let mut genesis = TextDoc::create(&DeviceKey(id.0), name, 0)?;
+                TextDoc::load(&genesis.replica().save(), &me)?
+            }
+        })
+    }
+
+    fn save_text(&self, s: &Store, b: &mut Batch, id: &ConvId, doc: &mut TextDoc) {
+        s.put(b, Table::Docs, &id.0, &doc.replica().save());
+    }
+
+    fn member_doc(
+        &self,
+        s: &Store,
+        name: &str,
+    ) -> Result<(std::sync::Arc<TeamState>, String, Channel), NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let (name, chan) = self.doc_named(&state, name)?;
+        if !state.channel_members(&chan).contains(&self.me.user_id()) {
+            return Err(NodeError::NotInChannel(format!("document {name}")));
+        }
+        Ok((state, name, chan))
+    }
+
+    /// Makes the document's text `text` (line edits of what differs); says whether it changed.
+    pub(crate) fn edit_doc(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        name: &str,
+        text: &str,
+        message: &str,
+        now: u64,
+    ) -> Result<bool, NodeError> {
+        if text.len() > MAX_DOC_BYTES {
+            return Err(NodeError::TooLong(text.len(), MAX_DOC_BYTES));
+        }
+        let (state, name, chan) = self.member_doc(s, name)?;
+        let mut doc = self.text_doc(s, &chan.id, &name)?;
+        let before = doc.replica().heads();
+        if !doc.edit(text, message, now)? {
+            return Ok(false);
+        }
+        let changes = doc.replica().changes_since(&before);
+        self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
+        self.save_text(s, &mut ctx.batch, &chan.id, &mut doc);
+        Ok(true)
+    }
+
+    /// Applies changes received in a document's group from `env`'s signer.
+    pub(crate) fn accept_text_changes(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        env: &Envelope,
+        name: &str,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
+        let mut doc = self.text_doc(s, &env.group, name)?;
+        let signer = actor_of(&env.sender);
+        if let Err(e) = doc.replica().apply(&changes, |a| *a == signer) {
+            return Ok(Err(Accepted::Rejected(format!("document changes refused: {e}"))));
+        }
+        if doc.replica().has_missing_deps() {
+            return Ok(Err(Accepted::Retry(Vec::new())));
+        }
+        self.save_text(s, &mut ctx.batch, &env.group, &mut doc);
+        Ok(Ok(vec![NodeEvent::DocChanged { doc: name.to_owned() }]))
+    }
+
+    /// The document's text.
+    pub(crate) fn doc_text(&self, s: &Store, name: &str) -> Result<String, NodeError> {
+        let (_, name, chan) = self.member_doc(s, name)?;
+        Ok(self.text_doc(s, &chan.id, &name)?.body()?)
+    }
+
+    /// The document as standard automerge bytes.
+    pub(crate) fn doc_bytes(&self, s: &Store, name: &str) -> Result<Vec<u8>, NodeError> {
+        let (_, name, chan) = self.member_doc(s, name)?;
+        Ok(self.text_doc(s, &chan.id, &name)?.replica().save())
+    }
+
+    /// Who wrote a device key (hex), by member name.
+    fn author_name(&self, s: &Store, state: &TeamState, device_hex: &str) -> String {
+        state
+            .members
+            .iter()
+            .find(|(_, m)| DeviceKey(m.device_key).to_hex() == device_hex)
+            .map(|(u, _)| self.member_name(s, state, u))
+            .or_else(|| {
+                state.docs.values().any(|c| c.id.to_hex() == device_hex).then(|| "(created)".to_owned())
+            })
+            .unwrap_or_else(|| format!("{}…", &device_hex[..device_hex.len().min(12)]))
+    }
+
+    /// Every change: who, when, what they said.
+    pub(crate) fn doc_history(&self, s: &Store, name: &str) -> Result<Vec<RevisionView>, NodeError> {
+        let (state, name, chan) = self.member_doc(s, name)?;
+        let mut doc = self.text_doc(s, &chan.id, &name)?;
+        Ok(doc
+            .history()
+            .into_iter()
+            .map(|r| RevisionView {
+                author: self.author_name(s, &state, &r.author),
+                at: r.at,
+                message: r.message,
+                hash: r.hash,
+            })
+            .collect())
+    }
+
+    /// Each line with who last changed it and when.
+    pub(crate) fn doc_blame(&self, s: &Store, name: &str) -> Result<Vec<BlameView>, NodeError> {
+        let (state, name, chan) = self.member_doc(s, name)?;
+        let mut doc = self.text_doc(s, &chan.id, &name)?;
+        Ok(doc
+            .blame()?
+            .into_iter()
+            .map(|l| BlameView {
+                line: l.line,
+                author: self.author_name(s, &state, &l.author),
+                at: l.at,
+                text: l.text,
+            })
+            .collect())
+    }
+
+    pub(crate) fn docs_view(&self, s: &Store) -> Result<Vec<ProjectView>, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let me = self.me.user_id();
+        Ok(state
+            .docs
+            .iter()
+            .map(|(name, c)| {
+                let members = state.channel_members(c);
+                ProjectView {
+                    name: name.clone(),
+                    id: c.id.to_hex(),
+                    departments: c.depts.iter().cloned().collect(),
+                    members: members.iter().map(|u| self.member_name(s, &state, u)).collect(),
+                    joined: members.contains(&me),
+                }
+            })
+            .collect())
+    }
+}
