@@ -73,6 +73,9 @@ pub(crate) enum Command {
     /// Shared text documents, with history and blame.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Reports drafted from tasks and documents.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Channels of the team (send to them with `dingo send '#name' TEXT`).
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -314,6 +317,21 @@ pub(crate) enum ProjectCommand {
     Status {
         /// The project.
         project: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReportCommand {
+    /// The last seven days: tasks done, in progress and overdue, documents changed.
+    Weekly {
+        /// Whose (default: yours).
+        #[arg(long)]
+        member: Option<String>,
+        /// md (Markdown).
+        #[arg(long, value_parser = ["md"], default_value = "md")]
+        format: String,
         #[command(flatten)]
         json: JsonFlag,
     },

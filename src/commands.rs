@@ -1,8 +1,8 @@
 //! Each command, against the running node's API or, when no node runs, the home itself.
 
 use crate::cli::{
-    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, DocCommand, ProjectCommand, RunArgs,
-    TaskCommand, TeamCommand,
+    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, DocCommand, ProjectCommand, ReportCommand,
+    RunArgs, TaskCommand, TeamCommand,
 };
 use crate::output;
 use anyhow::{anyhow, bail, Context};
@@ -417,6 +417,18 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
                     std::io::stdout().write_all(&bytes).context("writing to stdout")?;
                 }
             }
+        }
+        Command::Report(ReportCommand::Weekly { member, format: _, json }) => {
+            let mut q = Vec::new();
+            if let Some(m) = &member {
+                q.push(("member", m.as_str()));
+            }
+            let r =
+                b.call(|c| c.get("/v1/report/weekly", &q), async |n| n.weekly_report(member.clone()).await)?;
+            if json.json {
+                return output::json(&r);
+            }
+            print!("{}", dingo_node::weekly_markdown(&r, output::date));
         }
         Command::Task(TaskCommand::Remind { id }) => {
             let body = IdBody { id: id.clone() };

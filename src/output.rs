@@ -15,6 +15,11 @@ pub(crate) fn time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// A date (UTC), for reports.
+pub(crate) fn date(ms: u64) -> String {
+    time(ms).chars().take(10).collect()
+}
+
 pub(crate) fn contacts(list: &[ContactInfo]) {
     if list.is_empty() {
         println!("no contacts yet: add one with `dingo contact add INVITE`");

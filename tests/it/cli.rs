@@ -316,6 +316,15 @@ fn projects_and_tasks_from_the_cli_between_two_homes() {
         (st.done == 1).then_some(st)
     });
     assert_eq!(status.percent_done, 100);
+    let report = dingo_ok(&b, &["report", "weekly"]);
+    assert!(report.starts_with("# Weekly report: bob"), "{report}");
+    assert!(
+        report.contains("## Done (1)") && report.contains("- [launch] write the press release"),
+        "{report}"
+    );
+    let theirs: dingo_node::WeeklyReport =
+        json(&dingo_ok(&a, &["report", "weekly", "--member", "bob", "--json"]));
+    assert_eq!(theirs.done.len(), 1);
     let human = dingo_ok(&a, &["task", "list", "launch"]);
     assert!(human.contains("done") && human.contains("write the press release"), "{human}");
 
@@ -363,6 +372,8 @@ fn documents_from_the_cli_with_an_editor_history_blame_and_exports() {
         l.iter().any(|l| l.text == "line THREE").then_some(l)
     });
     assert_eq!(blame.iter().map(|l| l.author.as_str()).collect::<Vec<_>>(), ["alice", "alice", "bob"]);
+    let report = dingo_ok(&b, &["report", "weekly"]);
+    assert!(report.contains("- plan: 1 change"), "{report}");
     let history = dingo_ok(&a, &["doc", "history", "plan"]);
     assert!(history.contains("bob's fix") && history.contains("draft"), "{history}");
     let file = dir.path().join("plan.automerge");

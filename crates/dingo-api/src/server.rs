@@ -125,6 +125,7 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/tasks/update", post(task_update))
         .route("/v1/tasks/remind", post(task_remind))
         .route("/v1/docs", get(docs).post(doc_create))
+        .route("/v1/report/weekly", get(weekly_report))
         .route("/v1/docs/edit", post(doc_edit))
         .route("/v1/docs/text", get(doc_text))
         .route("/v1/docs/export", get(doc_export))
@@ -371,6 +372,18 @@ async fn task_add(State(st): State<AppState>, Json(b): Json<TaskAddBody>) -> Api
 async fn task_update(State(st): State<AppState>, Json(b): Json<TaskUpdateBody>) -> ApiResult<TaskIdAnswer> {
     let update = b.to_update().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(TaskIdAnswer { id: st.node.task_update(&b.id, update).await? }))
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    member: Option<String>,
+}
+
+async fn weekly_report(
+    State(st): State<AppState>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult<dingo_node::WeeklyReport> {
+    Ok(Json(st.node.weekly_report(q.member).await?))
 }
 
 async fn docs(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::ProjectView>> {

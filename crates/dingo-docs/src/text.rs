@@ -120,6 +120,20 @@ impl TextDoc {
         Ok(true)
     }
 
+    /// Splices the text directly (character positions), without committing: for replaying
+    /// character-level edits (an editor plugin, a trace); [`TextDoc::commit`] ends the change.
+    pub fn splice(&mut self, at: usize, delete: usize, insert: &str) -> Result<(), DocError> {
+        let body = self.body_obj()?;
+        let delete = isize::try_from(delete).map_err(|_| DocError::Malformed("edit too large".into()))?;
+        self.replica.doc.splice_text(&body, at, delete, insert)?;
+        Ok(())
+    }
+
+    /// Ends the current change with a message and time.
+    pub fn commit(&mut self, message: &str, now: u64) {
+        self.replica.commit(message, now);
+    }
+
     /// Every change, in causal order (oldest first).
     pub fn history(&mut self) -> Vec<Revision> {
         self.replica

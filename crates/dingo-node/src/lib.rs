@@ -19,6 +19,7 @@ pub mod home;
 mod projects;
 mod records;
 mod relay;
+mod report;
 pub mod sync;
 mod team;
 
@@ -27,11 +28,12 @@ pub use error::NodeError;
 pub use home::{Home, Role};
 pub use projects::{TaskUpdate, REMIND_BEFORE_MS};
 pub use records::{
-    AckView, BlameView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction, IdInfo,
-    JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent, PeerView, ProjectStatus,
-    ProjectView, RevisionView, SendResult, SettingsView, Stats, Status, TaskView, TeamView, UnreadView,
-    Verification,
+    AckView, BlameView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction,
+    DocActivity, IdInfo, JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent,
+    PeerView, ProjectStatus, ProjectView, ReportTask, RevisionView, SendResult, SettingsView, Stats, Status,
+    TaskView, TeamView, UnreadView, Verification, WeeklyReport,
 };
+pub use report::weekly_markdown;
 pub use team::JOIN_CODE_TTL_MS;
 
 use chat::{Core, Effects, SealCtx};
@@ -559,6 +561,12 @@ impl Node {
     pub async fn doc_blame(&self, name: &str) -> Result<Vec<BlameView>, NodeError> {
         let name = name.to_owned();
         self.job(move |c, s| c.doc_blame(s, &name)).await
+    }
+
+    /// A member's week (default: this user): tasks done, in progress, overdue; documents
+    /// changed.
+    pub async fn weekly_report(&self, member: Option<String>) -> Result<WeeklyReport, NodeError> {
+        self.job(move |c, s| c.weekly_report(s, member.as_deref(), now_ms())).await
     }
 
     /// A project's progress, per member.

@@ -764,3 +764,46 @@ pub struct BlameView {
     /// The line.
     pub text: String,
 }
+
+/// A task in a weekly report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportTask {
+    /// The project.
+    pub project: String,
+    /// Task id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Deadline (ms).
+    pub due: Option<u64>,
+    /// When it was done (ms).
+    pub done_at: Option<u64>,
+}
+
+/// A document a member changed this week.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocActivity {
+    /// The document.
+    pub doc: String,
+    /// How many changes.
+    pub changes: usize,
+}
+
+/// `dingo report weekly`: one member's week.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WeeklyReport {
+    /// Whose.
+    pub member: String,
+    /// From (ms).
+    pub from: u64,
+    /// To (ms).
+    pub to: u64,
+    /// Tasks done in the week.
+    pub done: Vec<ReportTask>,
+    /// Open tasks not overdue.
+    pub in_progress: Vec<ReportTask>,
+    /// Open tasks past their deadline.
+    pub overdue: Vec<ReportTask>,
+    /// Documents changed in the week.
+    pub documents: Vec<DocActivity>,
+}
