@@ -354,3 +354,33 @@ fn store_and_forward_formats_v1_are_frozen() {
     assert_eq!(Response::decode(&answer.encode()), Ok(answer));
     assert_eq!(Content::decode(&delivered.encode()), Ok(delivered));
 }
+
+#[test]
+fn work_formats_v1_are_frozen() {
+    use dingo_types::team::{Action, OpBody, SignedOp};
+    let body =
+        |action| OpBody { team: [0x91; 32], author: vec![1, 2], lamport: 1, deps: vec![], at: 2, action };
+    let project = Action::ProjectCreate {
+        name: "launch".into(),
+        depts: vec!["ops".into()],
+        members: vec![dingo_types::UserId([0x92; 16])],
+    };
+    let doc = Action::DocCreate { name: "plan".into(), depts: vec![], members: vec![] };
+    let changes =
+        Content::DocChanges { doc: ConvId([0x93; 32]), changes: vec![vec![0x85, 0x6f, 0x4a, 0x83], vec![]] };
+    let got = [
+        hex(&SignedOp::encode_body(&body(project))),
+        hex(&SignedOp::encode_body(&body(doc))),
+        hex(&changes.encode()),
+    ];
+    let want = [
+        // team | author | lamport | deps | at | action 9 (ProjectCreate): name, depts, members
+        format!("{}02010201000209066c61756e636801036f707301{}", "91".repeat(32), "92".repeat(16)),
+        // action 10 (DocCreate)
+        format!("{}0201020100020a04706c616e0000", "91".repeat(32)),
+        // content version | variant 12 (DocChanges) | doc | two changes
+        format!("010c{}0204856f4a8300", "93".repeat(32)),
+    ];
+    assert_eq!(got, want, "a work format changed");
+    assert_eq!(Content::decode(&changes.encode()), Ok(changes));
+}
