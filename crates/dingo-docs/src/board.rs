@@ -13,7 +13,7 @@
 
 use crate::{DocError, Replica};
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{hydrate, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use dingo_types::DeviceKey;
 use serde::{Deserialize, Serialize};
 
@@ -137,14 +137,6 @@ fn scalar(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<ScalarValue> {
 fn str_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String> {
     match scalar(doc, obj, key)? {
         ScalarValue::Str(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
-fn u64_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<u64> {
-    match scalar(doc, obj, key)? {
-        ScalarValue::Uint(v) => Some(v),
-        ScalarValue::Int(v) => u64::try_from(v).ok(),
         _ => None,
     }
 }
@@ -293,52 +285,75 @@ impl Board {
     /// One task.
     pub fn task(&self, id: &str) -> Result<Task, DocError> {
         let t = self.task_obj(id)?;
-        Ok(self.read_task(id, &t))
+        match self.replica.doc.hydrate(&t, None)? {
+            hydrate::Value::Map(m) => Ok(task_from(id, &m)),
+            _ => Err(DocError::UnknownTask(id.to_owned())),
+        }
     }
 
-    /// Every task, oldest first.
+    /// Every task, oldest first (read in one pass over the document).
     pub fn tasks(&self) -> Result<Vec<Task>, DocError> {
-        let tasks = self.tasks_obj()?;
-        let doc = &self.replica.doc;
-        let mut out: Vec<Task> = doc
-            .keys(&tasks)
-            .filter_map(|id| obj_at(doc, &tasks, &id).map(|t| self.read_task(&id, &t)))
+        let hydrate::Value::Map(all) = self.replica.doc.hydrate(self.tasks_obj()?, None)? else {
+            return Err(DocError::WrongKind("task board"));
+        };
+        let mut out: Vec<Task> = all
+            .iter()
+            .filter_map(|(id, v)| match &v.value {
+                hydrate::Value::Map(m) => Some(task_from(id, m)),
+                _ => None,
+            })
             .collect();
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
+}
 
-    fn read_task(&self, id: &str, t: &ObjId) -> Task {
-        let doc = &self.replica.doc;
-        let mut assignees: Vec<String> =
-            obj_at(doc, t, "assignees").map(|a| doc.keys(&a).collect()).unwrap_or_default();
-        assignees.sort();
-        let comments = obj_at(doc, t, "comments")
-            .map(|list| {
-                (0..doc.length(&list))
-                    .filter_map(|i| match doc.get(&list, i).ok()?? {
-                        (Value::Object(_), c) => Some(Comment {
-                            by: str_at(doc, &c, "by").unwrap_or_default(),
-                            at: u64_at(doc, &c, "at").unwrap_or_default(),
-                            text: str_at(doc, &c, "text").unwrap_or_default(),
-                        }),
-                        _ => None,
-                    })
-                    .collect()
+fn h_str(m: &hydrate::Map, key: &str) -> Option<String> {
+    match m.get(key)? {
+        hydrate::Value::Scalar(ScalarValue::Str(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn h_u64(m: &hydrate::Map, key: &str) -> Option<u64> {
+    match m.get(key)? {
+        hydrate::Value::Scalar(ScalarValue::Uint(v)) => Some(*v),
+        hydrate::Value::Scalar(ScalarValue::Int(v)) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+fn task_from(id: &str, t: &hydrate::Map) -> Task {
+    let mut assignees: Vec<String> = match t.get("assignees") {
+        Some(hydrate::Value::Map(a)) => a.iter().map(|(k, _)| k.clone()).collect(),
+        _ => Vec::new(),
+    };
+    assignees.sort();
+    let comments = match t.get("comments") {
+        Some(hydrate::Value::List(list)) => list
+            .iter()
+            .filter_map(|c| match &c.value {
+                hydrate::Value::Map(c) => Some(Comment {
+                    by: h_str(c, "by").unwrap_or_default(),
+                    at: h_u64(c, "at").unwrap_or_default(),
+                    text: h_str(c, "text").unwrap_or_default(),
+                }),
+                _ => None,
             })
-            .unwrap_or_default();
-        Task {
-            id: id.to_owned(),
-            title: str_at(doc, t, "title").unwrap_or_default(),
-            assignees,
-            due: u64_at(doc, t, "due"),
-            priority: str_at(doc, t, "priority").and_then(|p| Priority::parse(&p)).unwrap_or_default(),
-            parent: str_at(doc, t, "parent"),
-            done: matches!(scalar(doc, t, "done"), Some(ScalarValue::Boolean(true))),
-            done_at: u64_at(doc, t, "done_at"),
-            created_by: str_at(doc, t, "created_by").unwrap_or_default(),
-            created_at: u64_at(doc, t, "created_at").unwrap_or_default(),
-            comments,
-        }
+            .collect(),
+        _ => Vec::new(),
+    };
+    Task {
+        id: id.to_owned(),
+        title: h_str(t, "title").unwrap_or_default(),
+        assignees,
+        due: h_u64(t, "due"),
+        priority: h_str(t, "priority").and_then(|p| Priority::parse(&p)).unwrap_or_default(),
+        parent: h_str(t, "parent"),
+        done: matches!(t.get("done"), Some(hydrate::Value::Scalar(ScalarValue::Boolean(true)))),
+        done_at: h_u64(t, "done_at"),
+        created_by: h_str(t, "created_by").unwrap_or_default(),
+        created_at: h_u64(t, "created_at").unwrap_or_default(),
+        comments,
     }
 }

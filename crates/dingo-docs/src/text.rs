@@ -48,6 +48,8 @@ pub struct BlameLine {
 #[derive(Debug, Clone)]
 pub struct TextDoc {
     replica: Replica,
+    /// The body text object (fixed for the document's life).
+    body: ObjId,
 }
 
 fn body_of(doc: &AutoCommit) -> Option<ObjId> {
@@ -67,9 +69,9 @@ impl TextDoc {
         let mut replica = Replica::new(device);
         replica.doc.put(ROOT, "kind", KIND)?;
         replica.doc.put(ROOT, "name", name)?;
-        replica.doc.put_object(ROOT, "body", ObjType::Text)?;
+        let body = replica.doc.put_object(ROOT, "body", ObjType::Text)?;
         replica.commit("create the document", now);
-        Ok(Self { replica })
+        Ok(Self { replica, body })
     }
 
     /// A document from saved bytes, written from now on by `device`.
@@ -83,10 +85,10 @@ impl TextDoc {
             Ok(Some((Value::Scalar(s), _))) => matches!(s.as_ref(), ScalarValue::Str(k) if k == KIND),
             _ => false,
         };
-        if !kind || body_of(&replica.doc).is_none() {
-            return Err(DocError::WrongKind("text document"));
+        match body_of(&replica.doc) {
+            Some(body) if kind => Ok(Self { replica, body }),
+            _ => Err(DocError::WrongKind("text document")),
         }
-        Ok(Self { replica })
     }
 
     /// The automerge replica (save, sync, apply).
@@ -95,7 +97,7 @@ impl TextDoc {
     }
 
     fn body_obj(&self) -> Result<ObjId, DocError> {
-        body_of(&self.replica.doc).ok_or(DocError::WrongKind("text document"))
+        Ok(self.body.clone())
     }
 
     /// The text.
