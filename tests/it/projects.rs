@@ -246,3 +246,45 @@ async fn two_members_edit_a_document_offline_and_blame_attributes_each_line() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// Someone who joins after a project and a document have history gets all of it with the
+/// first edit made after they joined (the editor's key comes with the history, pairwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    alice.team_create("acme").await.expect("team");
+    join(&alice, &bob).await;
+    alice.project_create("ops", vec![], vec![]).await.expect("project");
+    alice.doc_create("handbook", vec![], vec![]).await.expect("doc");
+    let first =
+        alice.task_add("ops", "first task", vec![], None, TaskPriority::Normal, None).await.expect("add");
+    alice.doc_edit("handbook", "chapter one\n", "start").await.expect("edit");
+    eventually("bob to have both", async || {
+        (task(&bob, &first).await.is_some() && bob.doc_text("handbook").await.ok()? == "chapter one\n")
+            .then_some(())
+    })
+    .await;
+    let carol = started_node(dir.path(), "carol").await;
+    join(&alice, &carol).await;
+    let second =
+        alice.task_add("ops", "second task", vec![], None, TaskPriority::Normal, None).await.expect("add");
+    alice.doc_edit("handbook", "chapter one\nchapter two\n", "more").await.expect("edit");
+    eventually("carol to have all of it", async || {
+        let tasks = carol.tasks(Some("ops".into()), false, false).await.ok()?;
+        let text = carol.doc_text("handbook").await.ok()?;
+        (tasks.iter().any(|t| t.id == first)
+            && tasks.iter().any(|t| t.id == second)
+            && text == "chapter one\nchapter two\n")
+            .then_some(())
+    })
+    .await;
+    // Carol's own edits then reach the others as usual.
+    carol.task_update(&first, TaskUpdate::Done(true)).await.expect("done");
+    eventually("bob to see carol's edit", async || task(&bob, &first).await.filter(|t| t.done).map(|_| ()))
+        .await;
+    for n in [alice, bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}

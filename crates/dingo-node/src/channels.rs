@@ -164,6 +164,7 @@ impl Core {
             None => MyChainRec { chain: SenderChain::new(1), holders: BTreeSet::new() },
         };
         let lacking: Vec<UserId> = others.iter().filter(|u| !mine.holders.contains(*u)).copied().collect();
+        let mut keyed = Vec::new();
         for uid in &lacking {
             let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
             let (chain_id, n, key) = mine.chain.distribution();
@@ -171,9 +172,15 @@ impl Core {
             match self.seal_into(s, ctx, &contact, &content, None) {
                 Ok(_) => {
                     mine.holders.insert(*uid);
+                    keyed.push(contact);
                 }
                 Err(e) => tracing::warn!(member = %contact.name, "channel key not sent: {e}"),
             }
+        }
+        // A key starts at its current position, so someone new to a project or document gets
+        // its history pairwise, once, with the key.
+        if !keyed.is_empty() && (state.project_by_id(&group).is_some() || state.doc_by_id(&group).is_some()) {
+            self.ship_history(s, ctx, state, &group, &keyed)?;
         }
         let conv = self.ctx_conv(s, ctx, group)?;
         let seq = conv.next_seq.max(1);
@@ -429,6 +436,7 @@ impl Core {
                 }
                 Ok(Accepted::Stored(events))
             }
+            Content::DocChanges { doc, changes } => self.accept_history(s, ctx, from, doc, changes),
             Content::Delivered { conv, delivered, envelopes, at } => {
                 self.accept_delivered(s, ctx, from, conv, (delivered, envelopes), at)
             }

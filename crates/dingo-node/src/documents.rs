@@ -60,6 +60,15 @@ impl Core {
         })
     }
 
+    pub(crate) fn text_doc_replica(
+        &self,
+        s: &Store,
+        id: &ConvId,
+        name: &str,
+    ) -> Result<dingo_docs::Replica, NodeError> {
+        Ok(self.text_doc(s, id, name)?.replica().clone())
+    }
+
     fn save_text(&self, s: &Store, b: &mut Batch, id: &ConvId, doc: &mut TextDoc) {
         s.put(b, Table::Docs, &id.0, &doc.replica().save());
     }

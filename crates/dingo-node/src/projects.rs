@@ -11,10 +11,10 @@
 //!   (nothing written), so automerge never holds an unsaved queue.
 
 use crate::chat::{Accepted, Core, SealCtx};
-use crate::records::{MemberProgress, ProjectStatus, ProjectView, TaskView};
+use crate::records::{ContactRec, MemberProgress, ProjectStatus, ProjectView, TaskView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
-use dingo_docs::{actor_of, Board, NewTask, TaskEdit};
+use dingo_docs::{actor_of, Board, NewTask, Replica, TaskEdit};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::content::Content;
 use dingo_types::envelope::Envelope;
@@ -386,6 +386,102 @@ impl Core {
             stuck: members.iter().filter(|m| m.stuck).map(|m| m.member.clone()).collect(),
             members,
         })
+    }
+}
+
+/// Most bytes of automerge changes in one pairwise history message (under the envelope limit).
+const HISTORY_CHUNK_BYTES: usize = 48 * 1024;
+
+impl Core {
+    /// A project's board or a document as stored (its genesis if nothing is stored yet).
+    fn work_replica(
+        &self,
+        s: &Store,
+        state: &TeamState,
+        group: &ConvId,
+    ) -> Result<Option<Replica>, NodeError> {
+        if let Some((name, _)) = state.project_by_id(group) {
+            return Ok(Some(self.board(s, group, name)?.replica().clone()));
+        }
+        if let Some((name, _)) = state.doc_by_id(group) {
+            return Ok(Some(self.text_doc_replica(s, group, name)?));
+        }
+        Ok(None)
+    }
+
+    /// Sends a project's or document's whole history pairwise to members who just got this
+    /// node's key for it, in chunks that fit an envelope, in causal order.
+    pub(crate) fn ship_history(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        state: &TeamState,
+        group: &ConvId,
+        to: &[ContactRec],
+    ) -> Result<(), NodeError> {
+        let Some(mut replica) = self.work_replica(s, state, group)? else { return Ok(()) };
+        let mut chunks: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for c in replica.changes_since(&[]) {
+            if bytes + c.len() > HISTORY_CHUNK_BYTES && chunks.last().is_some_and(|v| !v.is_empty()) {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += c.len();
+            if let Some(v) = chunks.last_mut() {
+                v.push(c);
+            }
+        }
+        for contact in to {
+            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+                let content = Content::DocChanges { doc: *group, changes: chunk.clone() };
+                if let Err(e) = self.seal_into(s, ctx, contact, &content, None) {
+                    tracing::warn!(member = %contact.name, "history not sent: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// History of a project or document sent pairwise by a member: changes by any member's
+    /// device (or the genesis) are taken.
+    pub(crate) fn accept_history(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        from: &ContactRec,
+        group: ConvId,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<Accepted, NodeError> {
+        let Some((_, state)) = self.team_state(s)? else {
+            return Ok(Accepted::Rejected("history while not in a team".into()));
+        };
+        let Some((_, scope)) = state.project_by_id(&group).or_else(|| state.doc_by_id(&group)) else {
+            return Ok(Accepted::Retry(Vec::new()));
+        };
+        let members = state.channel_members(scope);
+        if !members.contains(&from.user_id) || !members.contains(&self.me.user_id()) {
+            return Ok(Accepted::Retry(Vec::new()));
+        }
+        let Some(mut replica) = self.work_replica(s, &state, &group)? else {
+            return Ok(Accepted::Retry(Vec::new()));
+        };
+        let mut writers: Vec<automerge::ActorId> = state
+            .members
+            .values()
+            .map(|m| m.device_key)
+            .chain(state.removed.values().copied())
+            .map(|d| actor_of(&DeviceKey(d)))
+            .collect();
+        writers.push(actor_of(&DeviceKey(group.0)));
+        if let Err(e) = replica.apply(&changes, |a| writers.contains(a)) {
+            return Ok(Accepted::Rejected(format!("history refused: {e}")));
+        }
+        if replica.has_missing_deps() {
+            return Ok(Accepted::Retry(Vec::new()));
+        }
+        s.put(&mut ctx.batch, Table::Docs, &group.0, &replica.save());
+        Ok(Accepted::Stored(Vec::new()))
     }
 }
 
