@@ -209,6 +209,46 @@ async fn demo(burst: usize) -> anyhow::Result<()> {
         .unwrap_or_default();
     println!("[{:>8}] carol acknowledged; still waiting for: {}", ms(t0.elapsed()), waiting.join(", "));
     bob.ack(&ding.id).await?;
+
+    println!(
+        "\n== work: a project's task board and a shared document, as automerge CRDTs in their own groups"
+    );
+    alice.project_create("launch", vec![], vec!["alice".into(), "bob".into()]).await?;
+    let due = dingo_types_now() + 2 * 3_600_000;
+    let start = Instant::now();
+    let task = alice
+        .task_add(
+            "launch",
+            "Write the release notes",
+            vec!["bob".into()],
+            Some(due),
+            dingo_node::TaskPriority::High,
+            None,
+        )
+        .await?;
+    wait_for(&mut bob_events, |e| matches!(e, NodeEvent::TasksChanged { .. })).await?;
+    println!(
+        "[{:>8}] alice added a task for bob; bob's board has it after {}",
+        ms(t0.elapsed()),
+        ms(start.elapsed())
+    );
+    bob.task_update(&task, dingo_node::TaskUpdate::Done(true)).await?;
+    wait_for(&mut alice_events, |e| matches!(e, NodeEvent::TasksChanged { .. })).await?;
+    let status = alice.project_status("launch").await?;
+    println!(
+        "[{:>8}] bob marked it done: alice sees {}% of project launch done",
+        ms(t0.elapsed()),
+        status.percent_done
+    );
+    alice.doc_create("runbook", vec![], vec![]).await?;
+    alice.doc_edit("runbook", "# Runbook\n1. check the dashboards\n", "first draft").await?;
+    wait_for(&mut bob_events, |e| matches!(e, NodeEvent::DocChanged { .. })).await?;
+    bob.doc_edit("runbook", "# Runbook\n1. check the dashboards\n2. page the on-call\n", "add a step")
+        .await?;
+    wait_for(&mut alice_events, |e| matches!(e, NodeEvent::DocChanged { .. })).await?;
+    for l in alice.doc_blame("runbook").await? {
+        println!("           blame: {:<6} {}", l.author, l.text);
+    }
     let removed = Instant::now();
     alice.team_remove("carol").await?;
     let after = alice.send("#ops", "Carol has left; new keys from here on").await?;
@@ -237,4 +277,11 @@ async fn demo(burst: usize) -> anyhow::Result<()> {
     }
     println!("\ndone in {}", ms(t0.elapsed()));
     Ok(())
+}
+
+fn dingo_types_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
