@@ -389,3 +389,21 @@ fn documents_from_the_cli_with_an_editor_history_blame_and_exports() {
     let bad_format = dingo(&a, &["doc", "export", "plan", "--format", "pdf"]);
     assert_eq!(bad_format.status.code(), Some(2));
 }
+
+/// The README's run command: the demo runs three nodes on 127.0.0.1 end to end.
+#[test]
+fn the_demo_runs_to_the_end() {
+    let out = std::process::Command::new(dingo_bin()).arg("demo").output().expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "alice sees DELIVERED",
+        "read by 1 of 2",
+        "carol acknowledged",
+        "blame: bob",
+        "under a new key",
+        "done in",
+    ] {
+        assert!(stdout.contains(line), "the demo did not show {line:?}:\n{stdout}");
+    }
+}
