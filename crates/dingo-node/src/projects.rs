@@ -21,6 +21,11 @@ use dingo_types::envelope::Envelope;
 use dingo_types::team::Action;
 use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
 
+/// Where a board's task list is saved beside it.
+fn task_list_key(project: &ConvId) -> Vec<u8> {
+    [project.0.as_slice(), b"/tasks"].concat()
+}
+
 /// Longest task title or comment, in bytes.
 pub(crate) const MAX_TASK_TEXT: usize = 16 * 1024;
 
@@ -79,8 +84,31 @@ impl Core {
         })
     }
 
-    fn save_board(&self, s: &Store, b: &mut Batch, project: &ConvId, board: &mut Board) {
+    /// Saves the board, and beside it (in the same atomic batch) the task list it shows, so a
+    /// listing after a restart need not load and read the whole automerge document.
+    fn save_board(
+        &self,
+        s: &Store,
+        b: &mut Batch,
+        project: &ConvId,
+        board: &mut Board,
+    ) -> Result<(), NodeError> {
         s.put(b, Table::Docs, &project.0, &board.replica().save());
+        s.put(b, Table::Docs, &task_list_key(project), &board.tasks()?);
+        Ok(())
+    }
+
+    /// The project's tasks: the list saved with the board, else read from the board.
+    fn board_tasks(
+        &self,
+        s: &Store,
+        project: &ConvId,
+        name: &str,
+    ) -> Result<Vec<dingo_docs::Task>, NodeError> {
+        if let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(project))? {
+            return Ok(tasks);
+        }
+        Ok(self.board(s, project, name)?.tasks()?)
     }
 
     /// Applies a local edit to a project's board and sends its changes to the project.
@@ -102,7 +130,7 @@ impl Core {
         edit(&mut board)?;
         let changes = board.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.save_board(s, &mut ctx.batch, &chan.id, &mut board);
+        self.save_board(s, &mut ctx.batch, &chan.id, &mut board)?;
         Ok(())
     }
 
@@ -141,7 +169,7 @@ impl Core {
         if board.replica().has_missing_deps() {
             return Ok(Err(Accepted::Retry(Vec::new())));
         }
-        self.save_board(s, &mut ctx.batch, &env.group, &mut board);
+        self.save_board(s, &mut ctx.batch, &env.group, &mut board)?;
         Ok(Ok(vec![NodeEvent::TasksChanged { project: project.to_owned() }]))
     }
 
@@ -149,11 +177,11 @@ impl Core {
         let id = id.trim().to_ascii_lowercase();
         let mut hits = Vec::new();
         for (name, chan) in &state.projects {
-            if s.get::<Vec<u8>>(Table::Docs, &chan.id.0)?.is_none() {
+            // A board never saved has no tasks.
+            let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(&chan.id))? else {
                 continue;
-            }
-            let board = self.board(s, &chan.id, name)?;
-            for t in board.tasks()? {
+            };
+            for t in tasks {
                 if t.id == id || (id.len() >= 4 && t.id.starts_with(&id)) {
                     hits.push((name.clone(), t.id));
                 }
@@ -283,8 +311,7 @@ impl Core {
             if !state.channel_members(&chan).contains(&self.me.user_id()) {
                 continue;
             }
-            let board = self.board(s, &chan.id, &name)?;
-            for t in board.tasks()? {
+            for t in self.board_tasks(s, &chan.id, &name)? {
                 let is_overdue = !t.done && t.due.is_some_and(|d| d < now);
                 if (mine && !t.assignees.contains(&me)) || (overdue && !is_overdue) {
                     continue;
@@ -480,7 +507,11 @@ impl Core {
         if replica.has_missing_deps() {
             return Ok(Accepted::Retry(Vec::new()));
         }
-        s.put(&mut ctx.batch, Table::Docs, &group.0, &replica.save());
+        if state.project_by_id(&group).is_some() {
+            self.save_board(s, &mut ctx.batch, &group, &mut Board::from_replica(replica)?)?;
+        } else {
+            s.put(&mut ctx.batch, Table::Docs, &group.0, &replica.save());
+        }
         Ok(Accepted::Stored(Vec::new()))
     }
 }
@@ -550,12 +581,12 @@ impl Core {
             s.get(Table::Team, REMINDED_KEY)?.unwrap_or_default();
         let mut events = Vec::new();
         for (name, chan) in &state.projects {
-            if !state.channel_members(chan).contains(&me)
-                || s.get::<Vec<u8>>(Table::Docs, &chan.id.0)?.is_none()
-            {
+            if !state.channel_members(chan).contains(&me) {
                 continue;
             }
-            let tasks = self.board(s, &chan.id, name)?.tasks()?;
+            let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(&chan.id))? else {
+                continue;
+            };
             for r in reminders_for(name, &tasks, &me.to_hex(), chan.created_by == me, now, &given) {
                 given.insert(r.key);
                 events.push(r.event);
