@@ -4,6 +4,7 @@
 //! causal gaps answered "retry". Every function runs in a store job.
 
 use crate::chat::{Accepted, Core, SealCtx};
+use crate::projects::scope_named;
 use crate::records::{BlameView, ProjectView, RevisionView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
@@ -18,12 +19,7 @@ pub(crate) const MAX_DOC_BYTES: usize = 1024 * 1024;
 
 impl Core {
     pub(crate) fn doc_named(&self, state: &TeamState, name: &str) -> Result<(String, Channel), NodeError> {
-        state
-            .docs
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
-            .map(|(n, c)| (n.clone(), c.clone()))
-            .ok_or_else(|| NodeError::UnknownDoc(name.to_owned()))
+        scope_named(&state.docs, name).ok_or_else(|| NodeError::UnknownDoc(name.to_owned()))
     }
 
     /// Creates a document (admins only), scoped to departments and/or members.
@@ -36,7 +32,6 @@ impl Core {
         members: Vec<String>,
         now: u64,
     ) -> Result<(), NodeError> {
-        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
         let name = name.trim().to_owned();
         if name.is_empty()
             || name.len() > dingo_types::limits::MAX_NAME_BYTES
@@ -44,8 +39,11 @@ impl Core {
         {
             return Err(NodeError::BadName("a document name must be 1 to 64 bytes without spaces".into()));
         }
-        let members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
-        self.author(s, ctx, Action::DocCreate { name, depts, members }, now)
+        self.create_scoped(s, ctx, (name, depts, members), now, |name, depts, members| Action::DocCreate {
+            name,
+            depts,
+            members,
+        })
     }
 
     fn text_doc(&self, s: &Store, id: &ConvId, name: &str) -> Result<TextDoc, NodeError> {
@@ -191,20 +189,6 @@ impl Core {
 
     pub(crate) fn docs_view(&self, s: &Store) -> Result<Vec<ProjectView>, NodeError> {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
-        let me = self.me.user_id();
-        Ok(state
-            .docs
-            .iter()
-            .map(|(name, c)| {
-                let members = state.channel_members(c);
-                ProjectView {
-                    name: name.clone(),
-                    id: c.id.to_hex(),
-                    departments: c.depts.iter().cloned().collect(),
-                    members: members.iter().map(|u| self.member_name(s, &state, u)).collect(),
-                    joined: members.contains(&me),
-                }
-            })
-            .collect())
+        Ok(self.scoped_views(s, &state, &state.docs))
     }
 }

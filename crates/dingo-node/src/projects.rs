@@ -21,6 +21,14 @@ use dingo_types::envelope::Envelope;
 use dingo_types::team::Action;
 use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
 
+/// A project or document by name, case-insensitively.
+pub(crate) fn scope_named(
+    scopes: &std::collections::BTreeMap<String, Channel>,
+    name: &str,
+) -> Option<(String, Channel)> {
+    scopes.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.trim())).map(|(n, c)| (n.clone(), c.clone()))
+}
+
 /// Where a board's task list is saved beside it.
 fn task_list_key(project: &ConvId) -> Vec<u8> {
     [project.0.as_slice(), b"/tasks"].concat()
@@ -44,12 +52,44 @@ impl Core {
         state: &TeamState,
         name: &str,
     ) -> Result<(String, Channel), NodeError> {
-        state
-            .projects
+        scope_named(&state.projects, name).ok_or_else(|| NodeError::UnknownProject(name.to_owned()))
+    }
+
+    /// Authors the op creating a project or document named `name` for `members` (names).
+    pub(crate) fn create_scoped(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        (name, depts, members): (String, Vec<String>, Vec<String>),
+        now: u64,
+        op: impl FnOnce(String, Vec<String>, Vec<UserId>) -> Action,
+    ) -> Result<(), NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
+        self.author(s, ctx, op(name, depts, members), now)
+    }
+
+    /// Projects or documents as listed: scope, members, whether this user is one.
+    pub(crate) fn scoped_views(
+        &self,
+        s: &Store,
+        state: &TeamState,
+        scopes: &std::collections::BTreeMap<String, Channel>,
+    ) -> Vec<ProjectView> {
+        let me = self.me.user_id();
+        scopes
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
-            .map(|(n, c)| (n.clone(), c.clone()))
-            .ok_or_else(|| NodeError::UnknownProject(name.to_owned()))
+            .map(|(name, c)| {
+                let members = state.channel_members(c);
+                ProjectView {
+                    name: name.clone(),
+                    id: c.id.to_hex(),
+                    departments: c.depts.iter().cloned().collect(),
+                    members: members.iter().map(|u| self.member_name(s, state, u)).collect(),
+                    joined: members.contains(&me),
+                }
+            })
+            .collect()
     }
 
     /// Creates a project (admins only) scoped to departments and/or members (or the whole team).
@@ -62,13 +102,13 @@ impl Core {
         members: Vec<String>,
         now: u64,
     ) -> Result<(), NodeError> {
-        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
         let name = name.trim().to_owned();
         if name.is_empty() || name.len() > dingo_types::limits::MAX_NAME_BYTES {
             return Err(NodeError::BadName("a project name must be 1 to 64 bytes".into()));
         }
-        let members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
-        self.author(s, ctx, Action::ProjectCreate { name, depts, members }, now)
+        self.create_scoped(s, ctx, (name, depts, members), now, |name, depts, members| {
+            Action::ProjectCreate { name, depts, members }
+        })
     }
 
     /// The project's board as stored, or its genesis if nothing was stored yet.
@@ -342,21 +382,7 @@ impl Core {
 
     pub(crate) fn projects_view(&self, s: &Store) -> Result<Vec<ProjectView>, NodeError> {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
-        let me = self.me.user_id();
-        Ok(state
-            .projects
-            .iter()
-            .map(|(name, c)| {
-                let members = state.channel_members(c);
-                ProjectView {
-                    name: name.clone(),
-                    id: c.id.to_hex(),
-                    departments: c.depts.iter().cloned().collect(),
-                    members: members.iter().map(|u| self.member_name(s, &state, u)).collect(),
-                    joined: members.contains(&me),
-                }
-            })
-            .collect())
+        Ok(self.scoped_views(s, &state, &state.projects))
     }
 
     /// Progress of a project, overall and per member (a member with overdue tasks and nothing
