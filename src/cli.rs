@@ -298,7 +298,7 @@ pub(crate) enum DeptCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProjectCommand {
-    /// Create a project (admins only); with no --dept or --member it is for the whole team.
+    /// Create a project (any member; you are in it); with no --dept or --member it is for the whole team.
     Create {
         /// Project name.
         name: String,
@@ -339,7 +339,7 @@ pub(crate) enum ReportCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DocCommand {
-    /// Create a document (admins only); with no --dept or --member it is for the whole team.
+    /// Create a document (any member; you are in it); with no --dept or --member it is for the whole team.
     Create {
         /// Document name (no spaces).
         name: String,

@@ -336,7 +336,9 @@ fn projects_and_tasks_from_the_cli_between_two_homes() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown task"), "{unknown:?}");
     let no_project = dingo(&a, &["task", "add", "nope", "x"]);
     assert!(String::from_utf8_lossy(&no_project.stderr).contains("unknown project"), "{no_project:?}");
-    let denied = dingo(&b, &["project", "create", "mine"]);
+    // Any member may start a project (departments, channels and membership stay with admins).
+    dingo_ok(&b, &["project", "create", "bobs-side-project", "--member", "bob"]);
+    let denied = dingo(&b, &["channel", "create", "mine"]);
     assert!(String::from_utf8_lossy(&denied.stderr).contains("only admins"), "{denied:?}");
 }
 

@@ -35,7 +35,13 @@ async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_priva
         eventually("the team", async || (n.team().await.ok()?.members.len() == 3).then_some(())).await;
     }
     alice.project_create("launch", vec![], vec!["alice".into(), "bob".into()]).await.expect("project");
-    let denied = bob.project_create("other", vec![], vec![]).await.expect_err("members cannot");
+    let mine = bob
+        .project_create("bobs", vec![], vec!["alice".into()])
+        .await
+        .expect("any member may start a project");
+    let bobs = mine.iter().find(|p| p.name == "bobs").expect("listed");
+    assert!(bobs.joined && bobs.members.len() == 2, "the starter is in it: {bobs:?}");
+    let denied = bob.channel_create("other", vec![], vec![]).await.expect_err("members cannot");
     assert!(denied.to_string().contains("only admins"), "{denied}");
     eventually("bob to see the project", async || {
         bob.projects().await.ok()?.into_iter().find(|p| p.name == "launch" && p.joined).map(|_| ())

@@ -5,9 +5,10 @@
 //! computes the same team, whatever order they arrived in:
 //!
 //! 1. Ops are replayed in a deterministic topological order: by Lamport number, then hash.
-//! 2. An op takes effect only if, at its place in that order, its author is an admin whose
-//!    device is the one the team knows, and the op is valid against the state (no removing the
-//!    last admin, no adding to an unknown department, ...).
+//! 2. An op takes effect only if, at its place in that order, its author is an admin (any
+//!    member, for creating a project or a document) whose device is the one the team knows, and
+//!    the op is valid against the state (no removing the last admin, no adding to an unknown
+//!    department, ...).
 //! 3. Strong removal: when an applied op removes or demotes a user, every op by that user that
 //!    is *concurrent* with the removal (neither before nor after it) is void. Ops after it already
 //!    fail step 2. The replay repeats until no new op becomes void. A removed member can
@@ -194,7 +195,9 @@ impl TeamState {
         if a.device_key != *device {
             return Err(TeamError::WrongDevice);
         }
-        if a.role != Role::Admin {
+        // Any member may start a project or a document; everything else is for admins.
+        let for_members = matches!(action, Action::ProjectCreate { .. } | Action::DocCreate { .. });
+        if a.role != Role::Admin && !for_members {
             return Err(TeamError::NotAdmin);
         }
         match action {
@@ -736,6 +739,8 @@ mod tests {
         assert_eq!(log.state().members.len(), 2);
         // Bob is a member, not an admin: his op is refused when authored, and void if forced.
         assert_eq!(log.check(&bob, &Action::DeptCreate { name: "x".into() }), Err(TeamError::NotAdmin));
+        let project = Action::ProjectCreate { name: "p".into(), depts: vec![], members: vec![] };
+        assert_eq!(log.check(&bob, &project), Ok(()), "any member may start a project");
         assert_eq!(log.check(&alice, &Action::Remove { user: alice.user_id() }), Err(TeamError::LastAdmin));
         assert_eq!(log.check(&alice, &Action::Demote { user: alice.user_id() }), Err(TeamError::LastAdmin));
     }

@@ -22,7 +22,7 @@ impl Core {
         scope_named(&state.docs, name).ok_or_else(|| NodeError::UnknownDoc(name.to_owned()))
     }
 
-    /// Creates a document (admins only), scoped to departments and/or members.
+    /// Creates a document (any member may), scoped to departments and/or members.
     pub(crate) fn create_doc(
         &self,
         s: &Store,

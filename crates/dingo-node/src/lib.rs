@@ -453,7 +453,7 @@ impl Node {
 
     // ---- projects and tasks ----
 
-    /// Creates a project (admins only): the whole team, or the given departments and members.
+    /// Creates a project (any member): the whole team, or the given departments and members.
     pub async fn project_create(
         &self,
         name: &str,
@@ -515,7 +515,7 @@ impl Node {
         self.job(move |c, s| c.due_reminders(s, now)).await
     }
 
-    /// Creates a shared text document (admins only), for the team or the given departments and
+    /// Creates a shared text document (any member), for the team or the given departments and
     /// members.
     pub async fn doc_create(
         &self,

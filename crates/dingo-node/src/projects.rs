@@ -65,7 +65,12 @@ impl Core {
         op: impl FnOnce(String, Vec<String>, Vec<UserId>) -> Action,
     ) -> Result<(), NodeError> {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
-        let members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
+        let mut members = members.iter().map(|m| self.member(s, &state, m)).collect::<Result<Vec<_>, _>>()?;
+        // Whoever starts a scoped project or document is in it.
+        let me = self.me.user_id();
+        if (!members.is_empty() || !depts.is_empty()) && !members.contains(&me) {
+            members.push(me);
+        }
         self.author(s, ctx, op(name, depts, members), now)
     }
 
@@ -92,7 +97,7 @@ impl Core {
             .collect()
     }
 
-    /// Creates a project (admins only) scoped to departments and/or members (or the whole team).
+    /// Creates a project (any member may) scoped to departments and/or members (or the whole team).
     pub(crate) fn create_project(
         &self,
         s: &Store,
