@@ -294,3 +294,66 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// Many members' edits arriving together (one sync page from a teammate) all land: each
+/// change builds on the ones before it in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_by_several_members_caught_up_at_once_all_land() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    let carol = started_node(dir.path(), "carol").await;
+    alice.team_create("acme").await.expect("team");
+    join(&alice, &bob).await;
+    join(&alice, &carol).await;
+    alice.project_create("ops", vec![], vec![]).await.expect("project");
+    // Everyone's key reaches everyone while all are together.
+    let mut ids = Vec::new();
+    for (i, n) in [&alice, &bob, &carol].iter().enumerate() {
+        ids.push(
+            n.task_add("ops", &format!("hello {i}"), vec![], None, TaskPriority::Normal, None)
+                .await
+                .expect("add"),
+        );
+    }
+    for n in [&alice, &bob, &carol] {
+        eventually("the greetings", async || {
+            (n.tasks(None, false, false).await.ok()?.len() == 3).then_some(())
+        })
+        .await;
+    }
+    let carol_home = Home::new(dir.path().join("carol"));
+    carol.shutdown().await.expect("stop");
+    drop(carol);
+    for i in 0..10 {
+        let n = if i % 2 == 0 { &alice } else { &bob };
+        ids.push(
+            n.task_add("ops", &format!("while away {i}"), vec![], None, TaskPriority::Normal, None)
+                .await
+                .expect("add"),
+        );
+    }
+    for n in [&alice, &bob] {
+        eventually("both to have all", async || {
+            (n.tasks(None, false, false).await.ok()?.len() == 13).then_some(())
+        })
+        .await;
+    }
+    alice.shutdown().await.expect("alice stops");
+    let carol = Node::open(&carol_home, None).expect("reopen");
+    carol
+        .start_network(NetConfig::loopback(), vec![bob.id().addrs[0].parse().expect("addr")])
+        .await
+        .expect("net");
+    let got = eventually("carol to get every edit", async || {
+        let t = carol.tasks(None, false, false).await.ok()?;
+        (t.len() == 13).then_some(t)
+    })
+    .await;
+    for id in &ids {
+        assert!(got.iter().any(|t| &t.id == id), "{id} missing");
+    }
+    for n in [bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}

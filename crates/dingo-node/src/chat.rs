@@ -53,6 +53,9 @@ pub(crate) struct SealCtx {
     pub(crate) effects: Effects,
     /// DINGs received in this batch per sender (rate limits must count what is not written yet).
     pub(crate) dings_in_batch: HashMap<UserId, usize>,
+    /// Task boards and documents saved in this batch (not yet in the store): later envelopes
+    /// of the same batch must build on them, not on what the store still holds.
+    pub(crate) work_docs: HashMap<ConvId, Vec<u8>>,
 }
 
 /// Follow-ups of a committed job that need the network.

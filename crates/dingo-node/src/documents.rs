@@ -4,12 +4,12 @@
 //! causal gaps answered "retry". Every function runs in a store job.
 
 use crate::chat::{Accepted, Core, SealCtx};
-use crate::projects::scope_named;
+use crate::projects::{scope_named, stored_doc};
 use crate::records::{BlameView, ProjectView, RevisionView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
 use dingo_docs::{actor_of, TextDoc};
-use dingo_store::{Batch, Store, Table};
+use dingo_store::{Store, Table};
 use dingo_types::envelope::Envelope;
 use dingo_types::team::Action;
 use dingo_types::{ConvId, DeviceKey};
@@ -46,9 +46,15 @@ impl Core {
         })
     }
 
-    fn text_doc(&self, s: &Store, id: &ConvId, name: &str) -> Result<TextDoc, NodeError> {
+    fn text_doc(
+        &self,
+        s: &Store,
+        pending: Option<&SealCtx>,
+        id: &ConvId,
+        name: &str,
+    ) -> Result<TextDoc, NodeError> {
         let me = self.me.device_key();
-        Ok(match s.get::<Vec<u8>>(Table::Docs, &id.0)? {
+        Ok(match stored_doc(s, pending, id)? {
             Some(bytes) => TextDoc::load(&bytes, &me)?,
             None => {
                 // Every member makes exactly this change: same actor, time and content.
@@ -61,14 +67,17 @@ impl Core {
     pub(crate) fn text_doc_replica(
         &self,
         s: &Store,
+        pending: Option<&SealCtx>,
         id: &ConvId,
         name: &str,
     ) -> Result<dingo_docs::Replica, NodeError> {
-        Ok(self.text_doc(s, id, name)?.replica().clone())
+        Ok(self.text_doc(s, pending, id, name)?.replica().clone())
     }
 
-    fn save_text(&self, s: &Store, b: &mut Batch, id: &ConvId, doc: &mut TextDoc) {
-        s.put(b, Table::Docs, &id.0, &doc.replica().save());
+    fn save_text(&self, s: &Store, ctx: &mut SealCtx, id: &ConvId, doc: &mut TextDoc) {
+        let bytes = doc.replica().save();
+        s.put(&mut ctx.batch, Table::Docs, &id.0, &bytes);
+        ctx.work_docs.insert(*id, bytes);
     }
 
     fn member_doc(
@@ -98,14 +107,14 @@ impl Core {
             return Err(NodeError::TooLong(text.len(), MAX_DOC_BYTES));
         }
         let (state, name, chan) = self.member_doc(s, name)?;
-        let mut doc = self.text_doc(s, &chan.id, &name)?;
+        let mut doc = self.text_doc(s, Some(ctx), &chan.id, &name)?;
         let before = doc.replica().heads();
         if !doc.edit(text, message, now)? {
             return Ok(false);
         }
         let changes = doc.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.save_text(s, &mut ctx.batch, &chan.id, &mut doc);
+        self.save_text(s, ctx, &chan.id, &mut doc);
         Ok(true)
     }
 
@@ -118,7 +127,7 @@ impl Core {
         name: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
-        let mut doc = self.text_doc(s, &env.group, name)?;
+        let mut doc = self.text_doc(s, Some(ctx), &env.group, name)?;
         let signer = actor_of(&env.sender);
         if let Err(e) = doc.replica().apply(&changes, |a| *a == signer) {
             return Ok(Err(Accepted::Rejected(format!("document changes refused: {e}"))));
@@ -126,20 +135,20 @@ impl Core {
         if doc.replica().has_missing_deps() {
             return Ok(Err(Accepted::Retry(Vec::new())));
         }
-        self.save_text(s, &mut ctx.batch, &env.group, &mut doc);
+        self.save_text(s, ctx, &env.group, &mut doc);
         Ok(Ok(vec![NodeEvent::DocChanged { doc: name.to_owned() }]))
     }
 
     /// The document's text.
     pub(crate) fn doc_text(&self, s: &Store, name: &str) -> Result<String, NodeError> {
         let (_, name, chan) = self.member_doc(s, name)?;
-        Ok(self.text_doc(s, &chan.id, &name)?.body()?)
+        Ok(self.text_doc(s, None, &chan.id, &name)?.body()?)
     }
 
     /// The document as standard automerge bytes.
     pub(crate) fn doc_bytes(&self, s: &Store, name: &str) -> Result<Vec<u8>, NodeError> {
         let (_, name, chan) = self.member_doc(s, name)?;
-        Ok(self.text_doc(s, &chan.id, &name)?.replica().save())
+        Ok(self.text_doc(s, None, &chan.id, &name)?.replica().save())
     }
 
     /// Who wrote a device key (hex), by member name.
@@ -158,7 +167,7 @@ impl Core {
     /// Every change: who, when, what they said.
     pub(crate) fn doc_history(&self, s: &Store, name: &str) -> Result<Vec<RevisionView>, NodeError> {
         let (state, name, chan) = self.member_doc(s, name)?;
-        let mut doc = self.text_doc(s, &chan.id, &name)?;
+        let mut doc = self.text_doc(s, None, &chan.id, &name)?;
         Ok(doc
             .history()
             .into_iter()
@@ -174,7 +183,7 @@ impl Core {
     /// Each line with who last changed it and when.
     pub(crate) fn doc_blame(&self, s: &Store, name: &str) -> Result<Vec<BlameView>, NodeError> {
         let (state, name, chan) = self.member_doc(s, name)?;
-        let mut doc = self.text_doc(s, &chan.id, &name)?;
+        let mut doc = self.text_doc(s, None, &chan.id, &name)?;
         Ok(doc
             .blame()?
             .into_iter()

@@ -29,6 +29,18 @@ pub(crate) fn scope_named(
     scopes.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.trim())).map(|(n, c)| (n.clone(), c.clone()))
 }
 
+/// The saved bytes of a board or document: this batch's unwritten save if there is one.
+pub(crate) fn stored_doc(
+    s: &Store,
+    pending: Option<&SealCtx>,
+    id: &ConvId,
+) -> Result<Option<Vec<u8>>, NodeError> {
+    if let Some(bytes) = pending.and_then(|c| c.work_docs.get(id)) {
+        return Ok(Some(bytes.clone()));
+    }
+    Ok(s.get::<Vec<u8>>(Table::Docs, &id.0)?)
+}
+
 /// Where a board's task list is saved beside it.
 fn task_list_key(project: &ConvId) -> Vec<u8> {
     [project.0.as_slice(), b"/tasks"].concat()
@@ -117,9 +129,15 @@ impl Core {
     }
 
     /// The project's board as stored, or its genesis if nothing was stored yet.
-    fn board(&self, s: &Store, project: &ConvId, name: &str) -> Result<Board, NodeError> {
+    fn board(
+        &self,
+        s: &Store,
+        pending: Option<&SealCtx>,
+        project: &ConvId,
+        name: &str,
+    ) -> Result<Board, NodeError> {
         let me = self.me.device_key();
-        Ok(match s.get::<Vec<u8>>(Table::Docs, &project.0)? {
+        Ok(match stored_doc(s, pending, project)? {
             Some(bytes) => Board::load(&bytes, &me)?,
             None => {
                 // Every member makes exactly this change: same actor, time and content.
@@ -134,12 +152,14 @@ impl Core {
     fn save_board(
         &self,
         s: &Store,
-        b: &mut Batch,
+        ctx: &mut SealCtx,
         project: &ConvId,
         board: &mut Board,
     ) -> Result<(), NodeError> {
-        s.put(b, Table::Docs, &project.0, &board.replica().save());
-        s.put(b, Table::Docs, &task_list_key(project), &board.tasks()?);
+        let bytes = board.replica().save();
+        s.put(&mut ctx.batch, Table::Docs, &project.0, &bytes);
+        s.put(&mut ctx.batch, Table::Docs, &task_list_key(project), &board.tasks()?);
+        ctx.work_docs.insert(*project, bytes);
         Ok(())
     }
 
@@ -153,7 +173,7 @@ impl Core {
         if let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(project))? {
             return Ok(tasks);
         }
-        Ok(self.board(s, project, name)?.tasks()?)
+        Ok(self.board(s, None, project, name)?.tasks()?)
     }
 
     /// Applies a local edit to a project's board and sends its changes to the project.
@@ -170,12 +190,12 @@ impl Core {
         if !state.channel_members(&chan).contains(&self.me.user_id()) {
             return Err(NodeError::NotInChannel(format!("project {name}")));
         }
-        let mut board = self.board(s, &chan.id, &name)?;
+        let mut board = self.board(s, Some(ctx), &chan.id, &name)?;
         let before = board.replica().heads();
         edit(&mut board)?;
         let changes = board.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.save_board(s, &mut ctx.batch, &chan.id, &mut board)?;
+        self.save_board(s, ctx, &chan.id, &mut board)?;
         Ok(())
     }
 
@@ -206,7 +226,7 @@ impl Core {
         project: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
-        let mut board = self.board(s, &env.group, project)?;
+        let mut board = self.board(s, Some(ctx), &env.group, project)?;
         let signer = actor_of(&env.sender);
         if let Err(e) = board.replica().apply(&changes, |a| *a == signer) {
             return Ok(Err(Accepted::Rejected(format!("task changes refused: {e}"))));
@@ -214,7 +234,7 @@ impl Core {
         if board.replica().has_missing_deps() {
             return Ok(Err(Accepted::Retry(Vec::new())));
         }
-        self.save_board(s, &mut ctx.batch, &env.group, &mut board)?;
+        self.save_board(s, ctx, &env.group, &mut board)?;
         Ok(Ok(vec![NodeEvent::TasksChanged { project: project.to_owned() }]))
     }
 
@@ -320,7 +340,7 @@ impl Core {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
         let (project, id) = self.find_task(s, &state, id)?;
         let (_, chan) = self.project_named(&state, &project)?;
-        let task = self.board(s, &chan.id, &project)?.task(&id)?;
+        let task = self.board(s, None, &chan.id, &project)?.task(&id)?;
         let me = self.me.user_id().to_hex();
         let mut nudged = Vec::new();
         for a in task.assignees.iter().filter(|a| **a != me) {
@@ -455,14 +475,15 @@ impl Core {
     fn work_replica(
         &self,
         s: &Store,
+        pending: Option<&SealCtx>,
         state: &TeamState,
         group: &ConvId,
     ) -> Result<Option<Replica>, NodeError> {
         if let Some((name, _)) = state.project_by_id(group) {
-            return Ok(Some(self.board(s, group, name)?.replica().clone()));
+            return Ok(Some(self.board(s, pending, group, name)?.replica().clone()));
         }
         if let Some((name, _)) = state.doc_by_id(group) {
-            return Ok(Some(self.text_doc_replica(s, group, name)?));
+            return Ok(Some(self.text_doc_replica(s, pending, group, name)?));
         }
         Ok(None)
     }
@@ -477,7 +498,7 @@ impl Core {
         group: &ConvId,
         to: &[ContactRec],
     ) -> Result<(), NodeError> {
-        let Some(mut replica) = self.work_replica(s, state, group)? else { return Ok(()) };
+        let Some(mut replica) = self.work_replica(s, Some(ctx), state, group)? else { return Ok(()) };
         let mut chunks: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
         let mut bytes = 0;
         for c in replica.changes_since(&[]) {
@@ -521,7 +542,7 @@ impl Core {
         if !members.contains(&from.user_id) || !members.contains(&self.me.user_id()) {
             return Ok(Accepted::Retry(Vec::new()));
         }
-        let Some(mut replica) = self.work_replica(s, &state, &group)? else {
+        let Some(mut replica) = self.work_replica(s, Some(ctx), &state, &group)? else {
             return Ok(Accepted::Retry(Vec::new()));
         };
         let mut writers: Vec<automerge::ActorId> = state
@@ -539,9 +560,11 @@ impl Core {
             return Ok(Accepted::Retry(Vec::new()));
         }
         if state.project_by_id(&group).is_some() {
-            self.save_board(s, &mut ctx.batch, &group, &mut Board::from_replica(replica)?)?;
+            self.save_board(s, ctx, &group, &mut Board::from_replica(replica)?)?;
         } else {
-            s.put(&mut ctx.batch, Table::Docs, &group.0, &replica.save());
+            let bytes = replica.save();
+            s.put(&mut ctx.batch, Table::Docs, &group.0, &bytes);
+            ctx.work_docs.insert(group, bytes);
         }
         Ok(Accepted::Stored(Vec::new()))
     }

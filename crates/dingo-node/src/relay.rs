@@ -150,16 +150,19 @@ impl Core {
         Ok(s.get::<LoggedEnv>(Table::GroupLog, &key)?.map(|r| r.envelope))
     }
 
-    /// Channels both this node's user and `peer`'s are members of.
+    /// Groups (channels, projects, documents) both this node's user and `peer`'s are in.
     fn common_groups(&self, s: &Store, peer: &DeviceKey) -> Result<Vec<ConvId>, NodeError> {
         let Some((_, state)) = self.team_state(s)? else { return Ok(Vec::new()) };
         let Some(them) = state.members.iter().find(|(_, m)| m.device_key == peer.0).map(|(u, _)| *u) else {
             return Ok(Vec::new());
         };
         let me = self.me.user_id();
+        // Channels, projects and documents: every group both belong to.
         let mut groups: Vec<ConvId> = state
             .channels
             .values()
+            .chain(state.projects.values())
+            .chain(state.docs.values())
             .filter(|c| {
                 let members = state.channel_members(c);
                 members.contains(&me) && members.contains(&them)
