@@ -357,3 +357,17 @@ fn task_from(id: &str, t: &hydrate::Map) -> Task {
         comments,
     }
 }
+
+impl crate::SharedDoc for Board {
+    fn create(device: &DeviceKey, name: &str, now: u64) -> Result<Self, DocError> {
+        Board::create(device, name, now)
+    }
+
+    fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError> {
+        Board::load(bytes, device)
+    }
+
+    fn replica(&mut self) -> &mut Replica {
+        Board::replica(self)
+    }
+}

@@ -50,6 +50,25 @@ pub fn device_of(actor: &ActorId) -> Option<DeviceKey> {
     <[u8; 32]>::try_from(actor.to_bytes()).ok().map(DeviceKey)
 }
 
+/// What task boards and text documents share: made, loaded and synced the same way.
+pub trait SharedDoc: Sized {
+    /// A new document written by `device`.
+    fn create(device: &DeviceKey, name: &str, now: u64) -> Result<Self, DocError>;
+    /// Saved bytes, written from now on by `device`.
+    fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError>;
+    /// The automerge replica (save, sync, apply).
+    fn replica(&mut self) -> &mut Replica;
+
+    /// The state every member of `group` starts from before anything is saved: its first
+    /// change is written by an actor named after the group, at time 0, so every member builds
+    /// the very same change (same hash) and all edits hang off one root object. From then on
+    /// `device` writes.
+    fn genesis(group: &[u8; 32], name: &str, device: &DeviceKey) -> Result<Self, DocError> {
+        let mut first = Self::create(&DeviceKey(*group), name, 0)?;
+        Self::load(&first.replica().save(), device)
+    }
+}
+
 /// An automerge document written by one device: what boards and text documents share.
 #[derive(Debug, Clone)]
 pub struct Replica {

@@ -202,3 +202,17 @@ impl TextDoc {
         Ok(out)
     }
 }
+
+impl crate::SharedDoc for TextDoc {
+    fn create(device: &DeviceKey, name: &str, now: u64) -> Result<Self, DocError> {
+        TextDoc::create(device, name, now)
+    }
+
+    fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError> {
+        TextDoc::load(bytes, device)
+    }
+
+    fn replica(&mut self) -> &mut Replica {
+        TextDoc::replica(self)
+    }
+}

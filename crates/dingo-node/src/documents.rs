@@ -4,7 +4,7 @@
 //! causal gaps answered "retry". Every function runs in a store job.
 
 use crate::chat::{Accepted, Core, SealCtx};
-use crate::projects::{scope_named, stored_doc};
+use crate::projects::scope_named;
 use crate::records::{BlameView, ProjectView, RevisionView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
@@ -46,6 +46,7 @@ impl Core {
         })
     }
 
+    /// The document as saved, or its genesis.
     fn text_doc(
         &self,
         s: &Store,
@@ -53,25 +54,7 @@ impl Core {
         id: &ConvId,
         name: &str,
     ) -> Result<TextDoc, NodeError> {
-        let me = self.me.device_key();
-        Ok(match stored_doc(s, pending, id)? {
-            Some(bytes) => TextDoc::load(&bytes, &me)?,
-            None => {
-                // Every member makes exactly this change: same actor, time and content.
-                let mut genesis = TextDoc::create(&DeviceKey(id.0), name, 0)?;
-                TextDoc::load(&genesis.replica().save(), &me)?
-            }
-        })
-    }
-
-    pub(crate) fn text_doc_replica(
-        &self,
-        s: &Store,
-        pending: Option<&SealCtx>,
-        id: &ConvId,
-        name: &str,
-    ) -> Result<dingo_docs::Replica, NodeError> {
-        Ok(self.text_doc(s, pending, id, name)?.replica().clone())
+        self.work_doc(s, pending, id, name)
     }
 
     fn save_text(&self, s: &Store, ctx: &mut SealCtx, id: &ConvId, doc: &mut TextDoc) {

@@ -14,7 +14,7 @@ use crate::chat::{Accepted, Core, SealCtx};
 use crate::records::{ContactRec, MemberProgress, ProjectStatus, ProjectView, TaskView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
-use dingo_docs::{actor_of, Board, NewTask, Replica, TaskEdit};
+use dingo_docs::{actor_of, Board, NewTask, Replica, SharedDoc, TaskEdit};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::content::Content;
 use dingo_types::envelope::Envelope;
@@ -128,7 +128,23 @@ impl Core {
         })
     }
 
-    /// The project's board as stored, or its genesis if nothing was stored yet.
+    /// A project's board or a document as saved (this batch's save first), or the group's
+    /// genesis if nothing was saved yet.
+    pub(crate) fn work_doc<T: SharedDoc>(
+        &self,
+        s: &Store,
+        pending: Option<&SealCtx>,
+        group: &ConvId,
+        name: &str,
+    ) -> Result<T, NodeError> {
+        let me = self.me.device_key();
+        Ok(match stored_doc(s, pending, group)? {
+            Some(bytes) => T::load(&bytes, &me)?,
+            None => T::genesis(&group.0, name, &me)?,
+        })
+    }
+
+    /// The project's board as saved, or its genesis.
     fn board(
         &self,
         s: &Store,
@@ -136,15 +152,7 @@ impl Core {
         project: &ConvId,
         name: &str,
     ) -> Result<Board, NodeError> {
-        let me = self.me.device_key();
-        Ok(match stored_doc(s, pending, project)? {
-            Some(bytes) => Board::load(&bytes, &me)?,
-            None => {
-                // Every member makes exactly this change: same actor, time and content.
-                let mut genesis = Board::create(&DeviceKey(project.0), name, 0)?;
-                Board::load(&genesis.replica().save(), &me)?
-            }
-        })
+        self.work_doc(s, pending, project, name)
     }
 
     /// Saves the board, and beside it (in the same atomic batch) the task list it shows, so a
@@ -483,7 +491,9 @@ impl Core {
             return Ok(Some(self.board(s, pending, group, name)?.replica().clone()));
         }
         if let Some((name, _)) = state.doc_by_id(group) {
-            return Ok(Some(self.text_doc_replica(s, pending, group, name)?));
+            return Ok(Some(
+                self.work_doc::<dingo_docs::TextDoc>(s, pending, group, name)?.replica().clone(),
+            ));
         }
         Ok(None)
     }
