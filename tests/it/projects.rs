@@ -307,6 +307,12 @@ async fn edits_by_several_members_caught_up_at_once_all_land() {
     join(&alice, &bob).await;
     join(&alice, &carol).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
+    for n in [&bob, &carol] {
+        eventually("the project to reach every member", async || {
+            n.projects().await.ok()?.into_iter().find(|p| p.name == "ops" && p.joined).map(|_| ())
+        })
+        .await;
+    }
     // Everyone's key reaches everyone while all are together.
     let mut ids = Vec::new();
     for (i, n) in [&alice, &bob, &carol].iter().enumerate() {
