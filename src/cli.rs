@@ -73,6 +73,9 @@ pub(crate) enum Command {
     /// Shared text documents, with history and blame.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Files shared in chats, channels, projects and documents, with versions.
+    #[command(subcommand)]
+    File(FileCommand),
     /// Reports drafted from tasks and documents.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -335,6 +338,39 @@ pub(crate) enum ReportCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FileCommand {
+    /// Share a file (encrypted once, fetched by recipients from whoever has it); sharing the same
+    /// name again in the same place makes a new version.
+    Share {
+        /// `@contact` (or a contact's name), `#channel`, `project:NAME` (or a project's name), `doc:NAME`.
+        target: String,
+        /// The file.
+        path: std::path::PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Fetch a shared file from any peers that have it (resumes after an interruption).
+    Get {
+        /// Version id (or a prefix of 4+ hex digits), or a file name for its newest version.
+        id: String,
+        /// Where to write it (default: the file's name in the current directory, which must not exist).
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// The versions of a file, oldest first, with author and time.
+    Versions {
+        /// The file name.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Every file version known here.
+    List(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,13 +1,13 @@
 //! Each command, against the running node's API or, when no node runs, the home itself.
 
 use crate::cli::{
-    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, DocCommand, ProjectCommand, ReportCommand,
-    RunArgs, TaskCommand, TeamCommand,
+    ChannelCommand, Cli, Command, ContactCommand, DeptCommand, DocCommand, FileCommand, ProjectCommand,
+    ReportCommand, RunArgs, TaskCommand, TeamCommand,
 };
 use crate::output;
 use anyhow::{anyhow, bail, Context};
 use dingo_api::*;
-use dingo_node::{Home, NetConfig, Node, NodeError, Role};
+use dingo_node::{FileView, Home, NetConfig, Node, NodeError, Role, TransferView};
 use std::path::{Path, PathBuf};
 
 fn default_home() -> PathBuf {
@@ -330,6 +330,7 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             output::projects(&list);
             queued_note(b);
         }
+        Command::File(cmd) => return file(b, cmd),
         Command::Doc(DocCommand::List(f)) => {
             let list = b.call(|c| c.get("/v1/docs", &[]), async |n| n.docs().await)?;
             if f.json {
@@ -553,6 +554,118 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn file(b: &Backend, command: FileCommand) -> anyhow::Result<()> {
+    match command {
+        FileCommand::Share { target, path, json } => {
+            let path = std::fs::canonicalize(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let view = match b {
+                Backend::Api(c) => {
+                    let body = FileShareBody { target, path: path.display().to_string() };
+                    let started: TransferView = c.post("/v1/files", &body)?;
+                    let done = follow(c, started, json.json)?;
+                    let id = done.file_id.context("the node did not say which file it shared")?;
+                    let list: Vec<FileView> = c.get("/v1/files", &[])?;
+                    list.into_iter().find(|f| f.id == id).context("the shared file is not listed")?
+                }
+                Backend::Local(n, rt) => {
+                    let v = rt.block_on(n.file_share(&target, &path))?;
+                    queued_note(b);
+                    v
+                }
+            };
+            if json.json {
+                return output::json(&view);
+            }
+            println!(
+                "shared {} ({}) in {} as version {}: id {}",
+                view.name,
+                dingo_node::human_size(view.size),
+                view.place,
+                view.version,
+                view.id
+            );
+        }
+        FileCommand::Get { id, output: out, json } => {
+            let out = match out {
+                Some(p) => std::path::absolute(&p).with_context(|| format!("bad path {}", p.display()))?,
+                None => std::env::current_dir().context("no current directory")?,
+            };
+            let done = match b {
+                Backend::Api(c) => {
+                    let body = FileGetBody { id, out: out.display().to_string() };
+                    let started: TransferView = c.post("/v1/files/get", &body)?;
+                    follow(c, started, json.json)?
+                }
+                Backend::Local(n, rt) => rt.block_on(n.file_get(&id, &out))?,
+            };
+            if json.json {
+                return output::json(&done);
+            }
+            let peers = done.from_peers.len();
+            println!(
+                "fetched {} ({}) to {} in {} ms: {} chunks from {peers} peer(s), {} already here, {} rejected",
+                done.name,
+                dingo_node::human_size(done.total_bytes),
+                done.path,
+                done.elapsed_ms,
+                done.chunks_fetched,
+                done.chunks_reused,
+                done.chunks_rejected
+            );
+        }
+        FileCommand::Versions { name, json } => {
+            let list = b.call(
+                |c| c.get("/v1/files/versions", &[("name", name.as_str())]),
+                async |n| n.file_versions(&name).await,
+            )?;
+            if json.json {
+                return output::json(&list);
+            }
+            output::files(&list);
+        }
+        FileCommand::List(f) => {
+            let list = b.call(|c| c.get("/v1/files", &[]), async |n| n.files().await)?;
+            if f.json {
+                return output::json(&list);
+            }
+            if list.is_empty() {
+                println!("no files yet: share one with `dingo file share TARGET PATH`");
+            }
+            output::files(&list);
+        }
+    }
+    Ok(())
+}
+
+/// Follows a running transfer with a progress bar (on a terminal) until it ends.
+fn follow(c: &Client, started: TransferView, quiet: bool) -> anyhow::Result<TransferView> {
+    let bar = indicatif::ProgressBar::new(started.total_bytes);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut t = started;
+    loop {
+        bar.set_message(format!("{} {}", t.kind, t.name));
+        bar.set_length(t.total_bytes);
+        bar.set_position(t.done_bytes);
+        if t.state != "running" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        t = c.get("/v1/transfers", &[("id", t.transfer.as_str())])?;
+    }
+    bar.finish_and_clear();
+    match t.state.as_str() {
+        "done" => Ok(t),
+        _ => bail!("{}", t.error.unwrap_or_else(|| "the transfer failed".into())),
+    }
 }
 
 fn queued_note(b: &Backend) {

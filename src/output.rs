@@ -239,3 +239,19 @@ pub(crate) fn project_status(st: &dingo_node::ProjectStatus) {
         );
     }
 }
+
+pub(crate) fn files(list: &[dingo_node::FileView]) {
+    for f in list {
+        let here = if f.chunks_here == f.chunks { "here" } else { "not fetched" };
+        println!(
+            "{:<24} v{:<3} {}  {:<12} {:<20} {:>9}  {}  {here}",
+            f.name,
+            f.version,
+            time(f.shared_at),
+            f.from,
+            f.place,
+            dingo_node::human_size(f.size),
+            &f.id[..12]
+        );
+    }
+}

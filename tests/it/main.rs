@@ -6,6 +6,7 @@ mod api;
 mod chat;
 mod cli;
 mod crash;
+mod files;
 mod lan;
 mod net;
 mod projects;

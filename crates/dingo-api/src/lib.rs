@@ -263,3 +263,21 @@ pub struct AddMembersBody {
     /// Department to put them in.
     pub dept: Option<String>,
 }
+
+/// Body of `POST /v1/files`: share the file at `path` (absolute, on this machine).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileShareBody {
+    /// `@contact`, `#channel`, `project:NAME`, `doc:NAME`, or a bare contact or project name.
+    pub target: String,
+    /// The file to share.
+    pub path: String,
+}
+
+/// Body of `POST /v1/files/get`: fetch a file version into `out` (absolute path).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileGetBody {
+    /// Version id (or a prefix of 4+ hex digits), or a name for its newest version.
+    pub id: String,
+    /// Where to write it.
+    pub out: String,
+}

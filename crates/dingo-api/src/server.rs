@@ -46,7 +46,11 @@ impl From<NodeError> for ApiError {
             | NodeError::UnknownDing(_)
             | NodeError::UnknownProject(_)
             | NodeError::UnknownTask(_)
-            | NodeError::UnknownDoc(_) => StatusCode::NOT_FOUND,
+            | NodeError::UnknownDoc(_)
+            | NodeError::UnknownFile(_)
+            | NodeError::UnknownTarget(_) => StatusCode::NOT_FOUND,
+            NodeError::FileUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NodeError::FileTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
             NodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             NodeError::Team(_)
             | NodeError::NoTeam
@@ -131,6 +135,10 @@ pub async fn serve(node: Node) -> Result<ApiHandle, NodeError> {
         .route("/v1/docs/export", get(doc_export))
         .route("/v1/docs/history", get(doc_history))
         .route("/v1/docs/blame", get(doc_blame))
+        .route("/v1/files", get(files).post(file_share))
+        .route("/v1/files/versions", get(file_versions))
+        .route("/v1/files/get", post(file_get))
+        .route("/v1/transfers", get(transfer))
         .route("/v1/settings", get(settings).post(settings_set))
         .route("/v1/events", get(events))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -395,6 +403,45 @@ async fn doc_create(
     Json(b): Json<ChannelBody>,
 ) -> ApiResult<Vec<dingo_node::ProjectView>> {
     Ok(Json(st.node.doc_create(&b.name, b.depts, b.members).await?))
+}
+
+async fn files(State(st): State<AppState>) -> ApiResult<Vec<dingo_node::FileView>> {
+    Ok(Json(st.node.files().await?))
+}
+
+async fn file_versions(
+    State(st): State<AppState>,
+    Query(q): Query<DocQuery>,
+) -> ApiResult<Vec<dingo_node::FileView>> {
+    Ok(Json(st.node.file_versions(&q.name).await?))
+}
+
+/// Starts a share; the answer names the transfer to follow.
+async fn file_share(
+    State(st): State<AppState>,
+    Json(b): Json<FileShareBody>,
+) -> ApiResult<dingo_node::TransferView> {
+    Ok(Json(st.node.file_share_start(&b.target, std::path::Path::new(&b.path)).await?))
+}
+
+/// Starts a fetch; the answer names the transfer to follow.
+async fn file_get(State(st): State<AppState>, Json(b): Json<FileGetBody>) -> ApiResult<dingo_node::TransferView> {
+    Ok(Json(st.node.file_get_start(&b.id, std::path::Path::new(&b.out)).await?))
+}
+
+#[derive(Deserialize)]
+struct TransferQuery {
+    id: String,
+}
+
+async fn transfer(
+    State(st): State<AppState>,
+    Query(q): Query<TransferQuery>,
+) -> ApiResult<dingo_node::TransferView> {
+    st.node
+        .transfer(&q.id)
+        .map(Json)
+        .ok_or_else(|| NodeError::Unavailable(format!("no transfer {:?}", q.id)).into())
 }
 
 async fn doc_edit(State(st): State<AppState>, Json(b): Json<DocEditBody>) -> ApiResult<DocEditAnswer> {

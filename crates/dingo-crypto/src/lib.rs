@@ -6,6 +6,7 @@
 //! - [`session`]: a pair's sessions, and sealing/opening signed 1:1 envelopes.
 //! - [`group`]: sender-key chains for group messages (encrypt and sign once for all members).
 //! - [`membership`]: the team's signed op log and the membership computed from it (a CRDT).
+//! - [`file`]: sealing file chunks once with a per-file key.
 //! - [`at_rest`]: the storage key that encrypts every stored value, and the passphrase-wrapped
 //!   key file.
 //!
@@ -14,6 +15,7 @@
 
 pub mod at_rest;
 mod error;
+pub mod file;
 pub mod group;
 pub mod identity;
 pub mod membership;

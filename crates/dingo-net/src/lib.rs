@@ -1,5 +1,6 @@
 //! Dingo's network actor: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, optional
-//! mDNS) with the `/dingo/msg/1` request-response protocol, driven by one task.
+//! mDNS) with the `/dingo/msg/1` request-response protocol and plain streams for bulk transfers
+//! (`/dingo/file/1`), driven by one task.
 //!
 //! [`Net`] is a cheap handle: each command goes over a bounded channel with a oneshot reply.
 //! Inbound requests come out as [`Event::Request`] with a [`Responder`]; the node answers when it
@@ -20,7 +21,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-pub use libp2p::{Multiaddr as Addr, PeerId as Peer};
+pub use libp2p::{Multiaddr as Addr, PeerId as Peer, Stream};
+pub use libp2p_stream::IncomingStreams;
 
 /// Commands queued to the swarm task before callers wait.
 pub const COMMAND_QUEUE: usize = 1024;
@@ -160,13 +162,22 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Plain streams for bulk transfers (file chunks), outside request-response.
+    streams: libp2p_stream::Behaviour,
 }
 
 /// A handle to the swarm task.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Net {
     commands: mpsc::Sender<Command>,
     local: PeerId,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net").field("local", &self.local).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -227,6 +238,7 @@ impl Net {
                     )),
                     ping: ping::Behaviour::default(),
                     mdns: Toggle::from(mdns),
+                    streams: libp2p_stream::Behaviour::new(),
                 })
             })
             .map_err(|e| setup(&e))?
@@ -249,10 +261,11 @@ impl Net {
                 Err(_) => return Err(NetError::Setup("timed out waiting for listeners".into())),
             }
         }
+        let streams = swarm.behaviour().streams.new_control();
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         tokio::spawn(run(swarm, command_rx, event_tx, early));
-        Ok((Net { commands, local }, events))
+        Ok((Net { commands, local, streams }, events))
     }
 
     /// This node's PeerId.
@@ -269,6 +282,23 @@ impl Net {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Request { peer, request, reply }).await?;
         rx.await.map_err(|_| NetError::Closed)?
+    }
+
+    /// Opens a stream of `protocol` to a connected peer (for bulk transfers).
+    pub async fn open_stream(&self, peer: PeerId, protocol: &'static str) -> Result<Stream, NetError> {
+        self.streams
+            .clone()
+            .open_stream(peer, StreamProtocol::new(protocol))
+            .await
+            .map_err(|e| NetError::Request { peer, reason: e.to_string() })
+    }
+
+    /// Takes the inbound streams of `protocol` (once per protocol).
+    pub fn accept_streams(&self, protocol: &'static str) -> Result<IncomingStreams, NetError> {
+        self.streams
+            .clone()
+            .accept(StreamProtocol::new(protocol))
+            .map_err(|_| NetError::Setup(format!("{protocol} is already being accepted")))
     }
 
     /// Dials an address and waits for the connection.

@@ -83,7 +83,7 @@ impl State {
         }
     }
 
-    fn connected_peers(&self) -> Vec<[u8; 32]> {
+    pub(crate) fn connected_peers(&self) -> Vec<[u8; 32]> {
         locked(&self.peers).iter().filter(|(_, p)| p.connected).map(|(d, _)| *d).collect()
     }
 

@@ -59,6 +59,7 @@ fn priority_of(content: &Content) -> Priority {
     match content {
         Content::Ding { .. } => Priority::Ding,
         Content::DocChanges { .. } => Priority::Work,
+        Content::File { .. } => Priority::File,
         _ => Priority::Chat,
     }
 }
@@ -223,20 +224,25 @@ impl Core {
         now: u64,
     ) -> Result<MsgId, NodeError> {
         check_text(text)?;
+        let body = text.to_owned();
+        self.send_channel(s, ctx, chan, text, now, |id, sent_at| Content::Text { id, sent_at, text: body })
+    }
+
+    /// Sends a chat message (a text, or a file shown as `text`) to a channel.
+    pub(crate) fn send_channel(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        chan: &str,
+        text: &str,
+        now: u64,
+        make: impl FnOnce(MsgId, u64) -> Content,
+    ) -> Result<MsgId, NodeError> {
         let state = self.team_or_err(s)?;
         let (name, channel) = self.channel_named(&state, chan)?;
         let id = MsgId::random();
-        let body = text.to_owned();
-        let (key, seq, sent_at, recipients) = self.seal_group(
-            s,
-            ctx,
-            &state,
-            &name,
-            &channel,
-            id,
-            |sent_at| Content::Text { id, sent_at, text: body },
-            now,
-        )?;
+        let (key, seq, sent_at, recipients) =
+            self.seal_group(s, ctx, &state, &name, &channel, id, |sent_at| make(id, sent_at), now)?;
         let rec = MessageRec::outgoing((id, channel.id, self.me.user_id()), text, sent_at, seq, recipients);
         s.put(&mut ctx.batch, Table::Messages, &key, &rec);
         let conv = self.ctx_conv(s, ctx, channel.id)?;
@@ -316,6 +322,25 @@ impl Core {
         let from_name = self.member_name(s, &state, &sender);
         let chan_name = chan_name.clone();
         let priority = priority_of(&content);
+        // A shared file is filed; in a channel it then shows like a text.
+        let content = match content {
+            Content::File { id, sent_at, file } => {
+                let rec = crate::files::FileRec {
+                    manifest: file.clone(),
+                    place: crate::files::Place::Group(env.group),
+                    from: sender,
+                    from_device: env.sender,
+                    shared_at: sent_at,
+                    msg: id,
+                };
+                self.record_file(s, &mut ctx.seal.batch, rec)?;
+                match project || document {
+                    true => Content::File { id, sent_at, file },
+                    false => Content::Text { id, sent_at, text: crate::files::file_line(&file) },
+                }
+            }
+            other => other,
+        };
         if let Content::Text { id, sent_at, .. } | Content::Ding { id, sent_at, .. } = &content {
             ctx.note_relayed(env, sender, env.group, MsgRef { id: *id, sent_at: *sent_at, seq: env.seq });
         }
@@ -332,8 +357,15 @@ impl Core {
                     Err(not_now) => return Ok(not_now),
                 }
             }
+            Content::File { file, .. } if project || document => vec![NodeEvent::FileShared {
+                from: from_name,
+                name: file.name.clone(),
+                id: file.id().to_hex(),
+                size: file.size,
+                place: format!("{}:{chan_name}", if project { "project" } else { "doc" }),
+            }],
             _ if project || document => {
-                return Ok(Accepted::Rejected("a project or document carries only its changes".into()))
+                return Ok(Accepted::Rejected("a project or document carries only its changes and files".into()))
             }
             Content::Text { id, sent_at, text } => {
                 let rec = MessageRec::incoming((id, env.group, sender), &text, sent_at, env.seq, now);

@@ -546,12 +546,25 @@ impl Core {
         if text.is_empty() {
             return Err(NodeError::Empty);
         }
+        self.send_direct(s, ctx, who, text, now, |id, sent_at| Content::Text { id, sent_at, text: text.to_owned() })
+    }
+
+    /// Seals a chat message (a text, or a file shown as `text`) to a contact.
+    pub(crate) fn send_direct(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        who: &str,
+        text: &str,
+        now: u64,
+        make: impl FnOnce(MsgId, u64) -> Content,
+    ) -> Result<(MsgId, UserId), NodeError> {
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
         // Per-conversation monotonic time keeps this sender's messages in order for everyone.
         let sent_at = now.max(self.ctx_conv(s, ctx, convid)?.last_at);
         let id = MsgId::random();
-        let content = Content::Text { id, sent_at, text: text.to_owned() };
+        let content = make(id, sent_at);
         let seq = self.seal_into(s, ctx, &contact, &content, Some((id, sent_at)))?;
         let rec = MessageRec::outgoing((id, convid, self.me.user_id()), text, sent_at, seq, Vec::new());
         let key = message_key(&convid, sent_at, seq, &id);
@@ -791,6 +804,23 @@ impl Core {
             Err(e) => return Ok(Accepted::Rejected(format!("bad content: {e}"))),
         };
         let mut events = Vec::new();
+        // A shared file is filed, then shown in the conversation like a text.
+        let content = match content {
+            Content::File { id, sent_at, file } => {
+                let text = crate::files::file_line(&file);
+                let rec = crate::files::FileRec {
+                    manifest: file,
+                    place: crate::files::Place::Direct(contact.user_id),
+                    from: contact.user_id,
+                    from_device: env.sender,
+                    shared_at: sent_at,
+                    msg: id,
+                };
+                self.record_file(s, &mut ctx.seal.batch, rec)?;
+                Content::Text { id, sent_at, text }
+            }
+            other => other,
+        };
         if !matches!(content, Content::Text { .. } | Content::ReadReceipt { .. }) {
             let is_delivered_receipt = matches!(content, Content::Delivered { .. });
             // Team, group-key and DING messages: their handlers seal replies with the session

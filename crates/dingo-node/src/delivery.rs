@@ -139,6 +139,10 @@ pub(crate) async fn start(
         tokio::spawn(delivery_loop(node.clone())),
         tokio::spawn(alert_loop(node.clone())),
         tokio::spawn(carrier::resync_loop(node.clone())),
+        tokio::spawn(crate::files::serve_loop(
+            node.clone(),
+            net.accept_streams(dingo_types::file::FILE_PROTOCOL)?,
+        )),
     ];
     locked(&node.inner.tasks).extend(loops);
     for addr in peers {

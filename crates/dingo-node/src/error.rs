@@ -117,6 +117,18 @@ pub enum NodeError {
     /// No task with that id (or prefix).
     #[error("unknown task {0:?}; see `dingo task list`")]
     UnknownTask(String),
+    /// No file with that id (or prefix) or name.
+    #[error("unknown file {0:?}; see `dingo file list`")]
+    UnknownFile(String),
+    /// A file share names nothing known.
+    #[error("unknown target {0:?}: give a contact (@name), a channel (#name), project:NAME or doc:NAME")]
+    UnknownTarget(String),
+    /// A file's chunks could not all be fetched (what was fetched is kept).
+    #[error("file not complete: {0}")]
+    FileUnavailable(String),
+    /// A file is over the sharing limit.
+    #[error("the file is {0} bytes; the limit is {1} bytes")]
+    FileTooLarge(u64, u64),
     /// A task board could not be read or changed.
     #[error("task board: {0}")]
     Doc(#[from] dingo_docs::DocError),

@@ -15,6 +15,7 @@ mod chat;
 mod delivery;
 mod documents;
 mod error;
+mod files;
 pub mod home;
 mod projects;
 mod records;
@@ -25,13 +26,14 @@ mod team;
 
 pub use dingo_docs::{Priority as TaskPriority, TaskEdit};
 pub use error::NodeError;
+pub use files::{human_size, CHUNKS_PER_REQUEST, CHUNK_TIMEOUT, MAX_SERVING_STREAMS, REQUESTS_IN_FLIGHT};
 pub use home::{Home, Role};
 pub use projects::{TaskUpdate, REMIND_BEFORE_MS};
 pub use records::{
     AckView, BlameView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction,
-    DocActivity, IdInfo, JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent,
+    DocActivity, FileView, IdInfo, JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent,
     PeerView, ProjectStatus, ProjectView, ReportTask, RevisionView, SendResult, SettingsView, Stats, Status,
-    TaskView, TeamView, UnreadView, Verification, WeeklyReport,
+    TaskView, TransferView, TeamView, UnreadView, Verification, WeeklyReport,
 };
 pub use report::weekly_markdown;
 pub use team::JOIN_CODE_TTL_MS;
@@ -86,6 +88,7 @@ struct Inner {
     events: broadcast::Sender<NodeEvent>,
     delivery: delivery::State,
     carrier: carrier::State,
+    transfers: files::Transfers,
     shutdown: watch::Sender<bool>,
     counters: Counters,
     listen_addrs: Mutex<Vec<String>>,
@@ -138,6 +141,7 @@ impl Node {
                 events,
                 delivery: delivery::State::default(),
                 carrier: carrier::State::default(),
+                transfers: files::Transfers::default(),
                 shutdown: watch::channel(false).0,
                 counters: Counters::default(),
                 listen_addrs: Mutex::new(Vec::new()),

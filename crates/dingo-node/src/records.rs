@@ -440,6 +440,19 @@ pub enum NodeEvent {
         /// Which reminder.
         kind: String,
     },
+    /// A file was shared in a project or document (in a chat it arrives as a message).
+    FileShared {
+        /// Who shared it.
+        from: String,
+        /// File name.
+        name: String,
+        /// Version id.
+        id: String,
+        /// Size in bytes.
+        size: u64,
+        /// `project:NAME` or `doc:NAME`.
+        place: String,
+    },
     /// A document changed (a member's edit arrived).
     DocChanged {
         /// The document.
@@ -806,4 +819,60 @@ pub struct WeeklyReport {
     pub overdue: Vec<ReportTask>,
     /// Documents changed in the week.
     pub documents: Vec<DocActivity>,
+}
+
+/// One version of a shared file, as `dingo file list` and `dingo file versions` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileView {
+    /// The version's id (hex; a prefix of 4 or more digits also names it).
+    pub id: String,
+    /// File name.
+    pub name: String,
+    /// 1 for the first share of this name in this place, then 2, 3, ...
+    pub version: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where it was shared: `@contact`, `#channel`, `project:NAME` or `doc:NAME`.
+    pub place: String,
+    /// Who shared it (`me` for this user).
+    pub from: String,
+    /// When (ms, the sharer's clock).
+    pub shared_at: u64,
+    /// How many chunks it has.
+    pub chunks: usize,
+    /// How many of them this node holds (all of them: it can be opened here and served).
+    pub chunks_here: usize,
+}
+
+/// A file share or fetch, while it runs and after.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferView {
+    /// The transfer's id (for `GET /v1/transfers?id=`).
+    pub transfer: String,
+    /// `share` or `get`.
+    pub kind: String,
+    /// The file's name.
+    pub name: String,
+    /// The file version's id, once known.
+    pub file_id: Option<String>,
+    /// The local file read (share) or written (get).
+    pub path: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The file's size.
+    pub total_bytes: u64,
+    /// Bytes sealed (share) or written out (get) so far.
+    pub done_bytes: u64,
+    /// Chunks fetched from peers.
+    pub chunks_fetched: u64,
+    /// Chunks that were here already (an earlier, interrupted fetch).
+    pub chunks_reused: u64,
+    /// Chunks refused because they did not match their hash.
+    pub chunks_rejected: u64,
+    /// Chunks fetched from each peer (PeerId).
+    pub from_peers: std::collections::BTreeMap<String, u64>,
+    /// Time taken so far, or in all once finished.
+    pub elapsed_ms: u64,
 }

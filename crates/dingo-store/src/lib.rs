@@ -7,6 +7,8 @@
 //! costs a few fsyncs, not one each. Keys are never secret (ids and sequence numbers only);
 //! values are never stored in clear, so a copied store directory shows no plaintext.
 
+pub mod chunks;
+
 use dingo_crypto::at_rest::StorageKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -68,6 +70,8 @@ pub enum Table {
     Mailbox = 17,
     /// Automerge documents (projects' task boards), saved whole, by group id.
     Docs = 18,
+    /// Shared files (manifest, where shared, by whom), by file id.
+    Files = 19,
 }
 
 /// Why a store operation failed.

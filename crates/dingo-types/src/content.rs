@@ -1,6 +1,7 @@
 //! What is inside a 1:1 envelope once decrypted: a versioned postcard encoding of [`Content`].
 
 use crate::codec::DecodeError;
+use crate::file::FileManifest;
 use crate::ids::{ConvId, MsgId};
 use crate::limits::*;
 use crate::team::{MemberInfo, TeamId};
@@ -134,6 +135,16 @@ pub enum Content {
         /// Encoded automerge changes, in order.
         changes: Vec<Vec<u8>>,
     },
+    /// A shared file (a new version when the name was shared in the same place before): a
+    /// message like a text, whose manifest lets the recipient fetch and open the chunks.
+    File {
+        /// The author's id for the message.
+        id: MsgId,
+        /// The author's clock when sent.
+        sent_at: u64,
+        /// What to fetch and the key to open it.
+        file: FileManifest,
+    },
 }
 
 impl Content {
@@ -152,6 +163,9 @@ impl Content {
             return Err(DecodeError::UnsupportedVersion { what: "content", version });
         }
         let content: Content = postcard::from_bytes(body).map_err(|_| DecodeError::Invalid("content"))?;
+        if let Content::File { file, .. } = &content {
+            file.check()?;
+        }
         match &content {
             Content::Text { text, .. } if text.len() > MAX_TEXT_BYTES => Err(DecodeError::TooLarge("text")),
             Content::ReadReceipt { read, .. }

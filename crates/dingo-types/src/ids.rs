@@ -114,3 +114,7 @@ mod tests {
         assert_ne!(ConvId::direct(&a, &b), ConvId::direct(&a, &a));
     }
 }
+hex_id!(
+    /// A shared file version: a domain-separated BLAKE3 hash of its manifest's chunk list.
+    FileId, 32
+);

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod content;
 pub mod envelope;
+pub mod file;
 pub mod ids;
 pub mod invite;
 pub mod limits;
@@ -13,7 +14,7 @@ pub mod team;
 pub mod wire;
 
 pub use codec::DecodeError;
-pub use ids::{ConvId, DeviceKey, MsgId, UserId};
+pub use ids::{ConvId, DeviceKey, FileId, MsgId, UserId};
 
 /// Milliseconds since the Unix epoch, the one clock unit used on the wire and on disk.
 pub fn now_ms() -> u64 {

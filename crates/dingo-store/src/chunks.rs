@@ -1,0 +1,94 @@
+//! File chunks, kept as files named by their BLAKE3 hash (`chunks/ab/cdef…`), beside the sled
+//! store rather than in it: they are already sealed with their file's key, are written once and
+//! read whole, and at up to 16 MiB each would only bloat sled's log. A chunk appears under its
+//! name only complete (written to a temporary file, then renamed), and every reader checks the
+//! hash or the AEAD tag, so a damaged chunk is found and fetched again, never used.
+
+use dingo_types::file::ChunkHash;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The chunk directory of one home.
+#[derive(Debug, Clone)]
+pub struct ChunkStore {
+    dir: PathBuf,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ChunkStore {
+    /// The chunk store at `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Where chunk `hash` lives.
+    pub fn path(&self, hash: &ChunkHash) -> PathBuf {
+        let name = hex(hash);
+        self.dir.join(&name[..2]).join(&name[2..])
+    }
+
+    /// Whether the chunk is here (complete; its bytes are checked when read).
+    pub fn has(&self, hash: &ChunkHash) -> bool {
+        self.path(hash).is_file()
+    }
+
+    /// The chunk's bytes, or `None` if it is not here.
+    pub fn read(&self, hash: &ChunkHash) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(hash)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores a chunk under its hash (the caller has checked it); `durable` waits for the disk.
+    pub fn write(&self, hash: &ChunkHash, sealed: &[u8], durable: bool) -> io::Result<()> {
+        let path = self.path(hash);
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(".{}.{}.part", hex(&hash[..8]), std::process::id()));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(sealed)?;
+        if durable {
+            f.sync_all()?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Deletes a chunk found damaged.
+    pub fn remove(&self, hash: &ChunkHash) -> io::Result<()> {
+        match std::fs::remove_file(self.path(hash)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_stored_under_their_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = ChunkStore::new(dir.path().join("chunks"));
+        let h = [0xab; 32];
+        assert!(!store.has(&h));
+        assert_eq!(store.read(&h).expect("read"), None);
+        store.write(&h, b"sealed", true).expect("write");
+        assert!(store.has(&h));
+        assert_eq!(store.read(&h).expect("read").as_deref(), Some(&b"sealed"[..]));
+        store.remove(&h).expect("remove");
+        store.remove(&h).expect("twice");
+        assert!(!store.has(&h));
+    }
+}
