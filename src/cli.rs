@@ -458,9 +458,9 @@ pub(crate) enum TaskCommand {
         /// Make it a subtask of this task.
         #[arg(long)]
         parent: Option<String>,
-        /// Attach a file or message (not yet supported).
-        #[arg(long)]
-        attach: Option<String>,
+        /// Attach a file (shared into the project), a shared file's id, or a message id (repeatable).
+        #[arg(long, value_name = "FILE|ID")]
+        attach: Vec<String>,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -279,9 +279,14 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
             attach,
             json,
         }) => {
-            if attach.is_some() {
-                bail!("--attach is not supported yet (files arrive with `dingo file share`)");
-            }
+            // Paths go to the node absolute; anything else is an id.
+            let attach: Vec<String> = attach
+                .into_iter()
+                .map(|a| match std::path::Path::new(&a).is_file() {
+                    true => std::path::absolute(&a).map(|p| p.display().to_string()).unwrap_or(a),
+                    false => a,
+                })
+                .collect();
             let body = TaskAddBody {
                 project: project.clone(),
                 title: title.clone(),
@@ -289,12 +294,15 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
                 due,
                 priority,
                 parent: parent.clone(),
+                attachments: attach.clone(),
             };
             let a = b.call(
                 |c| c.post("/v1/tasks", &body),
                 async |n| {
                     Ok(TaskIdAnswer {
-                        id: n.task_add(&project, &title, assignees, due, priority, parent).await?,
+                        id: n
+                            .task_add_with(&project, &title, assignees, due, priority, parent, attach)
+                            .await?,
                     })
                 },
             )?;
@@ -559,7 +567,8 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
 fn file(b: &Backend, command: FileCommand) -> anyhow::Result<()> {
     match command {
         FileCommand::Share { target, path, json } => {
-            let path = std::fs::canonicalize(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let path =
+                std::fs::canonicalize(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let view = match b {
                 Backend::Api(c) => {
                     let body = FileShareBody { target, path: path.display().to_string() };
@@ -646,9 +655,11 @@ fn follow(c: &Client, started: TransferView, quiet: bool) -> anyhow::Result<Tran
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let mut t = started;
     loop {

@@ -215,8 +215,12 @@ pub(crate) fn tasks(list: &[dingo_node::TaskView]) {
         let due = t.due.map(|d| format!("  due {}", time(d))).unwrap_or_default();
         let who =
             if t.assignees.is_empty() { String::new() } else { format!("  @{}", t.assignees.join(" @")) };
+        let attached = match t.attachments.len() {
+            0 => String::new(),
+            n => format!("  ({n} attached)"),
+        };
         println!(
-            "{} [{}] {:<7} {:<6} {}{due}{who}",
+            "{} [{}] {:<7} {:<6} {}{due}{who}{attached}",
             &t.id[..8.min(t.id.len())],
             t.project,
             state,

@@ -392,6 +392,88 @@ fn documents_from_the_cli_with_an_editor_history_blame_and_exports() {
     assert_eq!(bad_format.status.code(), Some(2));
 }
 
+/// Files between two homes: share into a channel, fetch it elsewhere, share a new version,
+/// list versions, and attach a file to a task.
+#[test]
+fn files_from_the_cli_share_get_versions_and_task_attachments() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (a, b) = (dir.path().join("alice"), dir.path().join("bob"));
+    dingo_ok(&a, &["init", "--name", "alice"]);
+    dingo_ok(&b, &["init", "--name", "bob"]);
+    let _nodes: Vec<NodeProc> =
+        [&a, &b].iter().map(|h| NodeProc::start(h, "/ip4/127.0.0.1/tcp/0", &[])).collect();
+    dingo_ok(&a, &["team", "create", "acme"]);
+    let code = dingo_ok(&a, &["team", "invite"]).trim().to_owned();
+    dingo_ok(&b, &["team", "join", &code]);
+    let report = dir.path().join("report.txt");
+    std::fs::write(&report, "first draft\n").expect("write");
+    let path = report.to_str().expect("path");
+    let shared = dingo_ok(&a, &["file", "share", "#general", path]);
+    assert!(shared.contains("report.txt") && shared.contains("version 1"), "{shared}");
+    let v1: dingo_node::FileView = eventually_blocking("bob to hear of the file", || {
+        let l: Vec<dingo_node::FileView> = json(&dingo_ok(&b, &["file", "list", "--json"]));
+        l.into_iter().find(|f| f.name == "report.txt")
+    });
+    let out = dir.path().join("fetched.txt");
+    let got = dingo_ok(&b, &["file", "get", &v1.id[..8], "-o", out.to_str().expect("out")]);
+    assert!(got.contains("fetched report.txt"), "{got}");
+    assert_eq!(std::fs::read_to_string(&out).expect("read"), "first draft\n");
+    // Into the current directory by default, never over an existing file.
+    let cwd = dir.path().join("downloads");
+    std::fs::create_dir(&cwd).expect("mkdir");
+    let run_in = |args: &[&str]| {
+        std::process::Command::new(dingo_bin())
+            .arg("--home")
+            .arg(&b)
+            .args(args)
+            .current_dir(&cwd)
+            .output()
+            .expect("run dingo")
+    };
+    assert!(run_in(&["file", "get", "report.txt"]).status.success());
+    assert_eq!(std::fs::read_to_string(cwd.join("report.txt")).expect("read"), "first draft\n");
+    let again = run_in(&["file", "get", "report.txt"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "{again:?}");
+    // A new share of the same name is version 2.
+    std::fs::write(&report, "final\n").expect("write");
+    let shared = dingo_ok(&a, &["file", "share", "#general", path]);
+    assert!(shared.contains("version 2"), "{shared}");
+    let versions: Vec<dingo_node::FileView> = eventually_blocking("bob to see version 2", || {
+        let l: Vec<dingo_node::FileView> = json(&dingo_ok(&b, &["file", "versions", "report.txt", "--json"]));
+        (l.len() == 2).then_some(l)
+    });
+    assert_eq!((versions[0].version, versions[1].version), (1, 2));
+    assert!(versions.iter().all(|v| v.from == "alice" && v.place == "#general"));
+    let table = dingo_ok(&b, &["file", "versions", "report.txt"]);
+    assert!(table.contains("v1") && table.contains("v2") && table.contains("alice"), "{table}");
+    // A task with a file attached: the file is shared into the project.
+    dingo_ok(&a, &["project", "create", "ops"]);
+    let spec = dir.path().join("spec.md");
+    std::fs::write(&spec, "# spec\n").expect("write");
+    let task = dingo_ok(&a, &["task", "add", "ops", "read the spec", "--attach", spec.to_str().expect("p")]);
+    let tasks: Vec<dingo_node::TaskView> = eventually_blocking("bob to get the task", || {
+        let l: Vec<dingo_node::TaskView> = json(&dingo_ok(&b, &["task", "list", "--json"]));
+        l.iter().any(|t| t.id == task.trim()).then_some(l)
+    });
+    let attached = &tasks.iter().find(|t| t.id == task.trim()).expect("task").attachments;
+    assert_eq!(attached.len(), 1);
+    let file_id = attached[0].strip_prefix("file:").expect("a file attachment");
+    let spec_out = dir.path().join("spec-copy.md");
+    eventually_blocking("bob to fetch the attached file", || {
+        dingo(&b, &["file", "get", file_id, "-o", spec_out.to_str().expect("p")])
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(std::fs::read_to_string(&spec_out).expect("read"), "# spec\n");
+    let bad = dingo(&a, &["task", "add", "ops", "x", "--attach", "not-a-thing"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let missing = dingo(&a, &["file", "share", "#general", "/nonexistent/file"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"), "{missing:?}");
+}
+
 /// The README's run command: the demo runs three nodes on 127.0.0.1 end to end.
 #[test]
 fn the_demo_runs_to_the_end() {

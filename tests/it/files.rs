@@ -188,7 +188,8 @@ async fn strangers_get_no_chunks_and_bad_requests_fail_cleanly() {
             p.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).expect("dir"),
             p.file_name().and_then(|n| n.to_str()).expect("name")
         );
-        let raw: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect();
+        let raw: Vec<u8> =
+            (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect();
         raw.try_into().expect("32")
     };
     let (stranger, _events) =

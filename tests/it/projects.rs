@@ -363,3 +363,34 @@ async fn edits_by_several_members_caught_up_at_once_all_land() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// Boards are kept loaded and saved as increments, compacted every few hundred edits: after a
+/// restart (past a compaction) every task reads back, and edits go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_saved_in_increments_reads_back_whole_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    alice.team_create("acme").await.expect("team");
+    alice.project_create("ops", vec![], vec![]).await.expect("project");
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(
+            alice
+                .task_add("ops", &format!("task {i}"), vec![], None, TaskPriority::Normal, None)
+                .await
+                .expect("add"),
+        );
+    }
+    alice.task_update(&ids[7], TaskUpdate::Done(true)).await.expect("done");
+    let home = Home::new(dir.path().join("alice"));
+    alice.shutdown().await.expect("stop");
+    drop(alice);
+    let alice = Node::open(&home, None).expect("reopen");
+    let tasks = alice.tasks(Some("ops".into()), false, false).await.expect("tasks");
+    assert_eq!(tasks.len(), 300);
+    assert!(tasks.iter().find(|t| t.id == ids[7]).is_some_and(|t| t.done));
+    alice.task_update(&ids[8], TaskUpdate::Comment("still here".into())).await.expect("comment");
+    let t = alice.tasks(None, false, false).await.expect("tasks");
+    assert_eq!(t.iter().find(|t| t.id == ids[8]).map(|t| t.comments.len()), Some(1));
+    alice.shutdown().await.expect("stop");
+}

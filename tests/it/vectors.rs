@@ -356,6 +356,47 @@ fn store_and_forward_formats_v1_are_frozen() {
 }
 
 #[test]
+fn file_formats_v1_are_frozen() {
+    use dingo_types::file::*;
+    let manifest = FileManifest {
+        name: "a.txt".into(),
+        size: 3,
+        chunk_size: MIN_CHUNK_BYTES,
+        chunks: vec![[0xa1; 32]],
+        key: [0xa2; 32],
+    };
+    let content = Content::File { id: MsgId([0xa3; 16]), sent_at: 5, file: manifest.clone() };
+    // A chunk sealed with a fixed key: ChaCha20-Poly1305 (RFC 8439), nonce = index (LE).
+    let key = dingo_crypto::Secret32::from_bytes([0xa4; 32]);
+    let mut chunk = b"abc".to_vec();
+    let hash = dingo_crypto::file::seal_chunk(&key, 1, &mut chunk).expect("seal");
+    let got = [
+        hex(&content.encode()),
+        manifest.id().to_hex(),
+        hex(&encode_chunk_request(&[[0xa5; 32]])),
+        hex(&encode_chunk_answer_head(Some(19))),
+        hex(&chunk),
+        hex(&hash),
+    ];
+    let want = [
+        // content version | variant 13 (File) | id | sent_at | name | size | chunk size | chunks | key
+        format!("010d{}0505612e74787403808040 01{}{}", "a3".repeat(16), "a1".repeat(32), "a2".repeat(32))
+            .replace(' ', ""),
+        "349281c1202b264a540d2163de2f4c23a9a6bfdf1ba84fac12cff8920beba58f".to_owned(),
+        format!("010001{}", "a5".repeat(32)),
+        "0100000013".to_owned(),
+        // ciphertext (3 bytes) | Poly1305 tag
+        "4de824d36eb3367602fcb3a9cce8e3e4920725".to_owned(),
+        // BLAKE3 of the sealed chunk
+        "de9cb68f375a4f9a8fff6a821f621ca2bcf56e89d064e2ab767c4333ba2b2785".to_owned(),
+    ];
+    assert_eq!(got, want, "a file format changed");
+    assert_eq!(Content::decode(&content.encode()), Ok(content));
+    dingo_crypto::file::open_chunk(&key, 1, &mut chunk).expect("open");
+    assert_eq!(chunk, b"abc");
+}
+
+#[test]
 fn work_formats_v1_are_frozen() {
     use dingo_types::team::{Action, OpBody, SignedOp};
     let body =

@@ -130,6 +130,9 @@ pub struct TaskAddBody {
     pub priority: dingo_node::TaskPriority,
     /// Parent task id (or prefix).
     pub parent: Option<String>,
+    /// Files (absolute paths, shared into the project), file ids or message ids to attach.
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 /// Body of `POST /v1/tasks/update`: one change to a task.

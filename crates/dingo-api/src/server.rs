@@ -373,7 +373,10 @@ async fn tasks(
 }
 
 async fn task_add(State(st): State<AppState>, Json(b): Json<TaskAddBody>) -> ApiResult<TaskIdAnswer> {
-    let id = st.node.task_add(&b.project, &b.title, b.assignees, b.due, b.priority, b.parent).await?;
+    let id = st
+        .node
+        .task_add_with(&b.project, &b.title, b.assignees, b.due, b.priority, b.parent, b.attachments)
+        .await?;
     Ok(Json(TaskIdAnswer { id }))
 }
 
@@ -425,7 +428,10 @@ async fn file_share(
 }
 
 /// Starts a fetch; the answer names the transfer to follow.
-async fn file_get(State(st): State<AppState>, Json(b): Json<FileGetBody>) -> ApiResult<dingo_node::TransferView> {
+async fn file_get(
+    State(st): State<AppState>,
+    Json(b): Json<FileGetBody>,
+) -> ApiResult<dingo_node::TransferView> {
     Ok(Json(st.node.file_get_start(&b.id, std::path::Path::new(&b.out)).await?))
 }
 

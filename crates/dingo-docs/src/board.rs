@@ -93,6 +93,8 @@ pub struct Task {
     pub created_at: u64,
     /// Comments, oldest first.
     pub comments: Vec<Comment>,
+    /// Attached files (`file:ID`) and messages (`msg:ID`), sorted.
+    pub attachments: Vec<String>,
 }
 
 /// What a new task starts with.
@@ -108,6 +110,8 @@ pub struct NewTask {
     pub priority: Priority,
     /// Parent task id.
     pub parent: Option<String>,
+    /// Attached files (`file:ID`) and messages (`msg:ID`).
+    pub attachments: Vec<String>,
 }
 
 /// Changes to a task's fields (`None`: unchanged).
@@ -182,6 +186,25 @@ impl Board {
         str_at(&self.replica.doc, &ROOT, "name").unwrap_or_default()
     }
 
+    /// Ids of the tasks changed between `before` and now (added, edited, commented).
+    pub fn changed_tasks(&mut self, before: &[automerge::ChangeHash]) -> Result<Vec<String>, DocError> {
+        let tasks = self.tasks_obj()?;
+        let after = self.replica.doc.get_heads();
+        let mut ids = std::collections::BTreeSet::new();
+        for p in self.replica.doc.diff(before, &after) {
+            if p.obj == tasks {
+                if let automerge::PatchAction::PutMap { key, .. }
+                | automerge::PatchAction::DeleteMap { key } = p.action
+                {
+                    ids.insert(key);
+                }
+            } else if let Some((_, automerge::Prop::Map(id))) = p.path.iter().find(|(o, _)| *o == tasks) {
+                ids.insert(id.clone());
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
     fn tasks_obj(&self) -> Result<ObjId, DocError> {
         obj_at(&self.replica.doc, &ROOT, "tasks").ok_or(DocError::WrongKind("task board"))
     }
@@ -211,6 +234,12 @@ impl Board {
         doc.put(&t, "created_by", by)?;
         doc.put(&t, "created_at", now)?;
         doc.put_object(&t, "comments", ObjType::List)?;
+        if !task.attachments.is_empty() {
+            let attached = doc.put_object(&t, "attachments", ObjType::Map)?;
+            for a in &task.attachments {
+                doc.put(&attached, a.as_str(), true)?;
+            }
+        }
         self.replica.commit("add a task", now);
         Ok(())
     }
@@ -329,6 +358,11 @@ fn task_from(id: &str, t: &hydrate::Map) -> Task {
         _ => Vec::new(),
     };
     assignees.sort();
+    let mut attachments: Vec<String> = match t.get("attachments") {
+        Some(hydrate::Value::Map(a)) => a.iter().map(|(k, _)| k.clone()).collect(),
+        _ => Vec::new(),
+    };
+    attachments.sort();
     let comments = match t.get("comments") {
         Some(hydrate::Value::List(list)) => list
             .iter()
@@ -355,6 +389,7 @@ fn task_from(id: &str, t: &hydrate::Map) -> Task {
         created_by: h_str(t, "created_by").unwrap_or_default(),
         created_at: h_u64(t, "created_at").unwrap_or_default(),
         comments,
+        attachments,
     }
 }
 
@@ -369,5 +404,13 @@ impl crate::SharedDoc for Board {
 
     fn replica(&mut self) -> &mut Replica {
         Board::replica(self)
+    }
+
+    fn from_replica(replica: Replica) -> Result<Self, DocError> {
+        Board::from_replica(replica)
+    }
+
+    fn into_replica(self) -> Replica {
+        self.replica
     }
 }

@@ -58,6 +58,10 @@ pub trait SharedDoc: Sized {
     fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError>;
     /// The automerge replica (save, sync, apply).
     fn replica(&mut self) -> &mut Replica;
+    /// Wraps a replica (checking it holds this kind of document).
+    fn from_replica(replica: Replica) -> Result<Self, DocError>;
+    /// Unwraps the replica.
+    fn into_replica(self) -> Replica;
 
     /// The state every member of `group` starts from before anything is saved: its first
     /// change is written by an actor named after the group, at time 0, so every member builds
@@ -73,22 +77,44 @@ pub trait SharedDoc: Sized {
 #[derive(Debug, Clone)]
 pub struct Replica {
     doc: AutoCommit,
+    /// Heads of what the owner has persisted (loaded or saved): [`Replica::save_new`] gives
+    /// what came after.
+    persisted: Vec<ChangeHash>,
 }
 
 impl Replica {
     fn new(device: &DeviceKey) -> Self {
-        Self { doc: AutoCommit::new().with_actor(actor_of(device)) }
+        Self { doc: AutoCommit::new().with_actor(actor_of(device)), persisted: Vec::new() }
     }
 
     /// Loads saved bytes (a full save, optionally followed by incremental saves) as `device`.
     pub fn load(bytes: &[u8], device: &DeviceKey) -> Result<Self, DocError> {
-        let doc = AutoCommit::load(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
-        Ok(Self { doc: doc.with_actor(actor_of(device)) })
+        let mut doc = AutoCommit::load(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
+        let persisted = doc.get_heads();
+        Ok(Self { doc: doc.with_actor(actor_of(device)), persisted })
+    }
+
+    /// Adds what [`Replica::save_new`] gave earlier to a loaded document.
+    pub fn load_more(&mut self, bytes: &[u8]) -> Result<(), DocError> {
+        self.doc.load_incremental(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
+        self.persisted = self.doc.get_heads();
+        Ok(())
     }
 
     /// The whole document in automerge's binary format (what other implementations load).
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        let bytes = self.doc.save();
+        self.persisted = self.doc.get_heads();
+        bytes
+    }
+
+    /// The changes since the document was last loaded or saved (empty if none), to persist
+    /// beside the saved bytes and give to [`Replica::load_more`]: a small edit costs a small
+    /// write, whatever the document's size.
+    pub fn save_new(&mut self) -> Vec<u8> {
+        let bytes = self.doc.save_after(&self.persisted);
+        self.persisted = self.doc.get_heads();
+        bytes
     }
 
     /// What changed since the last save or incremental save (append it to the saved bytes).

@@ -215,4 +215,12 @@ impl crate::SharedDoc for TextDoc {
     fn replica(&mut self) -> &mut Replica {
         TextDoc::replica(self)
     }
+
+    fn from_replica(replica: Replica) -> Result<Self, DocError> {
+        TextDoc::from_replica(replica)
+    }
+
+    fn into_replica(self) -> Replica {
+        self.replica
+    }
 }

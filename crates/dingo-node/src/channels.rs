@@ -365,7 +365,9 @@ impl Core {
                 place: format!("{}:{chan_name}", if project { "project" } else { "doc" }),
             }],
             _ if project || document => {
-                return Ok(Accepted::Rejected("a project or document carries only its changes and files".into()))
+                return Ok(Accepted::Rejected(
+                    "a project or document carries only its changes and files".into(),
+                ))
             }
             Content::Text { id, sent_at, text } => {
                 let rec = MessageRec::incoming((id, env.group, sender), &text, sent_at, env.seq, now);

@@ -53,9 +53,6 @@ pub(crate) struct SealCtx {
     pub(crate) effects: Effects,
     /// DINGs received in this batch per sender (rate limits must count what is not written yet).
     pub(crate) dings_in_batch: HashMap<UserId, usize>,
-    /// Task boards and documents saved in this batch (not yet in the store): later envelopes
-    /// of the same batch must build on them, not on what the store still holds.
-    pub(crate) work_docs: HashMap<ConvId, Vec<u8>>,
 }
 
 /// Follow-ups of a committed job that need the network.
@@ -147,6 +144,8 @@ pub(crate) struct Core {
     /// When each user's device was last heard from (ms).
     /// `None` until the times saved at the last shutdown are loaded (on first use).
     pub(crate) last_seen: Mutex<Option<HashMap<UserId, u64>>>,
+    /// Task boards and documents kept loaded between edits.
+    pub(crate) work: crate::workdocs::WorkDocs,
 }
 
 pub(crate) fn preview(text: &str) -> String {
@@ -210,6 +209,7 @@ impl Core {
             outbox_next: Mutex::new(None),
             active_dings: Mutex::new(None),
             last_seen: Mutex::new(None),
+            work: Default::default(),
         }
     }
 
@@ -245,8 +245,9 @@ impl Core {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(*uid, sessions);
     }
 
-    fn forget_cache(&self) {
+    pub(crate) fn forget_cache(&self) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.work.clear();
         self.contacts_changed();
     }
 
@@ -546,7 +547,11 @@ impl Core {
         if text.is_empty() {
             return Err(NodeError::Empty);
         }
-        self.send_direct(s, ctx, who, text, now, |id, sent_at| Content::Text { id, sent_at, text: text.to_owned() })
+        self.send_direct(s, ctx, who, text, now, |id, sent_at| Content::Text {
+            id,
+            sent_at,
+            text: text.to_owned(),
+        })
     }
 
     /// Seals a chat message (a text, or a file shown as `text`) to a contact.

@@ -9,7 +9,7 @@ use crate::records::{BlameView, ProjectView, RevisionView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
 use dingo_docs::{actor_of, TextDoc};
-use dingo_store::{Store, Table};
+use dingo_store::Store;
 use dingo_types::envelope::Envelope;
 use dingo_types::team::Action;
 use dingo_types::{ConvId, DeviceKey};
@@ -46,21 +46,18 @@ impl Core {
         })
     }
 
-    /// The document as saved, or its genesis.
-    fn text_doc(
+    /// Reads the document (loaded once and kept).
+    fn read_text<R>(
         &self,
         s: &Store,
-        pending: Option<&SealCtx>,
         id: &ConvId,
         name: &str,
-    ) -> Result<TextDoc, NodeError> {
-        self.work_doc(s, pending, id, name)
-    }
-
-    fn save_text(&self, s: &Store, ctx: &mut SealCtx, id: &ConvId, doc: &mut TextDoc) {
-        let bytes = doc.replica().save();
-        s.put(&mut ctx.batch, Table::Docs, &id.0, &bytes);
-        ctx.work_docs.insert(*id, bytes);
+        f: impl FnOnce(&mut TextDoc) -> Result<R, NodeError>,
+    ) -> Result<R, NodeError> {
+        let mut w = self.open_work::<TextDoc>(s, id, name)?;
+        let r = f(&mut w.doc);
+        self.release_work(w);
+        r
     }
 
     fn member_doc(
@@ -90,14 +87,15 @@ impl Core {
             return Err(NodeError::TooLong(text.len(), MAX_DOC_BYTES));
         }
         let (state, name, chan) = self.member_doc(s, name)?;
-        let mut doc = self.text_doc(s, Some(ctx), &chan.id, &name)?;
-        let before = doc.replica().heads();
-        if !doc.edit(text, message, now)? {
+        let mut w = self.open_work::<TextDoc>(s, &chan.id, &name)?;
+        let before = w.doc.replica().heads();
+        if !w.doc.edit(text, message, now)? {
+            self.release_work(w);
             return Ok(false);
         }
-        let changes = doc.replica().changes_since(&before);
+        let changes = w.doc.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.save_text(s, ctx, &chan.id, &mut doc);
+        self.keep_work(s, &mut ctx.batch, w);
         Ok(true)
     }
 
@@ -110,28 +108,30 @@ impl Core {
         name: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
-        let mut doc = self.text_doc(s, Some(ctx), &env.group, name)?;
+        let mut w = self.open_work::<TextDoc>(s, &env.group, name)?;
         let signer = actor_of(&env.sender);
-        if let Err(e) = doc.replica().apply(&changes, |a| *a == signer) {
+        // A refused or incomplete batch is not put back: the document reloads as stored.
+        if let Err(e) = w.doc.replica().apply(&changes, |a| *a == signer) {
             return Ok(Err(Accepted::Rejected(format!("document changes refused: {e}"))));
         }
-        if doc.replica().has_missing_deps() {
+        if w.doc.replica().has_missing_deps() {
             return Ok(Err(Accepted::Retry(Vec::new())));
         }
-        self.save_text(s, ctx, &env.group, &mut doc);
+        self.keep_work(s, &mut ctx.batch, w);
         Ok(Ok(vec![NodeEvent::DocChanged { doc: name.to_owned() }]))
     }
 
     /// The document's text.
     pub(crate) fn doc_text(&self, s: &Store, name: &str) -> Result<String, NodeError> {
         let (_, name, chan) = self.member_doc(s, name)?;
-        Ok(self.text_doc(s, None, &chan.id, &name)?.body()?)
+        self.read_text(s, &chan.id, &name, |d| Ok(d.body()?))
     }
 
     /// The document as standard automerge bytes.
     pub(crate) fn doc_bytes(&self, s: &Store, name: &str) -> Result<Vec<u8>, NodeError> {
         let (_, name, chan) = self.member_doc(s, name)?;
-        Ok(self.text_doc(s, None, &chan.id, &name)?.replica().save())
+        // A copy: saving the live document would move its persisted mark.
+        self.read_text(s, &chan.id, &name, |d| Ok(d.replica().clone().save()))
     }
 
     /// Who wrote a device key (hex), by member name.
@@ -150,9 +150,8 @@ impl Core {
     /// Every change: who, when, what they said.
     pub(crate) fn doc_history(&self, s: &Store, name: &str) -> Result<Vec<RevisionView>, NodeError> {
         let (state, name, chan) = self.member_doc(s, name)?;
-        let mut doc = self.text_doc(s, None, &chan.id, &name)?;
-        Ok(doc
-            .history()
+        let history = self.read_text(s, &chan.id, &name, |d| Ok(d.history()))?;
+        Ok(history
             .into_iter()
             .map(|r| RevisionView {
                 author: self.author_name(s, &state, &r.author),
@@ -166,9 +165,8 @@ impl Core {
     /// Each line with who last changed it and when.
     pub(crate) fn doc_blame(&self, s: &Store, name: &str) -> Result<Vec<BlameView>, NodeError> {
         let (state, name, chan) = self.member_doc(s, name)?;
-        let mut doc = self.text_doc(s, None, &chan.id, &name)?;
-        Ok(doc
-            .blame()?
+        let blame = self.read_text(s, &chan.id, &name, |d| Ok(d.blame()?))?;
+        Ok(blame
             .into_iter()
             .map(|l| BlameView {
                 line: l.line,

@@ -176,7 +176,9 @@ impl Core {
                 let (id, _) = self.send_direct(s, ctx, who, &line, now, make)?;
                 (id, now)
             }
-            Place::Group(_) if shown.starts_with('#') => (self.send_channel(s, ctx, &shown, &line, now, make)?, now),
+            Place::Group(_) if shown.starts_with('#') => {
+                (self.send_channel(s, ctx, &shown, &line, now, make)?, now)
+            }
             Place::Group(g) => {
                 let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
                 let (name, chan) = state
@@ -185,7 +187,8 @@ impl Core {
                     .map(|(n, c)| (n.clone(), c.clone()))
                     .ok_or_else(|| NodeError::UnknownTarget(target.to_owned()))?;
                 let id = MsgId::random();
-                let (_, _, sent_at, _) = self.seal_group(s, ctx, &state, &name, &chan, id, |t| make(id, t), now)?;
+                let (_, _, sent_at, _) =
+                    self.seal_group(s, ctx, &state, &name, &chan, id, |t| make(id, t), now)?;
                 (id, sent_at)
             }
         };
@@ -206,7 +209,7 @@ impl Core {
     pub(crate) fn files_view(&self, s: &Store) -> Result<Vec<(FileView, FileRec)>, NodeError> {
         let mut recs: Vec<FileRec> =
             s.scan::<FileRec>(Table::Files, &[]).map(|r| r.map(|(_, f)| f)).collect::<Result<_, _>>()?;
-        recs.sort_by(|a, b| (a.shared_at, a.manifest.id()).cmp(&(b.shared_at, b.manifest.id())));
+        recs.sort_by_key(|r| (r.shared_at, r.manifest.id()));
         let mut versions: BTreeMap<(Place, String), u32> = BTreeMap::new();
         let state = self.team_state(s)?.map(|t| t.1);
         let mut out = Vec::new();
@@ -244,11 +247,12 @@ impl Core {
 /// newest version).
 fn pick(all: Vec<(FileView, FileRec)>, wanted: &str) -> Result<(FileView, FileRec), NodeError> {
     let w = wanted.trim().to_lowercase();
-    let by_id: Vec<_> =
-        all.iter().filter(|(v, _)| w.len() >= 4 && v.id.starts_with(&w)).cloned().collect();
+    let by_id: Vec<_> = all.iter().filter(|(v, _)| w.len() >= 4 && v.id.starts_with(&w)).cloned().collect();
     match by_id.len() {
-        1 => return Ok(by_id.into_iter().next().ok_or(NodeError::UnknownFile(wanted.to_owned()))?),
-        n if n > 1 => return Err(NodeError::UnknownFile(format!("{wanted} (matches {n} files; give more digits)"))),
+        1 => return by_id.into_iter().next().ok_or(NodeError::UnknownFile(wanted.to_owned())),
+        n if n > 1 => {
+            return Err(NodeError::UnknownFile(format!("{wanted} (matches {n} files; give more digits)")))
+        }
         _ => {}
     }
     all.into_iter()
@@ -368,8 +372,8 @@ fn join_err(e: tokio::task::JoinError) -> NodeError {
 fn seal_file(path: &Path, name: &str, chunks: &ChunkStore, t: &Transfer) -> Result<FileManifest, NodeError> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let size = f.metadata().map_err(io_err(path))?.len();
-    let chunk_size =
-        FileManifest::chunk_size_for(size).ok_or(NodeError::FileTooLarge(size, dingo_types::file::MAX_FILE_BYTES))?;
+    let chunk_size = FileManifest::chunk_size_for(size)
+        .ok_or(NodeError::FileTooLarge(size, dingo_types::file::MAX_FILE_BYTES))?;
     t.total.store(size, Ordering::Relaxed);
     let key = new_file_key();
     let count = FileManifest::chunk_count(size, chunk_size);
@@ -380,7 +384,10 @@ fn seal_file(path: &Path, name: &str, chunks: &ChunkStore, t: &Transfer) -> Resu
         let mut buf = Vec::with_capacity(len + 16);
         (&mut f).take(len as u64).read_to_end(&mut buf).map_err(io_err(path))?;
         if buf.len() != len {
-            return Err(NodeError::Unavailable(format!("{} changed while it was being shared", path.display())));
+            return Err(NodeError::Unavailable(format!(
+                "{} changed while it was being shared",
+                path.display()
+            )));
         }
         let hash = seal_chunk(&key, index, &mut buf)?;
         chunks.write(&hash, &buf, false).map_err(io_err(chunks.dir()))?;
@@ -392,7 +399,8 @@ fn seal_file(path: &Path, name: &str, chunks: &ChunkStore, t: &Transfer) -> Resu
     for p in &written {
         std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_err(p))?;
     }
-    let manifest = FileManifest { name: name.to_owned(), size, chunk_size, chunks: hashes, key: *key.expose() };
+    let manifest =
+        FileManifest { name: name.to_owned(), size, chunk_size, chunks: hashes, key: *key.expose() };
     manifest.check().map_err(|e| NodeError::BadName(e.to_string()))?;
     Ok(manifest)
 }
@@ -426,7 +434,12 @@ impl Node {
         self.job(move |c, s| c.resolve_target(s, &target).map(|_| ())).await
     }
 
-    async fn share_tracked(&self, target: &str, path: &Path, t: Arc<Transfer>) -> Result<FileView, NodeError> {
+    async fn share_tracked(
+        &self,
+        target: &str,
+        path: &Path,
+        t: Arc<Transfer>,
+    ) -> Result<FileView, NodeError> {
         let r = self.share_inner(target, path, &t).await;
         t.finish(&r.as_ref().map(|_| ()).map_err(|e| NodeError::Unavailable(e.to_string())));
         r
@@ -439,7 +452,8 @@ impl Node {
             .and_then(|n| n.to_str())
             .ok_or_else(|| NodeError::BadName(format!("{} has no usable file name", path.display())))?
             .to_owned();
-        check_file_name(&name).map_err(|_| NodeError::BadName(format!("{name:?} cannot be shared as a file name")))?;
+        check_file_name(&name)
+            .map_err(|_| NodeError::BadName(format!("{name:?} cannot be shared as a file name")))?;
         *locked(&t.name) = name.clone();
         let (chunks, p, tt) = (self.chunk_store(), path.to_owned(), t.clone());
         let manifest = tokio::task::spawn_blocking(move || seal_file(&p, &name, &chunks, &tt))
@@ -473,6 +487,37 @@ impl Node {
         let all = self.job(|c, s| c.files_view(s)).await?;
         let (v, r) = pick(all, wanted)?;
         Ok(with_presence(v, &r, &self.chunk_store()))
+    }
+
+    /// Turns `--attach` values into task attachments: an existing file is shared into the
+    /// project (`file:ID`), a known file id or prefix names that version, and any other hex id
+    /// is taken as a message's (`msg:ID`).
+    pub(crate) async fn resolve_attachments(
+        &self,
+        project: &str,
+        values: Vec<String>,
+    ) -> Result<Vec<String>, NodeError> {
+        let mut out = Vec::new();
+        for v in values {
+            let path = Path::new(&v);
+            if path.is_file() {
+                let shared = self.file_share(&format!("project:{project}"), path).await?;
+                out.push(format!("file:{}", shared.id));
+                continue;
+            }
+            let hex = v.trim().to_lowercase();
+            if !(4..=64).contains(&hex.len()) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(NodeError::BadName(format!(
+                    "--attach {v:?}: give a file to share, a shared file's id or a message id"
+                )));
+            }
+            match self.file_view(&hex).await {
+                Ok(f) => out.push(format!("file:{}", f.id)),
+                Err(NodeError::UnknownFile(_)) if hex.len() <= 32 => out.push(format!("msg:{hex}")),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// A transfer's progress.
@@ -528,7 +573,12 @@ impl Node {
         *locked(&t.file_id) = Some(view.id.clone());
         t.total.store(rec.manifest.size, Ordering::Relaxed);
         let part = part_path(out);
-        let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&part).map_err(io_err(&part))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(io_err(&part))?;
         file.set_len(rec.manifest.size).map_err(io_err(&part))?;
         let fetch = Arc::new(Fetch {
             key: Secret32::from_bytes(rec.manifest.key),
@@ -554,8 +604,8 @@ impl Node {
             let peers = self.file_sources(&rec.from_device).await?;
             fetch_missing(&fetch, net, peers).await?;
         }
-        let f = fetch.clone();
-        tokio::task::spawn_blocking(move || f.out.sync_all()).await.map_err(join_err)?.map_err(io_err(&part))?;
+        // Written through the page cache like any download (no fsync): the sealed chunks stay
+        // in the chunk store, so a file lost to a crash is rebuilt by fetching it again.
         std::fs::rename(&part, out).map_err(io_err(out))?;
         Ok(())
     }
@@ -574,10 +624,8 @@ impl Node {
                 Ok(ok)
             })
             .await?;
-        let mut peers: Vec<(bool, Peer)> = allowed
-            .iter()
-            .filter_map(|d| dingo_net::peer_id_of(d).map(|p| (d != &sharer.0, p)))
-            .collect();
+        let mut peers: Vec<(bool, Peer)> =
+            allowed.iter().filter_map(|d| dingo_net::peer_id_of(d).map(|p| (d != &sharer.0, p))).collect();
         peers.sort();
         Ok(peers.into_iter().map(|(_, p)| p).collect())
     }
@@ -623,7 +671,8 @@ impl Work {
 
     /// Whether `peer` could still help.
     fn useful(&self, peer: &Peer) -> bool {
-        !self.dropped.contains(peer) && self.queue.iter().any(|i| !self.lacking.get(i).is_some_and(|l| l.contains(peer)))
+        !self.dropped.contains(peer)
+            && self.queue.iter().any(|i| !self.lacking.get(i).is_some_and(|l| l.contains(peer)))
     }
 }
 
@@ -674,7 +723,9 @@ impl Fetch {
             return Err(Refused::Corrupt);
         }
         if fetched {
-            self.chunks.write(&hash, &sealed, false).map_err(|e| Refused::Failed(io_err(self.chunks.dir())(e)))?;
+            self.chunks
+                .write(&hash, &sealed, false)
+                .map_err(|e| Refused::Failed(io_err(self.chunks.dir())(e)))?;
         }
         open_chunk(&self.key, index as u64, &mut sealed).map_err(|_| Refused::Corrupt)?;
         if sealed.len() as u64 != self.manifest.chunk_len(index) {
@@ -727,7 +778,12 @@ async fn fetch_from(f: &Arc<Fetch>, net: &Net, peer: Peer) -> Result<(), NodeErr
     r
 }
 
-async fn fetch_stream(f: &Arc<Fetch>, net: &Net, peer: Peer, mine: &mut HashSet<usize>) -> Result<(), NodeError> {
+async fn fetch_stream(
+    f: &Arc<Fetch>,
+    net: &Net,
+    peer: Peer,
+    mine: &mut HashSet<usize>,
+) -> Result<(), NodeError> {
     let mut stream = net.open_stream(peer, FILE_PROTOCOL).await?;
     let mut in_flight: VecDeque<Vec<usize>> = VecDeque::new();
     let mut writing: Option<(usize, tokio::task::JoinHandle<Result<(), Refused>>)> = None;
@@ -751,7 +807,8 @@ async fn fetch_stream(f: &Arc<Fetch>, net: &Net, peer: Peer, mine: &mut HashSet<
                 .await
                 .map_err(timeout("a chunk answer"))?
                 .map_err(stream_err(peer))?;
-            let Some(len) = decode_chunk_answer_head(&head).map_err(|e| bad_peer(peer, &e.to_string()))? else {
+            let Some(len) = decode_chunk_answer_head(&head).map_err(|e| bad_peer(peer, &e.to_string()))?
+            else {
                 mine.remove(&index);
                 let mut w = locked(&f.work);
                 w.lacking.entry(index).or_default().insert(peer);

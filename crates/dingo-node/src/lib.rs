@@ -23,6 +23,7 @@ mod relay;
 mod report;
 pub mod sync;
 mod team;
+mod workdocs;
 
 pub use dingo_docs::{Priority as TaskPriority, TaskEdit};
 pub use error::NodeError;
@@ -31,9 +32,9 @@ pub use home::{Home, Role};
 pub use projects::{TaskUpdate, REMIND_BEFORE_MS};
 pub use records::{
     AckView, BlameView, ChannelView, ContactInfo, ConversationView, DeptView, DingView, Direction,
-    DocActivity, FileView, IdInfo, JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView, NodeEvent,
-    PeerView, ProjectStatus, ProjectView, ReportTask, RevisionView, SendResult, SettingsView, Stats, Status,
-    TaskView, TransferView, TeamView, UnreadView, Verification, WeeklyReport,
+    DocActivity, FileView, IdInfo, JoinCodeView, MemberProgress, MemberStatus, MemberView, MessageView,
+    NodeEvent, PeerView, ProjectStatus, ProjectView, ReportTask, RevisionView, SendResult, SettingsView,
+    Stats, Status, TaskView, TeamView, TransferView, UnreadView, Verification, WeeklyReport,
 };
 pub use report::weekly_markdown;
 pub use team::JOIN_CODE_TTL_MS;
@@ -174,7 +175,8 @@ impl Node {
         f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
         let core = self.inner.core.clone();
-        self.inner.store.call(move |s| f(&core, s)).await?
+        // A failed job leaves nothing cached that its batch did not write.
+        self.inner.store.call(move |s| f(&core, s).inspect_err(|_| core.work.clear())).await?
     }
 
     /// Like [`Node::job`], and the job's writes are durable (flushed on the store thread, saving
@@ -187,7 +189,7 @@ impl Node {
         self.inner
             .store
             .call(move |s| {
-                let r = f(&core, s)?;
+                let r = f(&core, s).inspect_err(|_| core.work.clear())?;
                 s.flush()?;
                 Ok(r)
             })
@@ -484,9 +486,37 @@ impl Node {
         priority: TaskPriority,
         parent: Option<String>,
     ) -> Result<String, NodeError> {
+        self.task_add_with(project, title, assignees, due, priority, parent, Vec::new()).await
+    }
+
+    /// Adds a task with attachments: each a path to a file (shared into the project first), a
+    /// shared file's id (or prefix), or a message id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn task_add_with(
+        &self,
+        project: &str,
+        title: &str,
+        assignees: Vec<String>,
+        due: Option<u64>,
+        priority: TaskPriority,
+        parent: Option<String>,
+        attach: Vec<String>,
+    ) -> Result<String, NodeError> {
+        let attachments = self.resolve_attachments(project, attach).await?;
         let (project, title) = (project.to_owned(), title.to_owned());
         self.sealing_job(move |c, s, ctx| {
-            c.add_task(s, ctx, &project, &title, &assignees, due, priority, parent.as_deref(), now_ms())
+            c.add_task(
+                s,
+                ctx,
+                &project,
+                &title,
+                &assignees,
+                due,
+                priority,
+                parent.as_deref(),
+                attachments,
+                now_ms(),
+            )
         })
         .await
     }

@@ -14,7 +14,7 @@ use crate::chat::{Accepted, Core, SealCtx};
 use crate::records::{ContactRec, MemberProgress, ProjectStatus, ProjectView, TaskView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
-use dingo_docs::{actor_of, Board, NewTask, Replica, SharedDoc, TaskEdit};
+use dingo_docs::{actor_of, Board, NewTask, TaskEdit};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::content::Content;
 use dingo_types::envelope::Envelope;
@@ -27,23 +27,6 @@ pub(crate) fn scope_named(
     name: &str,
 ) -> Option<(String, Channel)> {
     scopes.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.trim())).map(|(n, c)| (n.clone(), c.clone()))
-}
-
-/// The saved bytes of a board or document: this batch's unwritten save if there is one.
-pub(crate) fn stored_doc(
-    s: &Store,
-    pending: Option<&SealCtx>,
-    id: &ConvId,
-) -> Result<Option<Vec<u8>>, NodeError> {
-    if let Some(bytes) = pending.and_then(|c| c.work_docs.get(id)) {
-        return Ok(Some(bytes.clone()));
-    }
-    Ok(s.get::<Vec<u8>>(Table::Docs, &id.0)?)
-}
-
-/// Where a board's task list is saved beside it.
-fn task_list_key(project: &ConvId) -> Vec<u8> {
-    [project.0.as_slice(), b"/tasks"].concat()
 }
 
 /// Longest task title or comment, in bytes.
@@ -128,60 +111,9 @@ impl Core {
         })
     }
 
-    /// A project's board or a document as saved (this batch's save first), or the group's
-    /// genesis if nothing was saved yet.
-    pub(crate) fn work_doc<T: SharedDoc>(
-        &self,
-        s: &Store,
-        pending: Option<&SealCtx>,
-        group: &ConvId,
-        name: &str,
-    ) -> Result<T, NodeError> {
-        let me = self.me.device_key();
-        Ok(match stored_doc(s, pending, group)? {
-            Some(bytes) => T::load(&bytes, &me)?,
-            None => T::genesis(&group.0, name, &me)?,
-        })
-    }
-
-    /// The project's board as saved, or its genesis.
-    fn board(
-        &self,
-        s: &Store,
-        pending: Option<&SealCtx>,
-        project: &ConvId,
-        name: &str,
-    ) -> Result<Board, NodeError> {
-        self.work_doc(s, pending, project, name)
-    }
-
-    /// Saves the board, and beside it (in the same atomic batch) the task list it shows, so a
-    /// listing after a restart need not load and read the whole automerge document.
-    fn save_board(
-        &self,
-        s: &Store,
-        ctx: &mut SealCtx,
-        project: &ConvId,
-        board: &mut Board,
-    ) -> Result<(), NodeError> {
-        let bytes = board.replica().save();
-        s.put(&mut ctx.batch, Table::Docs, &project.0, &bytes);
-        s.put(&mut ctx.batch, Table::Docs, &task_list_key(project), &board.tasks()?);
-        ctx.work_docs.insert(*project, bytes);
-        Ok(())
-    }
-
-    /// The project's tasks: the list saved with the board, else read from the board.
-    fn board_tasks(
-        &self,
-        s: &Store,
-        project: &ConvId,
-        name: &str,
-    ) -> Result<Vec<dingo_docs::Task>, NodeError> {
-        if let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(project))? {
-            return Ok(tasks);
-        }
-        Ok(self.board(s, None, project, name)?.tasks()?)
+    /// The project's tasks as last kept (without loading the board).
+    fn board_tasks(&self, s: &Store, project: &ConvId) -> Result<Vec<dingo_docs::Task>, NodeError> {
+        self.saved_tasks(s, project)
     }
 
     /// Applies a local edit to a project's board and sends its changes to the project.
@@ -191,6 +123,7 @@ impl Core {
         ctx: &mut SealCtx,
         project: &str,
         now: u64,
+        task: &str,
         edit: impl FnOnce(&mut Board) -> Result<(), NodeError>,
     ) -> Result<(), NodeError> {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
@@ -198,13 +131,12 @@ impl Core {
         if !state.channel_members(&chan).contains(&self.me.user_id()) {
             return Err(NodeError::NotInChannel(format!("project {name}")));
         }
-        let mut board = self.board(s, Some(ctx), &chan.id, &name)?;
-        let before = board.replica().heads();
-        edit(&mut board)?;
-        let changes = board.replica().changes_since(&before);
+        let mut w = self.open_work::<Board>(s, &chan.id, &name)?;
+        let before = w.doc.replica().heads();
+        edit(&mut w.doc)?;
+        let changes = w.doc.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.save_board(s, ctx, &chan.id, &mut board)?;
-        Ok(())
+        self.keep_board(s, &mut ctx.batch, w, Some(vec![task.to_owned()]))
     }
 
     /// Seals a local edit's automerge changes once in a project's or document's group.
@@ -234,15 +166,18 @@ impl Core {
         project: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
-        let mut board = self.board(s, Some(ctx), &env.group, project)?;
+        let mut w = self.open_work::<Board>(s, &env.group, project)?;
         let signer = actor_of(&env.sender);
-        if let Err(e) = board.replica().apply(&changes, |a| *a == signer) {
+        let before = w.doc.replica().heads();
+        // A refused or incomplete batch is not put back: the board reloads as stored.
+        if let Err(e) = w.doc.replica().apply(&changes, |a| *a == signer) {
             return Ok(Err(Accepted::Rejected(format!("task changes refused: {e}"))));
         }
-        if board.replica().has_missing_deps() {
+        if w.doc.replica().has_missing_deps() {
             return Ok(Err(Accepted::Retry(Vec::new())));
         }
-        self.save_board(s, ctx, &env.group, &mut board)?;
+        let changed = w.doc.changed_tasks(&before)?;
+        self.keep_board(s, &mut ctx.batch, w, Some(changed))?;
         Ok(Ok(vec![NodeEvent::TasksChanged { project: project.to_owned() }]))
     }
 
@@ -251,13 +186,17 @@ impl Core {
         let mut hits = Vec::new();
         for (name, chan) in &state.projects {
             // A board never saved has no tasks.
-            let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(&chan.id))? else {
-                continue;
-            };
-            for t in tasks {
-                if t.id == id || (id.len() >= 4 && t.id.starts_with(&id)) {
-                    hits.push((name.clone(), t.id));
+            if id.len() < 4 {
+                if s.get::<dingo_docs::Task>(Table::Docs, &crate::workdocs::task_key(&chan.id, &id))?
+                    .is_some()
+                {
+                    hits.push((name.clone(), id.clone()));
                 }
+                continue;
+            }
+            // Task records are keyed by id: a prefix scan finds the matches.
+            for item in s.scan::<dingo_docs::Task>(Table::Docs, &crate::workdocs::task_key(&chan.id, &id)) {
+                hits.push((name.clone(), item?.1.id));
             }
         }
         match hits.len() {
@@ -278,6 +217,7 @@ impl Core {
         due: Option<u64>,
         priority: dingo_docs::Priority,
         parent: Option<&str>,
+        attachments: Vec<String>,
         now: u64,
     ) -> Result<String, NodeError> {
         check_task_text(title)?;
@@ -292,9 +232,9 @@ impl Core {
         };
         let id = MsgId::random().to_hex()[..16].to_owned();
         let by = self.me.user_id().to_hex();
-        let task = NewTask { title: title.to_owned(), assignees, due, priority, parent };
+        let task = NewTask { title: title.to_owned(), assignees, due, priority, parent, attachments };
         let tid = id.clone();
-        self.change_board(s, ctx, project, now, move |b| Ok(b.add_task(&tid, task, &by, now)?))?;
+        self.change_board(s, ctx, project, now, &id, move |b| Ok(b.add_task(&tid, task, &by, now)?))?;
         Ok(id)
     }
 
@@ -325,7 +265,7 @@ impl Core {
             other => other,
         };
         let tid = id.clone();
-        self.change_board(s, ctx, &project, now, move |b| {
+        self.change_board(s, ctx, &project, now, &id, move |b| {
             match update {
                 TaskUpdate::Done(done) => b.set_done(&tid, done, now)?,
                 TaskUpdate::Assign(user, on) => b.assign(&tid, &user, on, now)?,
@@ -348,7 +288,9 @@ impl Core {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
         let (project, id) = self.find_task(s, &state, id)?;
         let (_, chan) = self.project_named(&state, &project)?;
-        let task = self.board(s, None, &chan.id, &project)?.task(&id)?;
+        let task = s
+            .get::<dingo_docs::Task>(Table::Docs, &crate::workdocs::task_key(&chan.id, &id))?
+            .ok_or_else(|| NodeError::UnknownTask(id.clone()))?;
         let me = self.me.user_id().to_hex();
         let mut nudged = Vec::new();
         for a in task.assignees.iter().filter(|a| **a != me) {
@@ -384,7 +326,7 @@ impl Core {
             if !state.channel_members(&chan).contains(&self.me.user_id()) {
                 continue;
             }
-            for t in self.board_tasks(s, &chan.id, &name)? {
+            for t in self.board_tasks(s, &chan.id)? {
                 let is_overdue = !t.done && t.due.is_some_and(|d| d < now);
                 if (mine && !t.assignees.contains(&me)) || (overdue && !is_overdue) {
                     continue;
@@ -402,6 +344,7 @@ impl Core {
                     done_at: t.done_at,
                     created_by: self.user_name(s, &state, &t.created_by),
                     created_at: t.created_at,
+                    attachments: t.attachments,
                     comments: t
                         .comments
                         .into_iter()
@@ -479,23 +422,21 @@ impl Core {
 const HISTORY_CHUNK_BYTES: usize = 48 * 1024;
 
 impl Core {
-    /// A project's board or a document as stored (its genesis if nothing is stored yet).
-    fn work_replica(
-        &self,
-        s: &Store,
-        pending: Option<&SealCtx>,
-        state: &TeamState,
-        group: &ConvId,
-    ) -> Result<Option<Replica>, NodeError> {
+    /// Every change of a project's board or a document (none for other groups).
+    fn all_changes(&self, s: &Store, state: &TeamState, group: &ConvId) -> Result<Vec<Vec<u8>>, NodeError> {
         if let Some((name, _)) = state.project_by_id(group) {
-            return Ok(Some(self.board(s, pending, group, name)?.replica().clone()));
+            let mut w = self.open_work::<Board>(s, group, name)?;
+            let changes = w.doc.replica().changes_since(&[]);
+            self.release_work(w);
+            return Ok(changes);
         }
         if let Some((name, _)) = state.doc_by_id(group) {
-            return Ok(Some(
-                self.work_doc::<dingo_docs::TextDoc>(s, pending, group, name)?.replica().clone(),
-            ));
+            let mut w = self.open_work::<dingo_docs::TextDoc>(s, group, name)?;
+            let changes = w.doc.replica().changes_since(&[]);
+            self.release_work(w);
+            return Ok(changes);
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     /// Sends a project's or document's whole history pairwise to members who just got this
@@ -508,10 +449,9 @@ impl Core {
         group: &ConvId,
         to: &[ContactRec],
     ) -> Result<(), NodeError> {
-        let Some(mut replica) = self.work_replica(s, Some(ctx), state, group)? else { return Ok(()) };
         let mut chunks: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
         let mut bytes = 0;
-        for c in replica.changes_since(&[]) {
+        for c in self.all_changes(s, state, group)? {
             if bytes + c.len() > HISTORY_CHUNK_BYTES && chunks.last().is_some_and(|v| !v.is_empty()) {
                 chunks.push(Vec::new());
                 bytes = 0;
@@ -552,9 +492,6 @@ impl Core {
         if !members.contains(&from.user_id) || !members.contains(&self.me.user_id()) {
             return Ok(Accepted::Retry(Vec::new()));
         }
-        let Some(mut replica) = self.work_replica(s, Some(ctx), &state, &group)? else {
-            return Ok(Accepted::Retry(Vec::new()));
-        };
         let mut writers: Vec<automerge::ActorId> = state
             .members
             .values()
@@ -563,18 +500,28 @@ impl Core {
             .map(|d| actor_of(&DeviceKey(d)))
             .collect();
         writers.push(actor_of(&DeviceKey(group.0)));
-        if let Err(e) = replica.apply(&changes, |a| writers.contains(a)) {
-            return Ok(Accepted::Rejected(format!("history refused: {e}")));
-        }
-        if replica.has_missing_deps() {
-            return Ok(Accepted::Retry(Vec::new()));
-        }
-        if state.project_by_id(&group).is_some() {
-            self.save_board(s, ctx, &group, &mut Board::from_replica(replica)?)?;
-        } else {
-            let bytes = replica.save();
-            s.put(&mut ctx.batch, Table::Docs, &group.0, &bytes);
-            ctx.work_docs.insert(group, bytes);
+        if let Some((name, _)) = state.project_by_id(&group) {
+            let mut w = self.open_work::<Board>(s, &group, name)?;
+            let empty = w.doc.replica().heads().len() <= 1;
+            let before = w.doc.replica().heads();
+            if let Err(e) = w.doc.replica().apply(&changes, |a| writers.contains(a)) {
+                return Ok(Accepted::Rejected(format!("history refused: {e}")));
+            }
+            if w.doc.replica().has_missing_deps() {
+                return Ok(Accepted::Retry(Vec::new()));
+            }
+            // A whole history is read task by task faster than it is diffed.
+            let changed = if empty { None } else { Some(w.doc.changed_tasks(&before)?) };
+            self.keep_board(s, &mut ctx.batch, w, changed)?;
+        } else if let Some((name, _)) = state.doc_by_id(&group) {
+            let mut w = self.open_work::<dingo_docs::TextDoc>(s, &group, name)?;
+            if let Err(e) = w.doc.replica().apply(&changes, |a| writers.contains(a)) {
+                return Ok(Accepted::Rejected(format!("history refused: {e}")));
+            }
+            if w.doc.replica().has_missing_deps() {
+                return Ok(Accepted::Retry(Vec::new()));
+            }
+            self.keep_work(s, &mut ctx.batch, w);
         }
         Ok(Accepted::Stored(Vec::new()))
     }
@@ -648,9 +595,7 @@ impl Core {
             if !state.channel_members(chan).contains(&me) {
                 continue;
             }
-            let Some(tasks) = s.get::<Vec<dingo_docs::Task>>(Table::Docs, &task_list_key(&chan.id))? else {
-                continue;
-            };
+            let tasks = self.saved_tasks(s, &chan.id)?;
             for r in reminders_for(name, &tasks, &me.to_hex(), chan.created_by == me, now, &given) {
                 given.insert(r.key);
                 events.push(r.event);

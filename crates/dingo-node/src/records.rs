@@ -712,6 +712,8 @@ pub struct TaskView {
     pub created_at: u64,
     /// Comments (author names).
     pub comments: Vec<dingo_docs::Comment>,
+    /// Attached files (`file:ID`) and messages (`msg:ID`).
+    pub attachments: Vec<String>,
 }
 
 /// One member's progress in a project.

@@ -5,7 +5,7 @@
 use crate::chat::Core;
 use crate::records::{DocActivity, ReportTask, WeeklyReport};
 use crate::NodeError;
-use dingo_store::{Store, Table};
+use dingo_store::Store;
 
 /// The report's window.
 pub(crate) const WEEK_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -50,9 +50,7 @@ impl Core {
         }
         let device = state.members.get(&who).map(|m| dingo_types::DeviceKey(m.device_key));
         for (doc, chan) in &state.docs {
-            if !state.channel_members(chan).contains(&self.me.user_id())
-                || s.get::<Vec<u8>>(Table::Docs, &chan.id.0)?.is_none()
-            {
+            if !state.channel_members(chan).contains(&self.me.user_id()) {
                 continue;
             }
             let changes =

@@ -95,7 +95,9 @@ impl FileManifest {
     /// Checks the manifest's fields agree with each other and the limits.
     pub fn check(&self) -> Result<(), DecodeError> {
         check_file_name(&self.name)?;
-        if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&self.chunk_size) || !self.chunk_size.is_power_of_two() {
+        if !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&self.chunk_size)
+            || !self.chunk_size.is_power_of_two()
+        {
             return Err(DecodeError::Invalid("chunk size"));
         }
         if self.chunks.len() > MAX_FILE_CHUNKS {
@@ -207,7 +209,10 @@ mod tests {
         assert_eq!(ok.check(), Ok(()));
         assert_eq!(ok.chunk_len(0), 1 << 20);
         assert_eq!(ok.chunk_len(1), 1);
-        assert_eq!(FileManifest { chunks: vec![[1; 32]], ..ok.clone() }.check(), Err(DecodeError::Invalid("chunk count")));
+        assert_eq!(
+            FileManifest { chunks: vec![[1; 32]], ..ok.clone() }.check(),
+            Err(DecodeError::Invalid("chunk count"))
+        );
         assert!(FileManifest { name: "../x".into(), ..ok.clone() }.check().is_err());
         assert!(FileManifest { chunk_size: 3 << 20, ..ok.clone() }.check().is_err());
         assert_ne!(ok.id(), FileManifest { chunks: vec![[1; 32], [3; 32]], ..ok.clone() }.id());
