@@ -264,6 +264,11 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
     join(&alice, &bob).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     alice.doc_create("handbook", vec![], vec![]).await.expect("doc");
+    // Enough history for several pairwise messages, which carol's node takes in one batch.
+    for i in 0..150 {
+        let title = format!("backlog item {i}: {}", "x".repeat(300));
+        alice.task_add("ops", &title, vec![], None, TaskPriority::Normal, None).await.expect("add");
+    }
     let first =
         alice.task_add("ops", "first task", vec![], None, TaskPriority::Normal, None).await.expect("add");
     alice.doc_edit("handbook", "chapter one\n", "start").await.expect("edit");
@@ -279,6 +284,9 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
     alice.doc_edit("handbook", "chapter one\nchapter two\n", "more").await.expect("edit");
     eventually("carol to have all of it", async || {
         let tasks = carol.tasks(Some("ops".into()), false, false).await.ok()?;
+        if tasks.len() != 152 {
+            return None;
+        }
         let text = carol.doc_text("handbook").await.ok()?;
         (tasks.iter().any(|t| t.id == first)
             && tasks.iter().any(|t| t.id == second)

@@ -186,12 +186,22 @@ impl Board {
         str_at(&self.replica.doc, &ROOT, "name").unwrap_or_default()
     }
 
-    /// Ids of the tasks changed between `before` and now (added, edited, commented).
-    pub fn changed_tasks(&mut self, before: &[automerge::ChangeHash]) -> Result<Vec<String>, DocError> {
+    /// Applies received changes like [`Replica::apply`] and says which tasks they touched
+    /// (added, edited, commented), from automerge's patch index: the cost follows the changes,
+    /// not the board's size.
+    pub fn apply_tracked(
+        &mut self,
+        changes: &[Vec<u8>],
+        may_edit: impl Fn(&automerge::ActorId) -> bool,
+    ) -> Result<Vec<String>, DocError> {
         let tasks = self.tasks_obj()?;
-        let after = self.replica.doc.get_heads();
+        self.replica.doc.update_diff_cursor();
+        let applied = self.replica.apply(changes, may_edit);
+        let patches = self.replica.doc.diff_incremental();
+        self.replica.doc.reset_diff_cursor();
+        applied?;
         let mut ids = std::collections::BTreeSet::new();
-        for p in self.replica.doc.diff(before, &after) {
+        for p in patches {
             if p.obj == tasks {
                 if let automerge::PatchAction::PutMap { key, .. }
                 | automerge::PatchAction::DeleteMap { key } = p.action

@@ -38,6 +38,9 @@ pub enum DocError {
     /// No task with that id.
     #[error("unknown task {0}")]
     UnknownTask(String),
+    /// Some changes build on changes that have not arrived; nothing was applied.
+    #[error("changes arrived before those they build on")]
+    MissingDeps,
 }
 
 /// The automerge actor a device writes as: its signing key.
@@ -132,9 +135,10 @@ impl Replica {
         self.doc.get_changes(heads).into_iter().map(|c| c.raw_bytes().to_vec()).collect()
     }
 
-    /// Applies encoded changes if every one was written by an actor `may_edit` allows; else
-    /// applies none. Changes already present are ignored; ones whose dependencies are missing
-    /// wait inside automerge until they arrive.
+    /// Applies encoded changes if every one was written by an actor `may_edit` allows and
+    /// everything they build on is here or among them; else applies none
+    /// ([`DocError::ForeignAuthor`], [`DocError::MissingDeps`]). Changes already present are
+    /// ignored.
     pub fn apply(
         &mut self,
         changes: &[Vec<u8>],
@@ -148,7 +152,16 @@ impl Replica {
             }
             decoded.push(change);
         }
-        self.doc.apply_changes(decoded)?;
+        let incoming: std::collections::HashSet<ChangeHash> = decoded.iter().map(|c| c.hash()).collect();
+        let lacking = decoded
+            .iter()
+            .flat_map(|c| c.deps())
+            .any(|d| !incoming.contains(d) && self.doc.get_change_by_hash(d).is_none());
+        if lacking {
+            return Err(DocError::MissingDeps);
+        }
+        // The batch path applies many changes at once far faster than one by one.
+        self.doc.apply_changes_batch(decoded)?;
         Ok(())
     }
 

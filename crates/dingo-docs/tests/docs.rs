@@ -1,7 +1,7 @@
 //! Convergence, authorship and blame of Dingo's automerge documents.
 
 use automerge::ActorId;
-use dingo_docs::{actor_of, Board, DocError, NewTask, Priority, TaskEdit, TextDoc};
+use dingo_docs::{actor_of, Board, DocError, NewTask, Priority, SharedDoc, TaskEdit, TextDoc};
 use dingo_types::DeviceKey;
 use proptest::prelude::*;
 
@@ -189,4 +189,47 @@ fn exports_are_standard_automerge_and_saves_load_back() {
     let back = TextDoc::load(&bytes, &device(1)).expect("load");
     assert_eq!(back.body().expect("body"), "hello\nthere\nworld\n");
     assert!(matches!(Board::load(&bytes, &device(1)), Err(DocError::WrongKind(_))));
+}
+
+/// Received changes report the tasks they touched (what the node rewrites), whatever the
+/// board's size.
+#[test]
+fn applied_changes_name_the_tasks_they_touched() {
+    let a_dev = DeviceKey([1; 32]);
+    let b_dev = DeviceKey([2; 32]);
+    let mut a = Board::genesis(&[9; 32], "p", &a_dev).expect("genesis");
+    let mut b = Board::genesis(&[9; 32], "p", &b_dev).expect("genesis");
+    let start = a.replica().heads();
+    for i in 0..20 {
+        a.add_task(&format!("t{i}"), NewTask { title: format!("task {i}"), ..NewTask::default() }, "u", 1)
+            .expect("add");
+    }
+    let all = a.replica().changes_since(&start);
+    let ids = b.apply_tracked(&all, |_| true).expect("apply");
+    assert_eq!(ids.len(), 20);
+    assert_eq!(b.tasks().expect("tasks").len(), 20);
+    let before = a.replica().heads();
+    a.comment("t3", "u", "hi", 2).expect("comment");
+    a.set_done("t7", true, 3).expect("done");
+    let ids = b.apply_tracked(&a.replica().changes_since(&before), |_| true).expect("apply");
+    assert_eq!(ids, ["t3", "t7"]);
+}
+
+/// Changes that build on ones not here yet are refused whole, and the board is unchanged.
+#[test]
+fn changes_ahead_of_their_dependencies_change_nothing() {
+    let mut a = Board::genesis(&[9; 32], "p", &DeviceKey([1; 32])).expect("genesis");
+    let mut b = Board::genesis(&[9; 32], "p", &DeviceKey([2; 32])).expect("genesis");
+    let start = a.replica().heads();
+    a.add_task("t1", NewTask { title: "one".into(), ..NewTask::default() }, "u", 1).expect("add");
+    let mid = a.replica().heads();
+    a.set_done("t1", true, 2).expect("done");
+    let first = a.replica().changes_since(&start);
+    let second = a.replica().changes_since(&mid);
+    let heads = b.replica().heads();
+    assert!(matches!(b.apply_tracked(&second, |_| true), Err(DocError::MissingDeps)));
+    assert_eq!(b.replica().heads(), heads);
+    assert_eq!(b.apply_tracked(&first[..1], |_| true).expect("first"), ["t1"]);
+    assert_eq!(b.apply_tracked(&second, |_| true).expect("second"), ["t1"]);
+    assert!(b.task("t1").expect("t1").done);
 }

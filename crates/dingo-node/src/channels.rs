@@ -347,9 +347,9 @@ impl Core {
         let events = match content {
             Content::DocChanges { doc, changes } if (project || document) && doc == env.group => {
                 let accepted = if project {
-                    self.accept_doc_changes(s, &mut ctx.seal, env, &chan_name, changes)?
+                    self.accept_doc_changes(s, env, &chan_name, changes)?
                 } else {
-                    self.accept_text_changes(s, &mut ctx.seal, env, &chan_name, changes)?
+                    self.accept_text_changes(s, env, &chan_name, changes)?
                 };
                 match accepted {
                     Ok(events) => events,
@@ -470,7 +470,7 @@ impl Core {
                 }
                 Ok(Accepted::Stored(events))
             }
-            Content::DocChanges { doc, changes } => self.accept_history(s, ctx, from, doc, changes),
+            Content::DocChanges { doc, changes } => self.accept_history(s, from, doc, changes),
             Content::Delivered { conv, delivered, envelopes, at } => {
                 self.accept_delivered(s, ctx, from, conv, (delivered, envelopes), at)
             }

@@ -255,7 +255,9 @@ impl Core {
         *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    pub(crate) fn apply(&self, s: &Store, b: Batch) -> Result<(), NodeError> {
+    pub(crate) fn apply(&self, s: &Store, mut b: Batch) -> Result<(), NodeError> {
+        // Boards and documents changed in this job are written with it.
+        self.work.flush_into(s, &mut b);
         s.apply(b).inspect_err(|_| self.forget_cache())?;
         Ok(())
     }

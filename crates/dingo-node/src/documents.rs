@@ -95,7 +95,7 @@ impl Core {
         }
         let changes = w.doc.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.keep_work(s, &mut ctx.batch, w);
+        self.keep_work(w);
         Ok(true)
     }
 
@@ -103,21 +103,16 @@ impl Core {
     pub(crate) fn accept_text_changes(
         &self,
         s: &Store,
-        ctx: &mut SealCtx,
         env: &Envelope,
         name: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
         let mut w = self.open_work::<TextDoc>(s, &env.group, name)?;
         let signer = actor_of(&env.sender);
-        // A refused or incomplete batch is not put back: the document reloads as stored.
         if let Err(e) = w.doc.replica().apply(&changes, |a| *a == signer) {
-            return Ok(Err(Accepted::Rejected(format!("document changes refused: {e}"))));
+            return Ok(Err(self.not_applied(w, e, "document changes")));
         }
-        if w.doc.replica().has_missing_deps() {
-            return Ok(Err(Accepted::Retry(Vec::new())));
-        }
-        self.keep_work(s, &mut ctx.batch, w);
+        self.keep_work(w);
         Ok(Ok(vec![NodeEvent::DocChanged { doc: name.to_owned() }]))
     }
 

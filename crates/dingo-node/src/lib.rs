@@ -579,6 +579,12 @@ impl Node {
         self.job(move |c, s| c.doc_text(s, &name)).await
     }
 
+    /// A project's task board as standard automerge bytes.
+    pub async fn project_bytes(&self, name: &str) -> Result<Vec<u8>, NodeError> {
+        let name = name.to_owned();
+        self.job(move |c, s| c.project_bytes(s, &name)).await
+    }
+
     /// A document as standard automerge bytes.
     pub async fn doc_bytes(&self, name: &str) -> Result<Vec<u8>, NodeError> {
         let name = name.to_owned();

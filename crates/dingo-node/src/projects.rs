@@ -136,7 +136,7 @@ impl Core {
         edit(&mut w.doc)?;
         let changes = w.doc.replica().changes_since(&before);
         self.send_changes(s, ctx, (&state, &name, &chan), changes, now)?;
-        self.keep_board(s, &mut ctx.batch, w, Some(vec![task.to_owned()]))
+        self.keep_board(s, w, Some(vec![task.to_owned()]))
     }
 
     /// Seals a local edit's automerge changes once in a project's or document's group.
@@ -161,23 +161,17 @@ impl Core {
     pub(crate) fn accept_doc_changes(
         &self,
         s: &Store,
-        ctx: &mut SealCtx,
         env: &Envelope,
         project: &str,
         changes: Vec<Vec<u8>>,
     ) -> Result<Result<Vec<NodeEvent>, Accepted>, NodeError> {
         let mut w = self.open_work::<Board>(s, &env.group, project)?;
         let signer = actor_of(&env.sender);
-        let before = w.doc.replica().heads();
-        // A refused or incomplete batch is not put back: the board reloads as stored.
-        if let Err(e) = w.doc.replica().apply(&changes, |a| *a == signer) {
-            return Ok(Err(Accepted::Rejected(format!("task changes refused: {e}"))));
-        }
-        if w.doc.replica().has_missing_deps() {
-            return Ok(Err(Accepted::Retry(Vec::new())));
-        }
-        let changed = w.doc.changed_tasks(&before)?;
-        self.keep_board(s, &mut ctx.batch, w, Some(changed))?;
+        let changed = match w.doc.apply_tracked(&changes, |a| *a == signer) {
+            Ok(ids) => ids,
+            Err(e) => return Ok(Err(self.not_applied(w, e, "task changes"))),
+        };
+        self.keep_board(s, w, Some(changed))?;
         Ok(Ok(vec![NodeEvent::TasksChanged { project: project.to_owned() }]))
     }
 
@@ -185,18 +179,10 @@ impl Core {
         let id = id.trim().to_ascii_lowercase();
         let mut hits = Vec::new();
         for (name, chan) in &state.projects {
-            // A board never saved has no tasks.
-            if id.len() < 4 {
-                if s.get::<dingo_docs::Task>(Table::Docs, &crate::workdocs::task_key(&chan.id, &id))?
-                    .is_some()
-                {
-                    hits.push((name.clone(), id.clone()));
+            for t in self.saved_tasks(s, &chan.id)? {
+                if t.id == id || (id.len() >= 4 && t.id.starts_with(&id)) {
+                    hits.push((name.clone(), t.id));
                 }
-                continue;
-            }
-            // Task records are keyed by id: a prefix scan finds the matches.
-            for item in s.scan::<dingo_docs::Task>(Table::Docs, &crate::workdocs::task_key(&chan.id, &id)) {
-                hits.push((name.clone(), item?.1.id));
             }
         }
         match hits.len() {
@@ -288,9 +274,7 @@ impl Core {
         let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
         let (project, id) = self.find_task(s, &state, id)?;
         let (_, chan) = self.project_named(&state, &project)?;
-        let task = s
-            .get::<dingo_docs::Task>(Table::Docs, &crate::workdocs::task_key(&chan.id, &id))?
-            .ok_or_else(|| NodeError::UnknownTask(id.clone()))?;
+        let task = self.saved_task(s, &chan.id, &id)?.ok_or_else(|| NodeError::UnknownTask(id.clone()))?;
         let me = self.me.user_id().to_hex();
         let mut nudged = Vec::new();
         for a in task.assignees.iter().filter(|a| **a != me) {
@@ -307,6 +291,19 @@ impl Core {
     }
 
     /// Tasks of one project or all, optionally only mine or only overdue.
+    /// The project's board as standard automerge bytes (a copy of the live document).
+    pub(crate) fn project_bytes(&self, s: &Store, project: &str) -> Result<Vec<u8>, NodeError> {
+        let state = self.team_state(s)?.ok_or(NodeError::NoTeam)?.1;
+        let (name, chan) = self.project_named(&state, project)?;
+        if !state.channel_members(&chan).contains(&self.me.user_id()) {
+            return Err(NodeError::NotInChannel(format!("project {name}")));
+        }
+        let mut w = self.open_work::<Board>(s, &chan.id, &name)?;
+        let bytes = w.doc.replica().clone().save();
+        self.release_work(w);
+        Ok(bytes)
+    }
+
     pub(crate) fn tasks_view(
         &self,
         s: &Store,
@@ -477,7 +474,6 @@ impl Core {
     pub(crate) fn accept_history(
         &self,
         s: &Store,
-        ctx: &mut SealCtx,
         from: &ContactRec,
         group: ConvId,
         changes: Vec<Vec<u8>>,
@@ -502,26 +498,19 @@ impl Core {
         writers.push(actor_of(&DeviceKey(group.0)));
         if let Some((name, _)) = state.project_by_id(&group) {
             let mut w = self.open_work::<Board>(s, &group, name)?;
-            let empty = w.doc.replica().heads().len() <= 1;
-            let before = w.doc.replica().heads();
-            if let Err(e) = w.doc.replica().apply(&changes, |a| writers.contains(a)) {
-                return Ok(Accepted::Rejected(format!("history refused: {e}")));
-            }
-            if w.doc.replica().has_missing_deps() {
-                return Ok(Accepted::Retry(Vec::new()));
-            }
-            // A whole history is read task by task faster than it is diffed.
-            let changed = if empty { None } else { Some(w.doc.changed_tasks(&before)?) };
-            self.keep_board(s, &mut ctx.batch, w, changed)?;
+            let changed = match w.doc.apply_tracked(&changes, |a| writers.contains(a)) {
+                Ok(ids) => ids,
+                Err(e) => return Ok(self.not_applied(w, e, "history")),
+            };
+            self.keep_board(s, w, Some(changed))?;
+            return Ok(Accepted::Stored(vec![NodeEvent::TasksChanged { project: name.clone() }]));
         } else if let Some((name, _)) = state.doc_by_id(&group) {
             let mut w = self.open_work::<dingo_docs::TextDoc>(s, &group, name)?;
             if let Err(e) = w.doc.replica().apply(&changes, |a| writers.contains(a)) {
-                return Ok(Accepted::Rejected(format!("history refused: {e}")));
+                return Ok(self.not_applied(w, e, "history"));
             }
-            if w.doc.replica().has_missing_deps() {
-                return Ok(Accepted::Retry(Vec::new()));
-            }
-            self.keep_work(s, &mut ctx.batch, w);
+            self.keep_work(w);
+            return Ok(Accepted::Stored(vec![NodeEvent::DocChanged { doc: name.clone() }]));
         }
         Ok(Accepted::Stored(Vec::new()))
     }

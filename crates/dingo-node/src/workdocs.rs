@@ -3,54 +3,74 @@
 //!
 //! On disk (table `Docs`), per group: a full save under the group id, then each edit's new
 //! changes under `group/inc/N`; every [`COMPACT_AFTER`] increments the document is saved whole
-//! again and the increments deleted, in the same atomic batch. A board also keeps each task,
-//! as it reads, under `group/t/ID`, rewritten only for the tasks an edit touched: listings
-//! never load the automerge document.
+//! again and the increments deleted, in the same atomic batch. A board also keeps its tasks as
+//! they read, in [`TASK_BUCKETS`] records by a hash of the task id (`group/b/N`); an edit
+//! rewrites only the buckets of the tasks it touched, and listings never load the automerge
+//! document (one record per task cost more to read back than the tasks themselves).
 //!
 //! In memory, a job takes a document out of the cache ([`Core::open_work`]) and puts it back
-//! when it has written what changed into the job's batch ([`Core::keep_work`]) or only read
-//! it ([`Core::release_work`]). A document not put back (a refused change, an error) is simply
-//! reloaded next time, and a job that fails empties the cache, so it never holds what the
-//! store does not.
+//! changed ([`Core::keep_work`], [`Core::keep_board`]) or only read ([`Core::release_work`]).
+//! What changed is written once per store batch, when the batch is applied
+//! ([`WorkDocs::flush_into`], called by `Core::apply`): a batch of 20 history messages costs
+//! one increment and one write per touched bucket, not twenty. A document not put back (a
+//! refused change, an error) is simply reloaded next time, and a job that fails empties the
+//! cache, so it never holds what the store does not.
 
 use crate::chat::Core;
 use crate::NodeError;
 use dingo_docs::{Board, SharedDoc};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::ConvId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 /// Increments kept before the document is saved whole again.
 pub(crate) const COMPACT_AFTER: u32 = 256;
 
+/// How many records a board's task list is spread over.
+pub(crate) const TASK_BUCKETS: u8 = 64;
+
 const INC: &[u8] = b"/inc/";
-const TASK: &[u8] = b"/t/";
+const BUCKET: &[u8] = b"/b/";
 
 fn inc_key(group: &ConvId, n: u32) -> Vec<u8> {
     [group.0.as_slice(), INC, &n.to_be_bytes()].concat()
 }
 
-/// Where a board's task `id` is kept as it reads.
-pub(crate) fn task_key(group: &ConvId, id: &str) -> Vec<u8> {
-    [group.0.as_slice(), TASK, id.as_bytes()].concat()
+fn bucket_of(id: &str) -> u8 {
+    blake3::hash(id.as_bytes()).as_bytes()[0] % TASK_BUCKETS
 }
 
-/// The prefix of a board's task records.
-pub(crate) fn tasks_prefix(group: &ConvId) -> Vec<u8> {
-    [group.0.as_slice(), TASK].concat()
+fn bucket_key(group: &ConvId, bucket: u8) -> Vec<u8> {
+    [group.0.as_slice(), BUCKET, &[bucket]].concat()
 }
+
+/// One bucket of a board's tasks, by id.
+type Bucket = BTreeMap<String, dingo_docs::Task>;
 
 /// A document taken out for a job.
 pub(crate) struct Work<T> {
     pub doc: T,
     pub group: ConvId,
+    state: DocState,
+}
+
+/// What the cache knows of a document besides its replica.
+#[derive(Default)]
+struct DocState {
+    /// Increments stored since the last full save.
     incs: u32,
+    /// Task buckets read or changed so far (newer than the store until flushed).
+    buckets: HashMap<u8, Bucket>,
+    /// Changes not yet written.
+    dirty: bool,
+    /// Buckets not yet written.
+    dirty_buckets: BTreeSet<u8>,
 }
 
 struct Cached {
     replica: dingo_docs::Replica,
-    incs: u32,
+    state: DocState,
 }
 
 /// The loaded documents, by group.
@@ -72,6 +92,38 @@ impl WorkDocs {
     pub(crate) fn clear(&self) {
         self.docs.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+
+    /// Writes every document's unwritten changes and buckets into `batch` (about to be
+    /// applied): new changes as the next increment, or the whole document every
+    /// [`COMPACT_AFTER`] increments.
+    pub(crate) fn flush_into(&self, s: &Store, batch: &mut Batch) {
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        for (group, c) in docs.iter_mut() {
+            let st = &mut c.state;
+            if st.dirty {
+                st.dirty = false;
+                if st.incs + 1 >= COMPACT_AFTER {
+                    let bytes = c.replica.save();
+                    s.put(batch, Table::Docs, &group.0, &bytes);
+                    for n in 0..st.incs {
+                        s.delete(batch, Table::Docs, &inc_key(group, n));
+                    }
+                    st.incs = 0;
+                } else {
+                    let bytes = c.replica.save_new();
+                    if !bytes.is_empty() {
+                        s.put(batch, Table::Docs, &inc_key(group, st.incs), &bytes);
+                        st.incs += 1;
+                    }
+                }
+            }
+            for b in std::mem::take(&mut st.dirty_buckets) {
+                if let Some(bucket) = st.buckets.get(&b) {
+                    s.put(batch, Table::Docs, &bucket_key(group, b), bucket);
+                }
+            }
+        }
+    }
 }
 
 impl Core {
@@ -84,81 +136,124 @@ impl Core {
         name: &str,
     ) -> Result<Work<T>, NodeError> {
         if let Some(c) = self.work.take(group) {
-            return Ok(Work { doc: T::from_replica(c.replica)?, group: *group, incs: c.incs });
+            return Ok(Work { doc: T::from_replica(c.replica)?, group: *group, state: c.state });
         }
         let me = self.me.device_key();
-        let mut doc = match s.get::<Vec<u8>>(Table::Docs, &group.0)? {
-            Some(bytes) => T::load(&bytes, &me)?,
-            None => T::genesis(&group.0, name, &me)?,
-        };
+        let mut bytes = s.get::<Vec<u8>>(Table::Docs, &group.0)?;
         let mut incs = 0;
+        // A save followed by increments loads in one pass (much faster than one per increment).
+        let mut more = Vec::new();
         for item in s.scan::<Vec<u8>>(Table::Docs, &[group.0.as_slice(), INC].concat()) {
-            let (_, bytes) = item?;
-            doc.replica().load_more(&bytes)?;
+            more.extend(item?.1);
             incs += 1;
         }
-        Ok(Work { doc, group: *group, incs })
+        let doc = match bytes.as_mut() {
+            Some(b) => {
+                b.extend(more);
+                T::load(b, &me)?
+            }
+            None => {
+                let mut d = T::genesis(&group.0, name, &me)?;
+                if !more.is_empty() {
+                    d.replica().load_more(&more)?;
+                }
+                d
+            }
+        };
+        Ok(Work { doc, group: *group, state: DocState { incs, ..DocState::default() } })
     }
 
-    /// Writes what changed since the document was opened into `batch` and puts it back.
-    pub(crate) fn keep_work<T: SharedDoc>(&self, s: &Store, batch: &mut Batch, mut w: Work<T>) {
-        let group = w.group;
-        if w.incs + 1 >= COMPACT_AFTER {
-            let bytes = w.doc.replica().save();
-            s.put(batch, Table::Docs, &group.0, &bytes);
-            for n in 0..w.incs {
-                s.delete(batch, Table::Docs, &inc_key(&group, n));
-            }
-            w.incs = 0;
-        } else {
-            let bytes = w.doc.replica().save_new();
-            if !bytes.is_empty() {
-                s.put(batch, Table::Docs, &inc_key(&group, w.incs), &bytes);
-                w.incs += 1;
-            }
-        }
-        self.work.put(group, Cached { replica: w.doc.into_replica(), incs: w.incs });
+    /// Puts a changed document back; its changes are written with the job's batch.
+    pub(crate) fn keep_work<T: SharedDoc>(&self, mut w: Work<T>) {
+        w.state.dirty = true;
+        self.release_work(w);
     }
 
     /// Puts a document back unchanged (it was only read).
     pub(crate) fn release_work<T: SharedDoc>(&self, w: Work<T>) {
-        self.work.put(w.group, Cached { replica: w.doc.into_replica(), incs: w.incs });
+        self.work.put(w.group, Cached { replica: w.doc.into_replica(), state: w.state });
     }
 
-    /// Keeps a board, and rewrites the records of the tasks `changed` names (all of them when
-    /// `None`).
+    /// The answer to changes that were not applied, and what becomes of the document: those
+    /// that wait for others are asked for again and refused ones rejected, the document
+    /// unchanged (both are checked before anything is applied); if automerge failed part way,
+    /// what it did apply (valid changes by allowed devices) is kept.
+    pub(crate) fn not_applied<T: SharedDoc>(
+        &self,
+        w: Work<T>,
+        e: dingo_docs::DocError,
+        what: &str,
+    ) -> crate::chat::Accepted {
+        use crate::chat::Accepted;
+        match e {
+            dingo_docs::DocError::MissingDeps => {
+                self.release_work(w);
+                Accepted::Retry(Vec::new())
+            }
+            dingo_docs::DocError::Automerge(_) => {
+                self.keep_work(w);
+                Accepted::Rejected(format!("{what} refused: {e}"))
+            }
+            e => {
+                self.release_work(w);
+                Accepted::Rejected(format!("{what} refused: {e}"))
+            }
+        }
+    }
+
+    /// Keeps a changed board and refreshes the tasks `changed` names (every task when `None`)
+    /// in their buckets.
     pub(crate) fn keep_board(
         &self,
         s: &Store,
-        batch: &mut Batch,
-        w: Work<Board>,
+        mut w: Work<Board>,
         changed: Option<Vec<String>>,
     ) -> Result<(), NodeError> {
         match changed {
             Some(ids) => {
                 for id in ids {
-                    if let Ok(t) = w.doc.task(&id) {
-                        s.put(batch, Table::Docs, &task_key(&w.group, &id), &t);
+                    let b = bucket_of(&id);
+                    if !w.state.buckets.contains_key(&b) {
+                        let stored =
+                            s.get::<Bucket>(Table::Docs, &bucket_key(&w.group, b))?.unwrap_or_default();
+                        w.state.buckets.insert(b, stored);
+                    }
+                    if let (Ok(t), Some(bucket)) = (w.doc.task(&id), w.state.buckets.get_mut(&b)) {
+                        bucket.insert(id, t);
+                        w.state.dirty_buckets.insert(b);
                     }
                 }
             }
             None => {
+                w.state.buckets.clear();
                 for t in w.doc.tasks()? {
-                    s.put(batch, Table::Docs, &task_key(&w.group, &t.id), &t);
+                    let b = bucket_of(&t.id);
+                    w.state.buckets.entry(b).or_default().insert(t.id.clone(), t);
+                    w.state.dirty_buckets.insert(b);
                 }
             }
         }
-        self.keep_work(s, batch, w);
+        self.keep_work(w);
         Ok(())
     }
 
     /// A board's tasks as last kept, oldest first (without loading the board).
     pub(crate) fn saved_tasks(&self, s: &Store, group: &ConvId) -> Result<Vec<dingo_docs::Task>, NodeError> {
-        let mut tasks = s
-            .scan::<dingo_docs::Task>(Table::Docs, &tasks_prefix(group))
-            .map(|r| r.map(|(_, t)| t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut tasks = Vec::new();
+        for item in s.scan::<Bucket>(Table::Docs, &[group.0.as_slice(), BUCKET].concat()) {
+            tasks.extend(item?.1.into_values());
+        }
         tasks.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(tasks)
+    }
+
+    /// One task of a board as last kept.
+    pub(crate) fn saved_task(
+        &self,
+        s: &Store,
+        group: &ConvId,
+        id: &str,
+    ) -> Result<Option<dingo_docs::Task>, NodeError> {
+        Ok(s.get::<Bucket>(Table::Docs, &bucket_key(group, bucket_of(id)))?.and_then(|mut b| b.remove(id)))
     }
 }
