@@ -5,14 +5,15 @@
 //!   .json.gz`, ~260,000 character edits) applied to a Dingo `TextDoc` and to a plain
 //!   `AutoCommit` text, each committed once; then saved and loaded; the result is checked
 //!   against the trace's `endContent`;
-//! - task board: `BENCH_TASKS` (default 10,000) tasks added to a `Board`, saved into an encrypted
-//!   sled store with the task list the node saves beside it; then a cold listing (open the store,
-//!   read and decrypt the saved list) and a cold load of the board itself (open, decrypt, load,
-//!   read every task), beside plain automerge loading the same bytes.
+//! - concurrent trace: `friendsforever` (two people typing at once, each transaction on the
+//!   document as its parents left it), replayed on plain automerge and on Dingo `TextDoc`s
+//!   written by two devices; every replica must converge to the trace's `endContent`.
+//!
+//! Task boards are measured between real nodes in `benches/work.rs`.
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ROOT};
-use dingo_docs::{Board, NewTask, TextDoc};
+use dingo_docs::TextDoc;
 use dingo_types::DeviceKey;
 use std::io::Read;
 use std::time::Instant;
@@ -95,58 +96,161 @@ fn editing_trace() {
     println!();
 }
 
-fn task_board(n: usize) {
-    let me = DeviceKey([2; 32]);
+#[derive(serde::Deserialize)]
+struct ConcurrentTrace {
+    #[serde(rename = "endContent")]
+    end: String,
+    txns: Vec<ConcurrentTxn>,
+}
+
+#[derive(serde::Deserialize)]
+struct ConcurrentTxn {
+    parents: Vec<usize>,
+    agent: usize,
+    patches: Vec<(usize, usize, String)>,
+}
+
+/// The concurrent trace (`friendsforever`, two people typing at once): each transaction is
+/// typed by its agent on the document as its parents left it. Each agent keeps a replica; before
+/// typing it applies exactly the other's changes its transaction's parents had seen (tracked
+/// with version vectors), or, if it is ahead of them, forks at the parents' heads. At the end
+/// every replica applies everything. Returns the time and each agent's final text.
+#[allow(clippy::too_many_arguments)]
+fn concurrent<D: Clone>(
+    t: &ConcurrentTrace,
+    genesis: D,
+    for_agent: impl Fn(&D, usize) -> D,
+    fork: impl Fn(&mut D, &[automerge::ChangeHash], usize) -> D,
+    splice: impl Fn(&mut D, usize, usize, &str),
+    commit: impl Fn(&mut D) -> Vec<u8>,
+    apply: impl Fn(&mut D, &[Vec<u8>]),
+    text: impl Fn(&D) -> String,
+) -> (f64, Vec<String>) {
     let start = Instant::now();
-    let mut board = Board::create(&me, "big", 0).expect("board");
-    for i in 0..n {
-        let task = NewTask {
-            title: format!("task number {i}"),
-            due: Some(1_800_000_000_000 + i as u64),
-            ..NewTask::default()
-        };
-        board.add_task(&format!("{i:016x}"), task, "someone", i as u64).expect("add");
+    let agents = t.txns.iter().map(|x| x.agent).max().unwrap_or(0) + 1;
+    let mut replicas: Vec<D> = (0..agents).map(|a| for_agent(&genesis, a)).collect();
+    let mut seen: Vec<Vec<Option<usize>>> = vec![vec![None; agents]; agents];
+    let mut by_agent: Vec<Vec<usize>> = vec![Vec::new(); agents];
+    let mut clocks: Vec<Vec<Option<usize>>> = Vec::with_capacity(t.txns.len());
+    let mut changes: Vec<Vec<u8>> = Vec::with_capacity(t.txns.len());
+    let mut hashes: Vec<automerge::ChangeHash> = Vec::with_capacity(t.txns.len());
+    let missing = |from: &[Option<usize>], to: &[Option<usize>], by_agent: &[Vec<usize>]| {
+        let mut idx: Vec<usize> = Vec::new();
+        for (b, list) in by_agent.iter().enumerate() {
+            idx.extend(list.iter().filter(|i| Some(**i) > from[b] && Some(**i) <= to[b]));
+        }
+        idx.sort_unstable();
+        idx
+    };
+    for (i, txn) in t.txns.iter().enumerate() {
+        let mut want = vec![None; agents];
+        for p in &txn.parents {
+            for (w, c) in want.iter_mut().zip(&clocks[*p]) {
+                *w = (*w).max(*c);
+            }
+        }
+        let a = txn.agent;
+        if seen[a].iter().zip(&want).all(|(h, w)| h <= w) {
+            let idx = missing(&seen[a], &want, &by_agent);
+            let batch: Vec<Vec<u8>> = idx.iter().map(|i| changes[*i].clone()).collect();
+            if !batch.is_empty() {
+                apply(&mut replicas[a], &batch);
+            }
+        } else {
+            // The agent is ahead of its parents (never in friendsforever): rebuild everything
+            // typed so far and fork at the parents' heads.
+            let mut all = genesis.clone();
+            apply(&mut all, &changes);
+            let heads: Vec<automerge::ChangeHash> = txn.parents.iter().map(|p| hashes[*p]).collect();
+            replicas[a] = fork(&mut all, &heads, a);
+        }
+        let r = &mut replicas[a];
+        for (pos, del, ins) in &txn.patches {
+            splice(r, *pos, *del, ins);
+        }
+        let change = commit(r);
+        hashes.push(automerge::Change::from_bytes(change.clone()).expect("change").hash());
+        changes.push(change);
+        want[a] = Some(i);
+        by_agent[a].push(i);
+        seen[a] = want.clone();
+        clocks.push(want);
     }
-    let build = ms(start);
-    let bytes = board.replica().save();
-    let list = board.tasks().expect("tasks");
-    // Into an encrypted sled store, as the node keeps it.
-    let dir = tempfile::tempdir().expect("tmp");
-    let key = dingo_crypto::at_rest::StorageKey::new(dingo_crypto::Secret32::from_bytes([3; 32]));
-    {
-        let store = dingo_store::Store::open(dir.path(), key.clone()).expect("store");
-        let mut b = dingo_store::Batch::default();
-        store.put(&mut b, dingo_store::Table::Docs, b"big", &bytes);
-        // The node saves the task list beside the board, in the same batch.
-        store.put(&mut b, dingo_store::Table::Docs, b"big/tasks", &list);
-        store.apply(b).expect("apply");
-        store.flush().expect("flush");
+    let everything: Vec<Option<usize>> = by_agent.iter().map(|l| l.last().copied()).collect();
+    for (a, r) in replicas.iter_mut().enumerate() {
+        let idx = missing(&seen[a], &everything, &by_agent);
+        let batch: Vec<Vec<u8>> = idx.iter().map(|i| changes[*i].clone()).collect();
+        apply(r, &batch);
     }
-    let start = Instant::now();
-    let store = dingo_store::Store::open(dir.path(), key.clone()).expect("store");
-    let listed: Vec<dingo_docs::Task> =
-        store.get(dingo_store::Table::Docs, b"big/tasks").expect("get").expect("list");
-    let cold_list = ms(start);
-    assert_eq!(listed.len(), n);
-    drop(store);
-    let start = Instant::now();
-    let store = dingo_store::Store::open(dir.path(), key).expect("store");
-    let stored: Vec<u8> = store.get(dingo_store::Table::Docs, b"big").expect("get").expect("doc");
-    let board = Board::load(&stored, &me).expect("load");
-    let tasks = board.tasks().expect("tasks");
-    let cold = ms(start);
-    assert_eq!(tasks.len(), n);
-    let start = Instant::now();
-    let plain = AutoCommit::load(&bytes).expect("load");
-    let plain_load = ms(start);
-    let (_, t) = plain.get(ROOT, "tasks").expect("get").expect("tasks");
-    assert_eq!(plain.length(&t), n);
-    println!("| task board of {n} tasks | Dingo | baseline |");
+    (ms(start), replicas.iter().map(|r| text(r)).collect())
+}
+
+fn concurrent_trace() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/editing-traces/friendsforever.json.gz");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(file).read_to_string(&mut json).expect("gunzip");
+    let t: ConcurrentTrace = serde_json::from_str(&json).expect("trace JSON");
+    let edits: usize = t.txns.iter().map(|x| x.patches.len()).sum();
+    let actor = |a: usize| automerge::ActorId::from(vec![a as u8 + 1; 32]);
+    // Plain automerge.
+    let mut g = AutoCommit::new().with_actor(automerge::ActorId::from(vec![0xee; 32]));
+    g.put_object(ROOT, "body", ObjType::Text).expect("text");
+    g.commit();
+    let body = |d: &AutoCommit| d.get(ROOT, "body").expect("get").expect("body").1;
+    let (plain_ms, plain_texts) = concurrent(
+        &t,
+        g,
+        |d, a| d.clone().with_actor(actor(a)),
+        |d, h, a| d.fork_at(h).expect("fork").with_actor(actor(a)),
+        |d, pos, del, ins| {
+            let b = body(d);
+            d.splice_text(&b, pos, del as isize, ins).expect("splice");
+        },
+        |d| {
+            d.commit();
+            d.get_last_local_change().expect("a change").raw_bytes().to_vec()
+        },
+        |d, changes| {
+            let decoded = changes.iter().map(|c| automerge::Change::from_bytes(c.clone()).expect("change"));
+            d.apply_changes(decoded.collect::<Vec<_>>()).expect("apply");
+        },
+        |d| d.text(&body(d)).expect("text"),
+    );
+    // Dingo: text documents written by two devices; every change applied as a member's node
+    // applies it (author-checked: only the two typists' devices may write).
+    let device = |a: usize| DeviceKey([a as u8 + 1; 32]);
+    let typists = [dingo_docs::actor_of(&device(0)), dingo_docs::actor_of(&device(1))];
+    let genesis =
+        <TextDoc as dingo_docs::SharedDoc>::genesis(&[0xee; 32], "friends", &device(0)).expect("genesis");
+    let (dingo_ms, dingo_texts) = concurrent(
+        &t,
+        genesis,
+        |d, a| {
+            let mut r = d.clone();
+            let heads = r.replica().heads();
+            TextDoc::from_replica(r.replica().fork_at(&heads, &device(a)).expect("fork")).expect("text doc")
+        },
+        |d, h, a| TextDoc::from_replica(d.replica().fork_at(h, &device(a)).expect("fork")).expect("text doc"),
+        |d, pos, del, ins| d.splice(pos, del, ins).expect("splice"),
+        |d| {
+            d.commit("typing", 1);
+            d.replica().last_local_change().expect("a change")
+        },
+        |d, changes| d.replica().apply(changes, |x| typists.contains(x)).expect("apply"),
+        |d| d.body().expect("body"),
+    );
+    for text in plain_texts.iter().chain(&dingo_texts) {
+        assert_eq!(text, &t.end, "a replica did not converge to the trace's endContent");
+    }
+    println!("| concurrent trace friendsforever ({} txns, {edits} edits, 2 agents) | replay, merge both ways | converged to endContent |", t.txns.len());
     println!("|---|---|---|");
-    println!("| cold task list (open sled, decrypt the list saved beside the board: what `task list` reads) | {cold_list:.0} ms | |");
-    println!("| cold load of the board itself (open sled, decrypt, load, read every task: what the first edit needs) | {cold:.0} ms | plain automerge load of the same bytes: {plain_load:.0} ms |");
-    println!("| size saved | {} KB | |", bytes.len() / 1024);
-    println!("| building it ({n} commits) | {build:.0} ms | |");
+    println!("| plain automerge | {plain_ms:.0} ms | yes, both agents |");
+    println!(
+        "| Dingo `TextDoc` (changes applied with author binding) | {dingo_ms:.0} ms | yes, both agents |"
+    );
+    println!();
 }
 
 fn main() {
@@ -154,6 +258,5 @@ fn main() {
         return;
     }
     editing_trace();
-    let n = std::env::var("BENCH_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    task_board(n);
+    concurrent_trace();
 }

@@ -146,6 +146,7 @@ async fn run(n: usize, edits: usize) {
         a.net().expect("net").dial(b.id().addrs[0].parse().expect("addr")).await.expect("dial");
     }
     let mut rx = newcomer.subscribe();
+    eprintln!("MARK newcomer sync starts");
     let t0 = Instant::now();
     admin.task_update(&ids[1], TaskUpdate::Done(true)).await.expect("edit");
     let synced = loop {

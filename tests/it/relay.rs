@@ -224,3 +224,32 @@ async fn writes_on_both_sides_of_a_split_converge_once_in_order() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// Someone who joins after an author wrote more than a replay window's worth (8,192) in a
+/// channel gets that author's new messages at once: the author's first key for them says where
+/// its log starts for them. Slow (9,000 messages in a debug build): run by `.ci/run` with the
+/// ignored tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn a_member_who_joins_after_a_long_history_gets_new_messages_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    alice.team_create("acme").await.expect("team");
+    for chunk in 0..90 {
+        let sends = (0..100).map(|i| {
+            let a = alice.clone();
+            async move { a.send("#general", &format!("old {chunk}/{i}")).await.expect("send") }
+        });
+        futures::future::join_all(sends).await;
+    }
+    let carol = started_node(dir.path(), "carol").await;
+    join(&alice, &carol).await;
+    alice.send("#general", "after you joined").await.expect("send");
+    eventually("carol to get the new message", async || {
+        carol.messages("#general").await.ok()?.iter().any(|m| m.text == "after you joined").then_some(())
+    })
+    .await;
+    for n in [alice, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}

@@ -391,6 +391,16 @@ fn file_formats_v1_are_frozen() {
         "de9cb68f375a4f9a8fff6a821f621ca2bcf56e89d064e2ab767c4333ba2b2785".to_owned(),
     ];
     assert_eq!(got, want, "a file format changed");
+    let key_at = Content::SenderKeyAt {
+        group: ConvId([0xa6; 32]),
+        chain_id: 2,
+        n: 7,
+        key: [0xa7; 32],
+        first_seq: 300,
+    };
+    // content version | variant 14 (SenderKeyAt) | group | chain | n | key | first_seq (varint)
+    assert_eq!(hex(&key_at.encode()), format!("010e{}0207{}ac02", "a6".repeat(32), "a7".repeat(32)));
+    assert_eq!(Content::decode(&key_at.encode()), Ok(key_at));
     assert_eq!(Content::decode(&content.encode()), Ok(content));
     dingo_crypto::file::open_chunk(&key, 1, &mut chunk).expect("open");
     assert_eq!(chunk, b"abc");

@@ -16,6 +16,10 @@ pub enum CryptoError {
     /// A message claims to be further ahead in its chain than the skipped-key bound allows.
     #[error("too many skipped messages")]
     TooManySkipped,
+    /// A group message older than the chain key held (sent before this member got the key,
+    /// or its skipped key was dropped): it can never be opened here.
+    #[error("message older than the key held")]
+    TooOld,
     /// No session matches and the message does not start one.
     #[error("unknown session")]
     UnknownSession,

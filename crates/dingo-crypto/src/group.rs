@@ -152,7 +152,7 @@ impl ReceiverChain {
 
     fn key_for(&mut self, n: u32) -> Result<Secret32, CryptoError> {
         if n < self.n {
-            let pos = self.skipped.iter().position(|(k, _)| *k == n).ok_or(CryptoError::DecryptFailed)?;
+            let pos = self.skipped.iter().position(|(k, _)| *k == n).ok_or(CryptoError::TooOld)?;
             return self.skipped.remove(pos).map(|(_, mk)| mk).ok_or(CryptoError::DecryptFailed);
         }
         if n - self.n > MAX_GROUP_SKIP {
@@ -220,7 +220,7 @@ mod tests {
             assert_eq!(bob.open(&v).expect("test step"), format!("m{}", i + 1).as_bytes());
         }
         let again = verify_envelope(envs[2].clone()).expect("test step");
-        assert_eq!(bob.open(&again), Err(CryptoError::DecryptFailed));
+        assert_eq!(bob.open(&again), Err(CryptoError::TooOld));
     }
 
     #[test]
@@ -229,7 +229,7 @@ mod tests {
         let mut chain = SenderChain::new(1);
         let early = chain.seal(&alice, ConvId([1; 32]), 1, 1, b"before").expect("test step");
         let mut late = ReceiverChain::from_distribution(chain.distribution());
-        assert!(late.open(&verify_envelope(early).expect("test step")).is_err());
+        assert_eq!(late.open(&verify_envelope(early).expect("test step")), Err(CryptoError::TooOld));
         let mut rotated = SenderChain::new(2);
         let after = rotated.seal(&alice, ConvId([1; 32]), 2, 2, b"after").expect("test step");
         assert_eq!(late.open(&verify_envelope(after).expect("test step")), Err(CryptoError::UnknownSession));

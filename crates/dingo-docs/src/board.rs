@@ -187,32 +187,44 @@ impl Board {
     }
 
     /// Applies received changes like [`Replica::apply`] and says which tasks they touched
-    /// (added, edited, commented), from automerge's patch index: the cost follows the changes,
-    /// not the board's size.
+    /// (added, edited, commented), read off the changes' own operations, so the cost follows the
+    /// changes, not the board's size; `None` for a batch so large (a whole history) that reading
+    /// every task afresh is cheaper.
     pub fn apply_tracked(
         &mut self,
         changes: &[Vec<u8>],
         may_edit: impl Fn(&automerge::ActorId) -> bool,
-    ) -> Result<Vec<String>, DocError> {
+    ) -> Result<Option<Vec<String>>, DocError> {
+        /// Past this many changes the caller rereads every task.
+        const TRACKED_CHANGES: usize = 64;
         let tasks = self.tasks_obj()?;
-        self.replica.doc.update_diff_cursor();
-        let applied = self.replica.apply(changes, may_edit);
-        let patches = self.replica.doc.diff_incremental();
-        self.replica.doc.reset_diff_cursor();
-        applied?;
+        self.replica.apply(changes, may_edit)?;
+        if changes.len() > TRACKED_CHANGES {
+            return Ok(None);
+        }
+        let doc = &self.replica.doc;
         let mut ids = std::collections::BTreeSet::new();
-        for p in patches {
-            if p.obj == tasks {
-                if let automerge::PatchAction::PutMap { key, .. }
-                | automerge::PatchAction::DeleteMap { key } = p.action
-                {
-                    ids.insert(key);
+        for bytes in changes {
+            let change = automerge::Change::from_bytes(bytes.clone())
+                .map_err(|e| DocError::Malformed(e.to_string()))?;
+            for op in change.decode().operations {
+                let automerge::legacy::ObjectId::Id(id) = &op.obj else { continue };
+                let obj = doc.import_obj(&id.to_string())?;
+                if obj == tasks {
+                    if let automerge::legacy::Key::Map(key) = &op.key {
+                        ids.insert(key.to_string());
+                    }
+                    continue;
                 }
-            } else if let Some((_, automerge::Prop::Map(id))) = p.path.iter().find(|(o, _)| *o == tasks) {
-                ids.insert(id.clone());
+                // A field, assignee or comment: the task is the ancestor right under `tasks`.
+                if let Some(p) = doc.parents(&obj)?.find(|p| p.obj == tasks) {
+                    if let automerge::Prop::Map(key) = p.prop {
+                        ids.insert(key);
+                    }
+                }
             }
         }
-        Ok(ids.into_iter().collect())
+        Ok(Some(ids.into_iter().collect()))
     }
 
     fn tasks_obj(&self) -> Result<ObjId, DocError> {
@@ -332,7 +344,13 @@ impl Board {
 
     /// Every task, oldest first (read in one pass over the document).
     pub fn tasks(&self) -> Result<Vec<Task>, DocError> {
-        let hydrate::Value::Map(all) = self.replica.doc.hydrate(self.tasks_obj()?, None)? else {
+        Self::tasks_in(&self.replica)
+    }
+
+    /// Every task of a board's replica (without taking it).
+    pub fn tasks_in(replica: &Replica) -> Result<Vec<Task>, DocError> {
+        let tasks = obj_at(&replica.doc, &ROOT, "tasks").ok_or(DocError::WrongKind("task board"))?;
+        let hydrate::Value::Map(all) = replica.doc.hydrate(tasks, None)? else {
             return Err(DocError::WrongKind("task board"));
         };
         let mut out: Vec<Task> = all

@@ -165,6 +165,18 @@ impl Replica {
         Ok(())
     }
 
+    /// The change this replica committed last, encoded (what its node sends the group).
+    pub fn last_local_change(&mut self) -> Option<Vec<u8>> {
+        self.doc.get_last_local_change().map(|c| c.raw_bytes().to_vec())
+    }
+
+    /// The document as it was at `heads`, written from now on by `device`.
+    pub fn fork_at(&mut self, heads: &[ChangeHash], device: &DeviceKey) -> Result<Replica, DocError> {
+        let mut doc = self.doc.fork_at(heads)?.with_actor(actor_of(device));
+        let persisted = doc.get_heads();
+        Ok(Self { doc, persisted })
+    }
+
     /// Whether some applied changes wait for dependencies that have not arrived.
     pub fn has_missing_deps(&mut self) -> bool {
         !self.doc.get_missing_deps(&[]).is_empty()

@@ -166,10 +166,12 @@ impl Core {
         };
         let lacking: Vec<UserId> = others.iter().filter(|u| !mine.holders.contains(*u)).copied().collect();
         let mut keyed = Vec::new();
+        // The envelope sealed below takes this number; the key starts there for its receivers.
+        let first_seq = self.ctx_conv(s, ctx, group)?.next_seq.max(1);
         for uid in &lacking {
             let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
             let (chain_id, n, key) = mine.chain.distribution();
-            let content = Content::SenderKey { group, chain_id, n, key };
+            let content = Content::SenderKeyAt { group, chain_id, n, key, first_seq };
             match self.seal_into(s, ctx, &contact, &content, None) {
                 Ok(_) => {
                     mine.holders.insert(*uid);
@@ -313,6 +315,13 @@ impl Core {
         };
         let plaintext = match chain.open(verified) {
             Ok(p) => p,
+            // Sent before this member had the key: it can never be read here (a project's or
+            // document's history comes pairwise instead). Counted as received, so syncs move
+            // past it instead of offering it again.
+            Err(dingo_crypto::CryptoError::TooOld) => {
+                self.mark_received(ctx, rkey, env.seq);
+                return Ok(Accepted::Duplicate);
+            }
             Err(e) => return Ok(Accepted::Rejected(format!("cannot open: {e}"))),
         };
         let content = match Content::decode(&plaintext) {
@@ -414,8 +423,13 @@ impl Core {
         content: Content,
         now: u64,
     ) -> Result<Accepted, NodeError> {
+        let first_seq = match &content {
+            Content::SenderKeyAt { first_seq, .. } => Some(*first_seq),
+            _ => None,
+        };
         match content {
-            Content::SenderKey { group, chain_id, n, key } => {
+            Content::SenderKey { group, chain_id, n, key }
+            | Content::SenderKeyAt { group, chain_id, n, key, .. } => {
                 let Some((_, state)) = self.team_state(s)? else {
                     return Ok(Accepted::Rejected("channel key while not in a team".into()));
                 };
@@ -438,6 +452,10 @@ impl Core {
                         .unwrap_or_default(),
                 };
                 if !chains.chains.iter().any(|c| c.chain_id() == chain_id) {
+                    // The first key from this sender: nothing before it can ever be read here.
+                    if let (true, Some(first)) = (chains.chains.is_empty(), first_seq) {
+                        ctx.window_floors.push((replay_key(&group, &env.sender), first.saturating_sub(1)));
+                    }
                     chains.chains.push(ReceiverChain::from_distribution((chain_id, n, key)));
                     chains.chains.sort_by_key(|c| std::cmp::Reverse(c.chain_id()));
                     chains.chains.truncate(CHAINS_KEPT);
@@ -470,7 +488,14 @@ impl Core {
                 }
                 Ok(Accepted::Stored(events))
             }
-            Content::DocChanges { doc, changes } => self.accept_history(s, from, doc, changes),
+            Content::DocChanges { doc, changes } => {
+                let accepted = self.accept_history(s, from, doc, changes)?;
+                if matches!(accepted, Accepted::Stored(_)) {
+                    // Edits that arrived before the history they build on can be taken now.
+                    ctx.effects.resync = true;
+                }
+                Ok(accepted)
+            }
             Content::Delivered { conv, delivered, envelopes, at } => {
                 self.accept_delivered(s, ctx, from, conv, (delivered, envelopes), at)
             }

@@ -53,6 +53,8 @@ pub(crate) struct SealCtx {
     pub(crate) effects: Effects,
     /// DINGs received in this batch per sender (rate limits must count what is not written yet).
     pub(crate) dings_in_batch: HashMap<UserId, usize>,
+    /// Replay windows to raise (a first sender key says where its sender's log starts for us).
+    pub(crate) window_floors: Vec<(Vec<u8>, u64)>,
 }
 
 /// Follow-ups of a committed job that need the network.
@@ -834,7 +836,12 @@ impl Core {
             // just opened, and write nothing unless they accept.
             let before = ctx.seal.sessions.insert(contact.user_id, sessions.clone());
             match self.accept_control(s, &mut ctx.seal, &contact, env, content, now)? {
-                Accepted::Stored(ev) => events = ev,
+                Accepted::Stored(ev) => {
+                    events = ev;
+                    for (rkey, floor) in std::mem::take(&mut ctx.seal.window_floors) {
+                        self.raise_window(s, ctx, rkey, floor)?;
+                    }
+                }
                 other => {
                     match before {
                         Some(b) => ctx.seal.sessions.insert(contact.user_id, b),
@@ -981,6 +988,32 @@ impl Core {
             return Ok(Err("sequence number outside the replay window".into()));
         }
         Ok(Ok(true))
+    }
+
+    /// Counts every sequence number up to `floor` as received (at once, so later envelopes of
+    /// the same batch are judged by the raised window).
+    fn raise_window(
+        &self,
+        s: &Store,
+        ctx: &mut AcceptCtx,
+        rkey: Vec<u8>,
+        floor: u64,
+    ) -> Result<(), NodeError> {
+        if !ctx.windows.contains_key(&rkey) {
+            let w = s.get::<SeqWindow>(Table::Replay, &rkey)?.unwrap_or_default();
+            ctx.windows.insert(rkey.clone(), w);
+        }
+        if let Some(w) = ctx.windows.get_mut(&rkey) {
+            if w.contiguous < floor {
+                w.contiguous = floor;
+                w.above.retain(|x| *x > floor);
+                while w.above.remove(&(w.contiguous + 1)) {
+                    w.contiguous += 1;
+                }
+                ctx.dirty_windows.insert(rkey);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn mark_received(&self, ctx: &mut AcceptCtx, rkey: Vec<u8>, seq: u64) {

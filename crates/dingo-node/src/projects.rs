@@ -171,7 +171,7 @@ impl Core {
             Ok(ids) => ids,
             Err(e) => return Ok(Err(self.not_applied(w, e, "task changes"))),
         };
-        self.keep_board(s, w, Some(changed))?;
+        self.keep_board(s, w, changed)?;
         Ok(Ok(vec![NodeEvent::TasksChanged { project: project.to_owned() }]))
     }
 
@@ -502,7 +502,7 @@ impl Core {
                 Ok(ids) => ids,
                 Err(e) => return Ok(self.not_applied(w, e, "history")),
             };
-            self.keep_board(s, w, Some(changed))?;
+            self.keep_board(s, w, changed)?;
             return Ok(Accepted::Stored(vec![NodeEvent::TasksChanged { project: name.clone() }]));
         } else if let Some((name, _)) = state.doc_by_id(&group) {
             let mut w = self.open_work::<dingo_docs::TextDoc>(s, &group, name)?;

@@ -66,6 +66,8 @@ struct DocState {
     dirty: bool,
     /// Buckets not yet written.
     dirty_buckets: BTreeSet<u8>,
+    /// Every task must be read afresh before the buckets are written (after a whole history).
+    stale_tasks: bool,
 }
 
 struct Cached {
@@ -115,6 +117,20 @@ impl WorkDocs {
                         s.put(batch, Table::Docs, &inc_key(group, st.incs), &bytes);
                         st.incs += 1;
                     }
+                }
+            }
+            if std::mem::take(&mut st.stale_tasks) {
+                // Once per batch, however many history messages it held.
+                match Board::tasks_in(&c.replica) {
+                    Ok(tasks) => {
+                        st.buckets.clear();
+                        for t in tasks {
+                            let b = bucket_of(&t.id);
+                            st.buckets.entry(b).or_default().insert(t.id.clone(), t);
+                            st.dirty_buckets.insert(b);
+                        }
+                    }
+                    Err(e) => tracing::warn!("task list not refreshed: {e}"),
                 }
             }
             for b in std::mem::take(&mut st.dirty_buckets) {
@@ -224,14 +240,7 @@ impl Core {
                     }
                 }
             }
-            None => {
-                w.state.buckets.clear();
-                for t in w.doc.tasks()? {
-                    let b = bucket_of(&t.id);
-                    w.state.buckets.entry(b).or_default().insert(t.id.clone(), t);
-                    w.state.dirty_buckets.insert(b);
-                }
-            }
+            None => w.state.stale_tasks = true,
         }
         self.keep_work(w);
         Ok(())

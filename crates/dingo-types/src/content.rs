@@ -145,6 +145,22 @@ pub enum Content {
         /// What to fetch and the key to open it.
         file: FileManifest,
     },
+    /// A [`Content::SenderKey`] that also says where in the sender's log for the group the
+    /// key starts: a member who never had a key from this sender cannot read anything before
+    /// `first_seq`, so its node counts those as received and takes what follows at once, however
+    /// long the log already is.
+    SenderKeyAt {
+        /// The group.
+        group: ConvId,
+        /// The chain generation.
+        chain_id: u32,
+        /// The message number `key` is at.
+        n: u32,
+        /// The chain key at `n`.
+        key: [u8; 32],
+        /// The sender's log sequence number of its next envelope in the group.
+        first_seq: u64,
+    },
 }
 
 impl Content {
