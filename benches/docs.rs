@@ -182,7 +182,7 @@ fn concurrent<D: Clone>(
         let batch: Vec<Vec<u8>> = idx.iter().map(|i| changes[*i].clone()).collect();
         apply(r, &batch);
     }
-    (ms(start), replicas.iter().map(|r| text(r)).collect())
+    (ms(start), replicas.iter().map(text).collect())
 }
 
 fn concurrent_trace() {
@@ -216,7 +216,7 @@ fn concurrent_trace() {
             let decoded = changes.iter().map(|c| automerge::Change::from_bytes(c.clone()).expect("change"));
             d.apply_changes(decoded.collect::<Vec<_>>()).expect("apply");
         },
-        |d| d.text(&body(d)).expect("text"),
+        |d| d.text(body(d)).expect("text"),
     );
     // Dingo: text documents written by two devices; every change applied as a member's node
     // applies it (author-checked: only the two typists' devices may write).
