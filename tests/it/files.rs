@@ -86,16 +86,6 @@ async fn a_100_mb_file_interrupted_half_way_resumes_and_arrives_intact() {
     }
 }
 
-async fn join(admin: &Node, node: &Node) {
-    let code = admin.team_invite(None, None).await.expect("invite").code;
-    node.team_join(&code).await.expect("join");
-    let me = node.id().user_id;
-    eventually("the join", async || {
-        node.team().await.ok()?.members.iter().any(|m| m.user_id == me).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_chunk_from_one_peer_is_fetched_again_from_another_and_versions_are_kept() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -103,8 +93,8 @@ async fn a_corrupted_chunk_from_one_peer_is_fetched_again_from_another_and_versi
     let bob = started_node(dir.path(), "bob").await;
     let carol = started_node(dir.path(), "carol").await;
     alice.team_create("acme").await.expect("team");
-    join(&alice, &bob).await;
-    join(&alice, &carol).await;
+    join_team(&alice, &bob).await;
+    join_team(&alice, &carol).await;
     let src = dir.path().join("plan.bin");
     write_noise(&src, 40 << 20, 11);
     let v1 = alice.file_share("#general", &src).await.expect("share");

@@ -5,16 +5,6 @@
 use crate::support::*;
 use dingo_node::{Home, NetConfig, Node, NodeError, TaskEdit, TaskPriority, TaskUpdate, TaskView};
 
-async fn join(admin: &Node, node: &Node) {
-    let code = admin.team_invite(None, None).await.expect("invite").code;
-    node.team_join(&code).await.expect("join");
-    let me = node.id().user_id;
-    eventually("the join", async || {
-        node.team().await.ok()?.members.iter().any(|m| m.user_id == me).then_some(())
-    })
-    .await;
-}
-
 async fn task(node: &Node, id: &str) -> Option<TaskView> {
     node.tasks(None, false, false).await.ok()?.into_iter().find(|t| t.id == id)
 }
@@ -29,8 +19,8 @@ async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_priva
     let bob = started_node(dir.path(), "bob").await;
     let carol = started_node(dir.path(), "carol").await;
     alice.team_create("acme").await.expect("team");
-    join(&alice, &bob).await;
-    join(&alice, &carol).await;
+    join_team(&alice, &bob).await;
+    join_team(&alice, &carol).await;
     for n in [&alice, &bob, &carol] {
         eventually("the team", async || (n.team().await.ok()?.members.len() == 3).then_some(())).await;
     }
@@ -147,7 +137,7 @@ async fn reminders_fire_before_the_deadline_and_when_overdue_once_each() {
     let alice = started_node(dir.path(), "alice").await;
     let bob = started_node(dir.path(), "bob").await;
     alice.team_create("acme").await.expect("team");
-    join(&alice, &bob).await;
+    join_team(&alice, &bob).await;
     alice.project_create("launch", vec![], vec![]).await.expect("project");
     let t0 = dingo_types::now_ms();
     let hour = dingo_node::REMIND_BEFORE_MS;
@@ -195,8 +185,8 @@ async fn two_members_edit_a_document_offline_and_blame_attributes_each_line() {
     let bob = started_node(dir.path(), "bob").await;
     let carol = started_node(dir.path(), "carol").await;
     alice.team_create("acme").await.expect("team");
-    join(&alice, &bob).await;
-    join(&alice, &carol).await;
+    join_team(&alice, &bob).await;
+    join_team(&alice, &carol).await;
     alice.doc_create("plan", vec![], vec!["alice".into(), "bob".into()]).await.expect("doc");
     let base = "# Plan\nline two\nline three\nline four\n";
     alice.doc_edit("plan", base, "first draft").await.expect("edit");
@@ -261,7 +251,7 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
     let alice = started_node(dir.path(), "alice").await;
     let bob = started_node(dir.path(), "bob").await;
     alice.team_create("acme").await.expect("team");
-    join(&alice, &bob).await;
+    join_team(&alice, &bob).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     alice.doc_create("handbook", vec![], vec![]).await.expect("doc");
     // Enough history for several pairwise messages, which carol's node takes in one batch.
@@ -278,7 +268,7 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
     })
     .await;
     let carol = started_node(dir.path(), "carol").await;
-    join(&alice, &carol).await;
+    join_team(&alice, &carol).await;
     let second =
         alice.task_add("ops", "second task", vec![], None, TaskPriority::Normal, None).await.expect("add");
     alice.doc_edit("handbook", "chapter one\nchapter two\n", "more").await.expect("edit");
@@ -312,8 +302,8 @@ async fn edits_by_several_members_caught_up_at_once_all_land() {
     let bob = started_node(dir.path(), "bob").await;
     let carol = started_node(dir.path(), "carol").await;
     alice.team_create("acme").await.expect("team");
-    join(&alice, &bob).await;
-    join(&alice, &carol).await;
+    join_team(&alice, &bob).await;
+    join_team(&alice, &carol).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     for n in [&bob, &carol] {
         eventually("the project to reach every member", async || {

@@ -7,16 +7,6 @@ use crate::support::*;
 use dingo_node::{Direction, Home, NetConfig, Node, Status};
 use std::path::Path;
 
-async fn join(admin: &Node, node: &Node) {
-    let code = admin.team_invite(None, None).await.expect("invite").code;
-    node.team_join(&code).await.expect("join");
-    let me = node.id().user_id;
-    eventually("the join to complete", async || {
-        node.team().await.ok()?.members.iter().any(|m| m.user_id == me).then_some(())
-    })
-    .await;
-}
-
 async fn team_of(dir: &Path, names: &[&str]) -> Vec<Node> {
     let mut nodes = Vec::new();
     for n in names {
@@ -24,7 +14,7 @@ async fn team_of(dir: &Path, names: &[&str]) -> Vec<Node> {
     }
     nodes[0].team_create("crew").await.expect("create");
     for n in &nodes[1..] {
-        join(&nodes[0], n).await;
+        join_team(&nodes[0], n).await;
     }
     for n in &nodes {
         eventually("everyone to see the whole team", async || {
@@ -243,7 +233,7 @@ async fn a_member_who_joins_after_a_long_history_gets_new_messages_at_once() {
         futures::future::join_all(sends).await;
     }
     let carol = started_node(dir.path(), "carol").await;
-    join(&alice, &carol).await;
+    join_team(&alice, &carol).await;
     alice.send("#general", "after you joined").await.expect("send");
     eventually("carol to get the new message", async || {
         carol.messages("#general").await.ok()?.iter().any(|m| m.text == "after you joined").then_some(())

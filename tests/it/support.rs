@@ -44,6 +44,17 @@ pub async fn started_node(dir: &Path, name: &str) -> Node {
     node
 }
 
+/// `node` joins `admin`'s team with a fresh join code and waits until it is in.
+pub async fn join_team(admin: &Node, node: &Node) {
+    let code = admin.team_invite(None, None).await.expect("invite").code;
+    node.team_join(&code).await.expect("join");
+    let me = node.id().user_id;
+    eventually("the join", async || {
+        node.team().await.ok()?.members.iter().any(|m| m.user_id == me).then_some(())
+    })
+    .await;
+}
+
 /// Makes `a` and `b` contacts of each other (using invites with addresses).
 pub async fn befriend(a: &Node, b: &Node) {
     let (an, bn) = (a.id().name, b.id().name);
