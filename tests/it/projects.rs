@@ -390,5 +390,21 @@ async fn a_board_saved_in_increments_reads_back_whole_after_a_restart() {
     alice.task_update(&ids[8], TaskUpdate::Comment("still here".into())).await.expect("comment");
     let t = alice.tasks(None, false, false).await.expect("tasks");
     assert_eq!(t.iter().find(|t| t.id == ids[8]).map(|t| t.comments.len()), Some(1));
+    // More boards than stay loaded: the first is dropped from memory and reloads as stored.
+    let mut others = Vec::new();
+    for p in 0..dingo_node::MAX_LOADED_DOCS + 2 {
+        alice.project_create(&format!("p{p}"), vec![], vec![]).await.expect("project");
+        others.push(
+            alice
+                .task_add(&format!("p{p}"), "one", vec![], None, TaskPriority::Normal, None)
+                .await
+                .expect("add"),
+        );
+    }
+    alice.task_update(&ids[9], TaskUpdate::Done(true)).await.expect("done after reload");
+    alice.task_update(&others[0], TaskUpdate::Done(true)).await.expect("done");
+    let t = alice.tasks(None, false, false).await.expect("tasks");
+    assert_eq!(t.len(), 300 + others.len());
+    assert!(t.iter().filter(|t| t.done).count() == 3, "ids[7], ids[9] and the first other");
     alice.shutdown().await.expect("stop");
 }

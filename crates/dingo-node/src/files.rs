@@ -43,6 +43,8 @@ pub const CHUNKS_PER_REQUEST: usize = 8;
 pub const REQUESTS_IN_FLIGHT: usize = 2;
 /// Streams this node serves at once; more wait for their peers to retry.
 pub const MAX_SERVING_STREAMS: usize = 16;
+/// Finished transfers remembered for progress queries.
+pub const MAX_TRANSFERS_KEPT: usize = 256;
 /// How long a peer may take to answer for one chunk, or to send its next request.
 pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -349,7 +351,16 @@ impl Transfers {
     fn start(&self, t: Transfer) -> (String, Arc<Transfer>) {
         let id = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 8]>());
         let t = Arc::new(t);
-        locked(&self.all).insert(id.clone(), t.clone());
+        let mut all = locked(&self.all);
+        // Finished transfers are kept for their progress queries, up to a bound.
+        if all.len() >= MAX_TRANSFERS_KEPT {
+            let finished: Vec<String> =
+                all.iter().filter(|(_, t)| locked(&t.outcome).is_some()).map(|(k, _)| k.clone()).collect();
+            for k in finished.into_iter().take(all.len() + 1 - MAX_TRANSFERS_KEPT) {
+                all.remove(&k);
+            }
+        }
+        all.insert(id.clone(), t.clone());
         (id, t)
     }
 

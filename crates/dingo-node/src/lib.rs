@@ -27,7 +27,10 @@ mod workdocs;
 
 pub use dingo_docs::{Priority as TaskPriority, TaskEdit};
 pub use error::NodeError;
-pub use files::{human_size, CHUNKS_PER_REQUEST, CHUNK_TIMEOUT, MAX_SERVING_STREAMS, REQUESTS_IN_FLIGHT};
+pub use files::{
+    human_size, CHUNKS_PER_REQUEST, CHUNK_TIMEOUT, MAX_SERVING_STREAMS, MAX_TRANSFERS_KEPT,
+    REQUESTS_IN_FLIGHT,
+};
 pub use home::{Home, Role};
 pub use projects::{TaskUpdate, REMIND_BEFORE_MS};
 pub use records::{
@@ -38,6 +41,7 @@ pub use records::{
 };
 pub use report::weekly_markdown;
 pub use team::JOIN_CODE_TTL_MS;
+pub use workdocs::{COMPACT_AFTER, MAX_LOADED_DOCS};
 
 use chat::{Core, Effects, SealCtx};
 use dingo_crypto::at_rest::StorageKey;

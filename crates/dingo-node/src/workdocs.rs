@@ -25,7 +25,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 /// Increments kept before the document is saved whole again.
-pub(crate) const COMPACT_AFTER: u32 = 256;
+pub const COMPACT_AFTER: u32 = 256;
+/// Documents kept loaded once their changes are written (the rest are reloaded when used).
+pub const MAX_LOADED_DOCS: usize = 16;
 
 /// How many records a board's task list is spread over.
 pub(crate) const TASK_BUCKETS: u8 = 64;
@@ -138,6 +140,11 @@ impl WorkDocs {
                     s.put(batch, Table::Docs, &bucket_key(group, b), bucket);
                 }
             }
+        }
+        // Everything is written now: beyond the bound, drop documents (they reload as stored).
+        while docs.len() > MAX_LOADED_DOCS {
+            let Some(group) = docs.keys().next().copied() else { break };
+            docs.remove(&group);
         }
     }
 }
