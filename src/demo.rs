@@ -249,6 +249,27 @@ async fn demo(burst: usize) -> anyhow::Result<()> {
     for l in alice.doc_blame("runbook").await? {
         println!("           blame: {:<6} {}", l.author, l.text);
     }
+    // A file: sealed once in chunks, announced in #ops, fetched by bob from alice's node.
+    let file = dir.path().join("handover.bin");
+    let bytes: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&file, &bytes)?;
+    let shared = alice.file_share("#ops", &file).await?;
+    wait_for(
+        &mut bob_events,
+        |e| matches!(e, NodeEvent::Message { text, .. } if text.contains("handover.bin")),
+    )
+    .await?;
+    let start = Instant::now();
+    let copy = dir.path().join("handover-bob.bin");
+    let got = bob.file_get(&shared.id, &copy).await?;
+    anyhow::ensure!(std::fs::read(&copy)? == bytes, "the fetched file differs");
+    println!(
+        "[{:>8}] alice shared handover.bin ({}) in #ops; bob fetched it in {}: {} chunks, each BLAKE3-checked",
+        ms(t0.elapsed()),
+        dingo_node::human_size(shared.size),
+        ms(start.elapsed()),
+        got.chunks_fetched
+    );
     let removed = Instant::now();
     alice.team_remove("carol").await?;
     let after = alice.send("#ops", "Carol has left; new keys from here on").await?;

@@ -485,6 +485,7 @@ fn the_demo_runs_to_the_end() {
         "read by 1 of 2",
         "carol acknowledged",
         "blame: bob",
+        "bob fetched it",
         "under a new key",
         "done in",
     ] {
