@@ -120,11 +120,6 @@ impl Replica {
         bytes
     }
 
-    /// What changed since the last save or incremental save (append it to the saved bytes).
-    pub fn save_incremental(&mut self) -> Vec<u8> {
-        self.doc.save_incremental()
-    }
-
     /// The current heads.
     pub fn heads(&mut self) -> Vec<ChangeHash> {
         self.doc.get_heads()
@@ -175,11 +170,6 @@ impl Replica {
         let mut doc = self.doc.fork_at(heads)?.with_actor(actor_of(device));
         let persisted = doc.get_heads();
         Ok(Self { doc, persisted })
-    }
-
-    /// Whether some applied changes wait for dependencies that have not arrived.
-    pub fn has_missing_deps(&mut self) -> bool {
-        !self.doc.get_missing_deps(&[]).is_empty()
     }
 
     /// Merges everything `other` has (both replicas of the same document; no author check:

@@ -180,7 +180,7 @@ fn exports_are_standard_automerge_and_saves_load_back() {
     doc.edit("hello\nworld\n", "write", 2).expect("edit");
     let mut bytes = doc.replica().save();
     doc.edit("hello\nthere\nworld\n", "more", 3).expect("edit");
-    bytes.extend(doc.replica().save_incremental());
+    bytes.extend(doc.replica().save_new());
     // Plain automerge reads it without Dingo.
     let plain = automerge::AutoCommit::load(&bytes).expect("automerge loads it");
     use automerge::ReadDoc;

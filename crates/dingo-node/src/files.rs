@@ -302,7 +302,7 @@ impl Transfer {
         }
     }
 
-    fn finish(&self, r: &Result<(), NodeError>) {
+    fn finish<T>(&self, r: &Result<T, NodeError>) {
         self.elapsed_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         *locked(&self.outcome) = Some(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     }
@@ -452,7 +452,7 @@ impl Node {
         t: Arc<Transfer>,
     ) -> Result<FileView, NodeError> {
         let r = self.share_inner(target, path, &t).await;
-        t.finish(&r.as_ref().map(|_| ()).map_err(|e| NodeError::Unavailable(e.to_string())));
+        t.finish(&r);
         r
     }
 

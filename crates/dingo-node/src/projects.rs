@@ -111,11 +111,6 @@ impl Core {
         })
     }
 
-    /// The project's tasks as last kept (without loading the board).
-    fn board_tasks(&self, s: &Store, project: &ConvId) -> Result<Vec<dingo_docs::Task>, NodeError> {
-        self.saved_tasks(s, project)
-    }
-
     /// Applies a local edit to a project's board and sends its changes to the project.
     fn change_board(
         &self,
@@ -323,7 +318,7 @@ impl Core {
             if !state.channel_members(&chan).contains(&self.me.user_id()) {
                 continue;
             }
-            for t in self.board_tasks(s, &chan.id)? {
+            for t in self.saved_tasks(s, &chan.id)? {
                 let is_overdue = !t.done && t.due.is_some_and(|d| d < now);
                 if (mine && !t.assignees.contains(&me)) || (overdue && !is_overdue) {
                     continue;
