@@ -243,10 +243,11 @@ async fn two_members_edit_a_document_offline_and_blame_attributes_each_line() {
     }
 }
 
-/// Someone who joins after a project and a document have history gets all of it with the
-/// first edit made after they joined (the editor's key comes with the history, pairwise).
+/// Someone who joins after a project and a document have history gets all of it on joining
+/// (automerge's sync protocol, pairwise), then live edits as everyone does, and keeps it all
+/// across a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
+async fn a_late_member_gets_projects_and_documents_when_joining_and_keeps_them() {
     let dir = tempfile::tempdir().expect("tmp");
     let alice = started_node(dir.path(), "alice").await;
     let bob = started_node(dir.path(), "bob").await;
@@ -254,9 +255,10 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
     join_team(&alice, &bob).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     alice.doc_create("handbook", vec![], vec![]).await.expect("doc");
-    // Enough history for several pairwise messages, which carol's node takes in one batch.
+    // Enough (incompressible) history that the document travels in several parts.
     for i in 0..150 {
-        let title = format!("backlog item {i}: {}", "x".repeat(300));
+        let noise: String = (0..800).map(|_| char::from(b'a' + rand::random::<u8>() % 26)).collect();
+        let title = format!("backlog item {i}: {noise}");
         alice.task_add("ops", &title, vec![], None, TaskPriority::Normal, None).await.expect("add");
     }
     let first =
@@ -269,6 +271,14 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
     .await;
     let carol = started_node(dir.path(), "carol").await;
     join_team(&alice, &carol).await;
+    // Joining is enough: carol's node asks for what it lacks (automerge's sync protocol; the
+    // board comes as one compressed document, in several parts), before anyone edits again.
+    eventually("carol to have the work so far", async || {
+        let tasks = carol.tasks(Some("ops".into()), false, false).await.ok()?;
+        let text = carol.doc_text("handbook").await.ok()?;
+        (tasks.len() == 151 && text == "chapter one\n").then_some(())
+    })
+    .await;
     let second =
         alice.task_add("ops", "second task", vec![], None, TaskPriority::Normal, None).await.expect("add");
     alice.doc_edit("handbook", "chapter one\nchapter two\n", "more").await.expect("edit");
@@ -284,7 +294,17 @@ async fn a_late_member_gets_the_whole_history_of_projects_and_documents() {
             .then_some(())
     })
     .await;
-    // Carol's own edits then reach the others as usual.
+    // What carol received is stored: after a restart it is all there, and her own edits then
+    // reach the others as usual.
+    carol.shutdown().await.expect("stop");
+    drop(carol);
+    let carol = Node::open(&Home::new(dir.path().join("carol")), None).expect("reopen");
+    assert_eq!(carol.tasks(Some("ops".into()), false, false).await.expect("tasks").len(), 152);
+    assert_eq!(carol.doc_text("handbook").await.expect("text"), "chapter one\nchapter two\n");
+    carol.start_network(NetConfig::loopback(), vec![]).await.expect("net");
+    for n in [&alice, &bob] {
+        carol.net().expect("net").dial(n.id().addrs[0].parse().expect("addr")).await.expect("dial");
+    }
     carol.task_update(&first, TaskUpdate::Done(true)).await.expect("done");
     eventually("bob to see carol's edit", async || task(&bob, &first).await.filter(|t| t.done).map(|_| ()))
         .await;

@@ -195,13 +195,28 @@ impl Board {
         changes: &[Vec<u8>],
         may_edit: impl Fn(&automerge::ActorId) -> bool,
     ) -> Result<Option<Vec<String>>, DocError> {
+        self.tasks_obj()?;
+        self.replica.apply(changes, may_edit)?;
+        self.touched_by(changes)
+    }
+
+    /// What [`Replica::receive_sync`] changed, as [`Board::apply_tracked`] tells it.
+    pub fn touched_by_sync(&self, applied: &crate::SyncApplied) -> Result<Option<Vec<String>>, DocError> {
+        match applied {
+            crate::SyncApplied::Nothing => Ok(Some(Vec::new())),
+            crate::SyncApplied::Changes(changes) => self.touched_by(changes),
+            crate::SyncApplied::Whole(_) | crate::SyncApplied::Merged => Ok(None),
+        }
+    }
+
+    /// The tasks applied `changes` touched (`None`: too many changes to say cheaply).
+    fn touched_by(&self, changes: &[Vec<u8>]) -> Result<Option<Vec<String>>, DocError> {
         /// Past this many changes the caller rereads every task.
         const TRACKED_CHANGES: usize = 64;
-        let tasks = self.tasks_obj()?;
-        self.replica.apply(changes, may_edit)?;
         if changes.len() > TRACKED_CHANGES {
             return Ok(None);
         }
+        let tasks = self.tasks_obj()?;
         let doc = &self.replica.doc;
         let mut ids = std::collections::BTreeSet::new();
         for bytes in changes {

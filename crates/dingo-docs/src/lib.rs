@@ -17,8 +17,27 @@ mod text;
 pub use board::{Board, Comment, NewTask, Priority, Task, TaskEdit};
 pub use text::{BlameLine, Revision, TextDoc};
 
+use automerge::sync::{ChunkList, Message, SyncDoc};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use dingo_types::DeviceKey;
+
+/// Automerge's per-peer sync state (one per document and peer).
+pub use automerge::sync::State as SyncState;
+
+/// What a received sync message did to a replica.
+#[derive(Debug, PartialEq)]
+pub enum SyncApplied {
+    /// Nothing new: the message only told what the peer has.
+    Nothing,
+    /// These encoded changes were applied.
+    Changes(Vec<Vec<u8>>),
+    /// The peer sent its whole document and it held everything this replica had, so the
+    /// replica now is that document: the bytes are a full automerge save of it, for the caller
+    /// to store in place of what it stored before.
+    Whole(Vec<u8>),
+    /// The peer's whole document was merged into this replica's own changes.
+    Merged,
+}
 
 /// Why a document operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +177,58 @@ impl Replica {
         // The batch path applies many changes at once far faster than one by one.
         self.doc.apply_changes_batch(decoded)?;
         Ok(())
+    }
+
+    /// The next message of automerge's sync protocol for the peer `state` tracks, encoded
+    /// (`None`: nothing to tell it until it answers).
+    pub fn sync_message(&mut self, state: &mut SyncState) -> Option<Vec<u8>> {
+        self.doc.sync().generate_sync_message(state).map(Message::encode)
+    }
+
+    /// Takes an encoded sync message from the peer `state` tracks. Changes it carries are
+    /// applied only if every one was written by an actor `may_edit` allows and everything they
+    /// build on is here ([`Replica::apply`]'s rules: otherwise nothing is applied and `state`
+    /// is unchanged). A whole document (what the protocol sends to a peer missing most of it)
+    /// is loaded and checked the same way, then either becomes this replica (when it holds
+    /// everything this one has, the common case of a newcomer: one load, no replay) or is
+    /// merged.
+    pub fn receive_sync(
+        &mut self,
+        state: &mut SyncState,
+        bytes: &[u8],
+        may_edit: impl Fn(&ActorId) -> bool,
+    ) -> Result<SyncApplied, DocError> {
+        let mut message = Message::decode(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
+        let chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
+        // Applied here, with the author check; the protocol then only learns the heads.
+        message.changes = ChunkList::empty();
+        let applied = match chunks.as_slice() {
+            [] => SyncApplied::Nothing,
+            [one] if Change::from_bytes(one.clone()).is_err() => self.take_whole(one, &may_edit)?,
+            _ => {
+                self.apply(&chunks, &may_edit)?;
+                SyncApplied::Changes(chunks)
+            }
+        };
+        self.doc.sync().receive_sync_message(state, message)?;
+        Ok(applied)
+    }
+
+    fn take_whole(&mut self, bytes: &[u8], may_edit: &impl Fn(&ActorId) -> bool) -> Result<SyncApplied, DocError> {
+        let mut other = AutoCommit::load(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
+        if let Some(m) = other.get_changes_meta(&[]).into_iter().find(|m| !may_edit(&m.actor)) {
+            return Err(DocError::ForeignAuthor(m.actor.to_hex_string()));
+        }
+        let ours = self.doc.get_heads();
+        if ours.iter().all(|h| other.get_change_meta_by_hash(h).is_some()) {
+            let actor = self.doc.get_actor().clone();
+            self.persisted = other.get_heads();
+            self.doc = other.with_actor(actor);
+            Ok(SyncApplied::Whole(bytes.to_vec()))
+        } else {
+            self.doc.merge(&mut other)?;
+            Ok(SyncApplied::Merged)
+        }
     }
 
     /// The change this replica committed last, encoded (what its node sends the group).

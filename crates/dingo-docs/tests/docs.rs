@@ -1,7 +1,9 @@
 //! Convergence, authorship and blame of Dingo's automerge documents.
 
 use automerge::ActorId;
-use dingo_docs::{actor_of, Board, DocError, NewTask, Priority, SharedDoc, TaskEdit, TextDoc};
+use dingo_docs::{
+    actor_of, Board, DocError, NewTask, Priority, SharedDoc, SyncApplied, SyncState, TaskEdit, TextDoc,
+};
 use dingo_types::DeviceKey;
 use proptest::prelude::*;
 
@@ -233,4 +235,99 @@ fn changes_ahead_of_their_dependencies_change_nothing() {
     assert_eq!(b.apply_tracked(&first[..1], |_| true).expect("first"), Some(vec!["t1".to_owned()]));
     assert_eq!(b.apply_tracked(&second, |_| true).expect("second"), Some(vec!["t1".to_owned()]));
     assert!(b.task("t1").expect("t1").done);
+}
+
+/// Runs automerge's sync protocol between two boards until neither has anything to say;
+/// returns how many messages went and whether a whole document was among them.
+fn sync_protocol(a: &mut Board, b: &mut Board, allowed: &[ActorId]) -> (usize, bool) {
+    let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
+    let (mut sent, mut whole) = (0, false);
+    for _ in 0..20 {
+        let to_b = a.replica().sync_message(&mut sa);
+        if let Some(m) = &to_b {
+            sent += 1;
+            let applied = b.replica().receive_sync(&mut sb, m, |x| allowed.contains(x)).expect("b takes");
+            whole |= matches!(applied, SyncApplied::Whole(_) | SyncApplied::Merged);
+        }
+        let to_a = b.replica().sync_message(&mut sb);
+        if let Some(m) = &to_a {
+            sent += 1;
+            let applied = a.replica().receive_sync(&mut sa, m, |x| allowed.contains(x)).expect("a takes");
+            whole |= matches!(applied, SyncApplied::Whole(_) | SyncApplied::Merged);
+        }
+        if to_b.is_none() && to_a.is_none() {
+            return (sent, whole);
+        }
+    }
+    panic!("the sync protocol did not settle");
+}
+
+fn board_with(dev: u8, tasks: usize) -> Board {
+    let mut b = Board::genesis(&[9; 32], "p", &device(dev)).expect("genesis");
+    for i in 0..tasks {
+        let id = format!("d{dev}t{i}");
+        b.add_task(&id, NewTask { title: format!("task {i}"), ..NewTask::default() }, "u", 1).expect("add");
+    }
+    b
+}
+
+/// A newcomer holding only the genesis asks; the answer is the whole board (a compressed
+/// document it becomes, not a replay of changes), and both settle.
+#[test]
+fn a_newcomer_gets_the_whole_board_in_one_sync_answer() {
+    let allowed: Vec<ActorId> = (0..3).map(|i| actor_of(&device(i))).chain([actor_of(&DeviceKey([9; 32]))]).collect();
+    let mut old = board_with(0, 300);
+    let mut new = Board::genesis(&[9; 32], "p", &device(1)).expect("genesis");
+    let mut s_new = SyncState::new();
+    let ask = new.replica().sync_message(&mut s_new).expect("ask");
+    let mut s_old = SyncState::new();
+    let heard = old.replica().receive_sync(&mut s_old, &ask, |x| allowed.contains(x)).expect("old");
+    assert_eq!(heard, SyncApplied::Nothing);
+    let first = old.replica().sync_message(&mut s_old).expect("answer");
+    let applied = new.replica().receive_sync(&mut s_new, &first, |x| allowed.contains(x)).expect("take");
+    let SyncApplied::Whole(bytes) = applied else { panic!("expected the whole document, got {applied:?}") };
+    assert_eq!(Board::load(&bytes, &device(1)).expect("saved bytes load").tasks().expect("tasks").len(), 300);
+    assert_eq!(new.tasks().expect("tasks"), old.tasks().expect("tasks"));
+    // The newcomer writes as itself, and the old member learns it is up to date.
+    new.set_done("d0t5", true, 2).expect("edit");
+    let answer = new.replica().sync_message(&mut s_new).expect("answer");
+    old.replica().receive_sync(&mut s_old, &answer, |x| allowed.contains(x)).expect("old takes");
+    assert!(old.task("d0t5").expect("task").done);
+    let next = old.replica().sync_message(&mut s_old);
+    if let Some(m) = next {
+        new.replica().receive_sync(&mut s_new, &m, |x| allowed.contains(x)).expect("new takes");
+        assert!(new.replica().sync_message(&mut s_new).is_none() || old.replica().sync_message(&mut s_old).is_none());
+    }
+}
+
+/// Two boards edited apart converge through the protocol from fresh states, and a
+/// message carrying a change by a device without access changes nothing.
+#[test]
+fn the_sync_protocol_merges_divergent_boards_and_binds_authors() {
+    let allowed: Vec<ActorId> = (0..3).map(|i| actor_of(&device(i))).chain([actor_of(&DeviceKey([9; 32]))]).collect();
+    let mut a = board_with(0, 40);
+    let mut b = board_with(1, 3);
+    let (sent, whole) = sync_protocol(&mut a, &mut b, &allowed);
+    assert!(sent >= 2, "{sent}");
+    assert!(whole, "most of a's board is new to b: sent whole");
+    assert_eq!(a.tasks().expect("tasks"), b.tasks().expect("tasks"));
+    assert_eq!(a.tasks().expect("tasks").len(), 43);
+    // Small divergence: changes, not documents.
+    a.set_done("d1t0", true, 5).expect("edit");
+    b.comment("d0t1", "u", "hi", 6).expect("comment");
+    let (_, whole) = sync_protocol(&mut a, &mut b, &allowed);
+    assert!(!whole);
+    assert_eq!(a.tasks().expect("tasks"), b.tasks().expect("tasks"));
+
+    // A stranger's (device 7) board: its sync message is refused, the board unchanged.
+    let mut stranger = board_with(7, 2);
+    let heads = b.replica().heads();
+    let mut sb = SyncState::new();
+    let ask = b.replica().sync_message(&mut sb).expect("ask");
+    let mut st = SyncState::new();
+    stranger.replica().receive_sync(&mut st, &ask, |_| true).expect("stranger takes the ask");
+    let m = stranger.replica().sync_message(&mut st).expect("message");
+    assert!(matches!(b.replica().receive_sync(&mut sb, &m, |x| allowed.contains(x)), Err(DocError::ForeignAuthor(_))));
+    assert_eq!(b.replica().heads(), heads);
+    assert!(b.replica().receive_sync(&mut sb, b"\x42garbage", |_| true).is_err());
 }

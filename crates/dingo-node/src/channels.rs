@@ -180,11 +180,6 @@ impl Core {
                 Err(e) => tracing::warn!(member = %contact.name, "channel key not sent: {e}"),
             }
         }
-        // A key starts at its current position, so someone new to a project or document gets
-        // its history pairwise, once, with the key.
-        if !keyed.is_empty() && (state.project_by_id(&group).is_some() || state.doc_by_id(&group).is_some()) {
-            self.ship_history(s, ctx, state, &group, &keyed)?;
-        }
         let conv = self.ctx_conv(s, ctx, group)?;
         let seq = conv.next_seq.max(1);
         let sent_at = now.max(conv.last_at);
@@ -316,7 +311,7 @@ impl Core {
         let plaintext = match chain.open(verified) {
             Ok(p) => p,
             // Sent before this member had the key: it can never be read here (a project's or
-            // document's history comes pairwise instead). Counted as received, so syncs move
+            // document's past comes through automerge's sync protocol instead). Counted as received, so syncs move
             // past it instead of offering it again.
             Err(dingo_crypto::CryptoError::TooOld) => {
                 self.mark_received(ctx, rkey, env.seq);
@@ -362,7 +357,12 @@ impl Core {
                 };
                 match accepted {
                     Ok(events) => events,
-                    // Refused, or its dependencies have not arrived (nothing written).
+                    // Its dependencies have not arrived (nothing written): ask its author.
+                    Err(Accepted::Retry(events)) => {
+                        self.sync_gap(s, &mut ctx.seal, &state, &env.group, &sender, now)?;
+                        return Ok(Accepted::Retry(events));
+                    }
+                    // Refused.
                     Err(not_now) => return Ok(not_now),
                 }
             }
@@ -488,14 +488,13 @@ impl Core {
                 }
                 Ok(Accepted::Stored(events))
             }
-            Content::DocChanges { doc, changes } => {
-                let accepted = self.accept_history(s, from, doc, changes)?;
-                if matches!(accepted, Accepted::Stored(_)) {
-                    // Edits that arrived before the history they build on can be taken now.
-                    ctx.effects.resync = true;
-                }
-                Ok(accepted)
-            }
+            Content::DocSync { doc, message, start, part, parts, bytes } => self.accept_doc_sync(
+                s,
+                ctx,
+                from,
+                crate::docsync::SyncPart { doc, message, start, part, parts, bytes },
+                now,
+            ),
             Content::Delivered { conv, delivered, envelopes, at } => {
                 self.accept_delivered(s, ctx, from, conv, (delivered, envelopes), at)
             }

@@ -148,6 +148,8 @@ pub(crate) struct Core {
     pub(crate) last_seen: Mutex<Option<HashMap<UserId, u64>>>,
     /// Task boards and documents kept loaded between edits.
     pub(crate) work: crate::workdocs::WorkDocs,
+    /// Automerge sync states with peers, and sync messages arriving in parts.
+    pub(crate) doc_sync: crate::docsync::DocSyncs,
 }
 
 pub(crate) fn preview(text: &str) -> String {
@@ -212,6 +214,7 @@ impl Core {
             active_dings: Mutex::new(None),
             last_seen: Mutex::new(None),
             work: Default::default(),
+            doc_sync: Default::default(),
         }
     }
 
@@ -249,8 +252,15 @@ impl Core {
 
     pub(crate) fn forget_cache(&self) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.work.clear();
+        self.forget_work();
         self.contacts_changed();
+    }
+
+    /// Drops the loaded documents and sync states (after a failed job: the store is the truth,
+    /// and a sync state may describe a message that was never sent).
+    pub(crate) fn forget_work(&self) {
+        self.work.clear();
+        self.doc_sync.clear();
     }
 
     pub(crate) fn contacts_changed(&self) {

@@ -13,6 +13,7 @@ mod carrier;
 mod channels;
 mod chat;
 mod delivery;
+mod docsync;
 mod documents;
 mod error;
 mod files;
@@ -180,7 +181,7 @@ impl Node {
     ) -> Result<R, NodeError> {
         let core = self.inner.core.clone();
         // A failed job leaves nothing cached that its batch did not write.
-        self.inner.store.call(move |s| f(&core, s).inspect_err(|_| core.work.clear())).await?
+        self.inner.store.call(move |s| f(&core, s).inspect_err(|_| core.forget_work())).await?
     }
 
     /// Like [`Node::job`], and the job's writes are durable (flushed on the store thread, saving
@@ -193,7 +194,7 @@ impl Node {
         self.inner
             .store
             .call(move |s| {
-                let r = f(&core, s).inspect_err(|_| core.work.clear())?;
+                let r = f(&core, s).inspect_err(|_| core.forget_work())?;
                 s.flush()?;
                 Ok(r)
             })

@@ -11,7 +11,7 @@
 //!   (nothing written), so automerge never holds an unsaved queue.
 
 use crate::chat::{Accepted, Core, SealCtx};
-use crate::records::{ContactRec, MemberProgress, ProjectStatus, ProjectView, TaskView};
+use crate::records::{MemberProgress, ProjectStatus, ProjectView, TaskView};
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::{Channel, TeamState};
 use dingo_docs::{actor_of, Board, NewTask, TaskEdit};
@@ -19,7 +19,7 @@ use dingo_store::{Batch, Store, Table};
 use dingo_types::content::Content;
 use dingo_types::envelope::Envelope;
 use dingo_types::team::Action;
-use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
+use dingo_types::{MsgId, UserId};
 
 /// A project or document by name, case-insensitively.
 pub(crate) fn scope_named(
@@ -407,107 +407,6 @@ impl Core {
             stuck: members.iter().filter(|m| m.stuck).map(|m| m.member.clone()).collect(),
             members,
         })
-    }
-}
-
-/// Most bytes of automerge changes in one pairwise history message (under the envelope limit).
-const HISTORY_CHUNK_BYTES: usize = 48 * 1024;
-
-impl Core {
-    /// Every change of a project's board or a document (none for other groups).
-    fn all_changes(&self, s: &Store, state: &TeamState, group: &ConvId) -> Result<Vec<Vec<u8>>, NodeError> {
-        if let Some((name, _)) = state.project_by_id(group) {
-            let mut w = self.open_work::<Board>(s, group, name)?;
-            let changes = w.doc.replica().changes_since(&[]);
-            self.release_work(w);
-            return Ok(changes);
-        }
-        if let Some((name, _)) = state.doc_by_id(group) {
-            let mut w = self.open_work::<dingo_docs::TextDoc>(s, group, name)?;
-            let changes = w.doc.replica().changes_since(&[]);
-            self.release_work(w);
-            return Ok(changes);
-        }
-        Ok(Vec::new())
-    }
-
-    /// Sends a project's or document's whole history pairwise to members who just got this
-    /// node's key for it, in chunks that fit an envelope, in causal order.
-    pub(crate) fn ship_history(
-        &self,
-        s: &Store,
-        ctx: &mut SealCtx,
-        state: &TeamState,
-        group: &ConvId,
-        to: &[ContactRec],
-    ) -> Result<(), NodeError> {
-        let mut chunks: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
-        let mut bytes = 0;
-        for c in self.all_changes(s, state, group)? {
-            if bytes + c.len() > HISTORY_CHUNK_BYTES && chunks.last().is_some_and(|v| !v.is_empty()) {
-                chunks.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += c.len();
-            if let Some(v) = chunks.last_mut() {
-                v.push(c);
-            }
-        }
-        for contact in to {
-            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-                let content = Content::DocChanges { doc: *group, changes: chunk.clone() };
-                if let Err(e) = self.seal_into(s, ctx, contact, &content, None) {
-                    tracing::warn!(member = %contact.name, "history not sent: {e}");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// History of a project or document sent pairwise by a member: changes by any member's
-    /// device (or the genesis) are taken.
-    pub(crate) fn accept_history(
-        &self,
-        s: &Store,
-        from: &ContactRec,
-        group: ConvId,
-        changes: Vec<Vec<u8>>,
-    ) -> Result<Accepted, NodeError> {
-        let Some((_, state)) = self.team_state(s)? else {
-            return Ok(Accepted::Rejected("history while not in a team".into()));
-        };
-        let Some((_, scope)) = state.project_by_id(&group).or_else(|| state.doc_by_id(&group)) else {
-            return Ok(Accepted::Retry(Vec::new()));
-        };
-        let members = state.channel_members(scope);
-        if !members.contains(&from.user_id) || !members.contains(&self.me.user_id()) {
-            return Ok(Accepted::Retry(Vec::new()));
-        }
-        let mut writers: Vec<automerge::ActorId> = state
-            .members
-            .values()
-            .map(|m| m.device_key)
-            .chain(state.removed.values().copied())
-            .map(|d| actor_of(&DeviceKey(d)))
-            .collect();
-        writers.push(actor_of(&DeviceKey(group.0)));
-        if let Some((name, _)) = state.project_by_id(&group) {
-            let mut w = self.open_work::<Board>(s, &group, name)?;
-            let changed = match w.doc.apply_tracked(&changes, |a| writers.contains(a)) {
-                Ok(ids) => ids,
-                Err(e) => return Ok(self.not_applied(w, e, "history")),
-            };
-            self.keep_board(s, w, changed)?;
-            return Ok(Accepted::Stored(vec![NodeEvent::TasksChanged { project: name.clone() }]));
-        } else if let Some((name, _)) = state.doc_by_id(&group) {
-            let mut w = self.open_work::<dingo_docs::TextDoc>(s, &group, name)?;
-            if let Err(e) = w.doc.replica().apply(&changes, |a| writers.contains(a)) {
-                return Ok(self.not_applied(w, e, "history"));
-            }
-            self.keep_work(w);
-            return Ok(Accepted::Stored(vec![NodeEvent::DocChanged { doc: name.clone() }]));
-        }
-        Ok(Accepted::Stored(Vec::new()))
     }
 }
 

@@ -556,6 +556,9 @@ impl Core {
                 }
                 if !added.is_empty() {
                     self.after_team_change(s, ctx, &prev, now)?;
+                    // Projects and documents this node is new to: their content, at once.
+                    let (_, state) = self.require_team(s)?;
+                    self.pull_new_docs(s, ctx, &state, from, now)?;
                 }
                 if pending > 0 {
                     self.send_sync(s, ctx, from)?;

@@ -68,13 +68,32 @@ struct DocState {
     dirty: bool,
     /// Buckets not yet written.
     dirty_buckets: BTreeSet<u8>,
-    /// Every task must be read afresh before the buckets are written (after a whole history).
+    /// Every task must be read afresh before the buckets are written (after a whole document
+    /// arrived, or many changes at once).
     stale_tasks: bool,
+    /// A whole document that replaced the replica: stored in place of the save and increments.
+    base: Option<Vec<u8>>,
+    /// Save the document whole at the next write (a merge of a whole document).
+    resave: bool,
 }
 
 struct Cached {
     replica: dingo_docs::Replica,
     state: DocState,
+}
+
+impl<T> Work<T> {
+    /// The replica became `bytes`, a whole document received (see
+    /// [`dingo_docs::SyncApplied::Whole`]): they are stored as its save, replacing what was.
+    pub(crate) fn replaced_by(&mut self, bytes: Vec<u8>) {
+        self.state.base = Some(bytes);
+    }
+
+    /// The next write saves the whole document (its changes grew by a merge, which an
+    /// increment would store change by change).
+    pub(crate) fn resave(&mut self) {
+        self.state.resave = true;
+    }
 }
 
 /// The loaded documents, by group.
@@ -104,9 +123,16 @@ impl WorkDocs {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         for (group, c) in docs.iter_mut() {
             let st = &mut c.state;
+            if let Some(base) = st.base.take() {
+                s.put(batch, Table::Docs, &group.0, &base);
+                for n in 0..st.incs {
+                    s.delete(batch, Table::Docs, &inc_key(group, n));
+                }
+                st.incs = 0;
+            }
             if st.dirty {
                 st.dirty = false;
-                if st.incs + 1 >= COMPACT_AFTER {
+                if st.incs + 1 >= COMPACT_AFTER || std::mem::take(&mut st.resave) {
                     let bytes = c.replica.save();
                     s.put(batch, Table::Docs, &group.0, &bytes);
                     for n in 0..st.incs {
@@ -184,6 +210,11 @@ impl Core {
             }
         };
         Ok(Work { doc, group: *group, state: DocState { incs, ..DocState::default() } })
+    }
+
+    /// Whether this node holds anything of a group's document beyond its genesis.
+    pub(crate) fn holds_work(&self, s: &Store, group: &ConvId) -> Result<bool, NodeError> {
+        Ok(s.count(Table::Docs, &group.0) > 0)
     }
 
     /// Puts a changed document back; its changes are written with the job's batch.

@@ -161,6 +161,23 @@ pub enum Content {
         /// The sender's log sequence number of its next envelope in the group.
         first_seq: u64,
     },
+    /// One part of a message of automerge's sync protocol about a project's board or a
+    /// document, sent pairwise between two of its members (catch-up; live edits travel as
+    /// [`Content::DocChanges`] in the group).
+    DocSync {
+        /// The project or document.
+        doc: ConvId,
+        /// Names the sync message this is part of (random), for reassembly.
+        message: u64,
+        /// The sender starts a new round: the receiver forgets what it believes the sender has.
+        start: bool,
+        /// This part's index, from 0.
+        part: u32,
+        /// How many parts the message has (at most [`MAX_DOC_SYNC_PARTS`]).
+        parts: u32,
+        /// The part's bytes (at most [`MAX_DOC_SYNC_PART_BYTES`]).
+        bytes: Vec<u8>,
+    },
 }
 
 impl Content {
@@ -202,6 +219,11 @@ impl Content {
             }
             Content::DocChanges { changes, .. } if changes.len() > MAX_RECEIPT_IDS => {
                 Err(DecodeError::TooLarge("changes"))
+            }
+            Content::DocSync { part, parts, bytes, .. }
+                if bytes.len() > MAX_DOC_SYNC_PART_BYTES || *parts > MAX_DOC_SYNC_PARTS || part >= parts =>
+            {
+                Err(DecodeError::TooLarge("sync message part"))
             }
             Content::TeamSync { heads, .. } if heads.len() > MAX_OP_DEPS => {
                 Err(DecodeError::TooLarge("heads"))

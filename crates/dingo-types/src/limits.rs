@@ -38,3 +38,8 @@ pub const MAX_OPS_PER_MESSAGE: usize = 256;
 pub const MAX_SYNC_GROUPS: usize = 256;
 /// Most authors one group's "have" vector may name.
 pub const MAX_SYNC_AUTHORS: usize = 1024;
+/// Most bytes of one part of an automerge sync message (a whole document travels in parts that
+/// each fit an envelope).
+pub const MAX_DOC_SYNC_PART_BYTES: usize = 60 * 1024;
+/// Most parts of one automerge sync message (so at most 60 MiB).
+pub const MAX_DOC_SYNC_PARTS: u32 = 1024;
