@@ -428,3 +428,58 @@ async fn a_board_saved_in_increments_reads_back_whole_after_a_restart() {
     assert!(t.iter().filter(|t| t.done).count() == 3, "ids[7], ids[9] and the first other");
     alice.shutdown().await.expect("stop");
 }
+
+/// Changes that arrive ahead of what they build on, where no group log can bring the rest
+/// (made before this member joined, by someone its first sync did not ask), are caught up
+/// through a sync round with their author.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_no_group_log_can_fill_is_caught_up_from_the_author() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    alice.team_create("acme").await.expect("team");
+    join_team(&alice, &bob).await;
+    alice.project_create("ops", vec![], vec![]).await.expect("project");
+    eventually("bob to be in the project", async || {
+        bob.projects().await.ok()?.into_iter().find(|p| p.name == "ops" && p.joined).map(|_| ())
+    })
+    .await;
+    // Bob works offline: alice never sees these before carol joins.
+    bob.shutdown().await.expect("stop");
+    drop(bob);
+    let bob = Node::open(&Home::new(dir.path().join("bob")), None).expect("reopen");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            bob.task_add("ops", &format!("offline {i}"), vec![], None, TaskPriority::Normal, None)
+                .await
+                .expect("add"),
+        );
+    }
+    let carol = started_node(dir.path(), "carol").await;
+    join_team(&alice, &carol).await;
+    eventually("carol to be in the project", async || {
+        carol.projects().await.ok()?.into_iter().find(|p| p.name == "ops" && p.joined).map(|_| ())
+    })
+    .await;
+    // Bob is back; his first key to carol starts after his offline edits, so no log will
+    // ever hand them to her, and his next edit builds on them.
+    bob.start_network(NetConfig::loopback(), vec![]).await.expect("net");
+    for n in [&alice, &carol] {
+        bob.net().expect("net").dial(n.id().addrs[0].parse().expect("addr")).await.expect("dial");
+    }
+    let carol_id = carol.id().user_id;
+    eventually("bob to know carol", async || {
+        bob.team().await.ok()?.members.iter().any(|m| m.user_id == carol_id).then_some(())
+    })
+    .await;
+    ids.push(bob.task_add("ops", "back online", vec![], None, TaskPriority::Normal, None).await.expect("add"));
+    eventually("carol to have every task of bob's", async || {
+        let tasks = carol.tasks(Some("ops".into()), false, false).await.ok()?;
+        ids.iter().all(|id| tasks.iter().any(|t| &t.id == id)).then_some(())
+    })
+    .await;
+    for n in [alice, bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}
