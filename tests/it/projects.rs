@@ -473,7 +473,9 @@ async fn a_gap_no_group_log_can_fill_is_caught_up_from_the_author() {
         bob.team().await.ok()?.members.iter().any(|m| m.user_id == carol_id).then_some(())
     })
     .await;
-    ids.push(bob.task_add("ops", "back online", vec![], None, TaskPriority::Normal, None).await.expect("add"));
+    ids.push(
+        bob.task_add("ops", "back online", vec![], None, TaskPriority::Normal, None).await.expect("add"),
+    );
     eventually("carol to have every task of bob's", async || {
         let tasks = carol.tasks(Some("ops".into()), false, false).await.ok()?;
         ids.iter().all(|id| tasks.iter().any(|t| &t.id == id)).then_some(())

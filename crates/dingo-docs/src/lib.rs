@@ -214,7 +214,11 @@ impl Replica {
         Ok(applied)
     }
 
-    fn take_whole(&mut self, bytes: &[u8], may_edit: &impl Fn(&ActorId) -> bool) -> Result<SyncApplied, DocError> {
+    fn take_whole(
+        &mut self,
+        bytes: &[u8],
+        may_edit: &impl Fn(&ActorId) -> bool,
+    ) -> Result<SyncApplied, DocError> {
         let mut other = AutoCommit::load(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
         if let Some(m) = other.get_changes_meta(&[]).into_iter().find(|m| !may_edit(&m.actor)) {
             return Err(DocError::ForeignAuthor(m.actor.to_hex_string()));

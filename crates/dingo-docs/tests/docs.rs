@@ -275,7 +275,8 @@ fn board_with(dev: u8, tasks: usize) -> Board {
 /// document it becomes, not a replay of changes), and both settle.
 #[test]
 fn a_newcomer_gets_the_whole_board_in_one_sync_answer() {
-    let allowed: Vec<ActorId> = (0..3).map(|i| actor_of(&device(i))).chain([actor_of(&DeviceKey([9; 32]))]).collect();
+    let allowed: Vec<ActorId> =
+        (0..3).map(|i| actor_of(&device(i))).chain([actor_of(&DeviceKey([9; 32]))]).collect();
     let mut old = board_with(0, 300);
     let mut new = Board::genesis(&[9; 32], "p", &device(1)).expect("genesis");
     let mut s_new = SyncState::new();
@@ -296,7 +297,10 @@ fn a_newcomer_gets_the_whole_board_in_one_sync_answer() {
     let next = old.replica().sync_message(&mut s_old);
     if let Some(m) = next {
         new.replica().receive_sync(&mut s_new, &m, |x| allowed.contains(x)).expect("new takes");
-        assert!(new.replica().sync_message(&mut s_new).is_none() || old.replica().sync_message(&mut s_old).is_none());
+        assert!(
+            new.replica().sync_message(&mut s_new).is_none()
+                || old.replica().sync_message(&mut s_old).is_none()
+        );
     }
 }
 
@@ -304,7 +308,8 @@ fn a_newcomer_gets_the_whole_board_in_one_sync_answer() {
 /// message carrying a change by a device without access changes nothing.
 #[test]
 fn the_sync_protocol_merges_divergent_boards_and_binds_authors() {
-    let allowed: Vec<ActorId> = (0..3).map(|i| actor_of(&device(i))).chain([actor_of(&DeviceKey([9; 32]))]).collect();
+    let allowed: Vec<ActorId> =
+        (0..3).map(|i| actor_of(&device(i))).chain([actor_of(&DeviceKey([9; 32]))]).collect();
     let mut a = board_with(0, 40);
     let mut b = board_with(1, 3);
     let (sent, whole) = sync_protocol(&mut a, &mut b, &allowed);
@@ -327,7 +332,10 @@ fn the_sync_protocol_merges_divergent_boards_and_binds_authors() {
     let mut st = SyncState::new();
     stranger.replica().receive_sync(&mut st, &ask, |_| true).expect("stranger takes the ask");
     let m = stranger.replica().sync_message(&mut st).expect("message");
-    assert!(matches!(b.replica().receive_sync(&mut sb, &m, |x| allowed.contains(x)), Err(DocError::ForeignAuthor(_))));
+    assert!(matches!(
+        b.replica().receive_sync(&mut sb, &m, |x| allowed.contains(x)),
+        Err(DocError::ForeignAuthor(_))
+    ));
     assert_eq!(b.replica().heads(), heads);
     assert!(b.replica().receive_sync(&mut sb, b"\x42garbage", |_| true).is_err());
 }

@@ -287,7 +287,7 @@ impl Core {
             return Ok(());
         }
         let message = rand::random::<u64>();
-                // A sync message is never empty (it starts with its type byte).
+        // A sync message is never empty (it starts with its type byte).
         for (part, chunk) in (0..parts).zip(bytes.chunks(MAX_DOC_SYNC_PART_BYTES)) {
             let content = Content::DocSync { doc, message, start, part, parts, bytes: chunk.to_vec() };
             self.seal_into(s, ctx, to, &content, None)?;
@@ -320,7 +320,8 @@ impl Core {
             // Perhaps added by an op not here yet.
             return Ok(Accepted::Retry(Vec::new()));
         }
-        let Some(bytes) = self.doc_sync.add_part((from.user_id, p.doc, p.message), (p.part, p.parts), p.bytes, now)
+        let Some(bytes) =
+            self.doc_sync.add_part((from.user_id, p.doc, p.message), (p.part, p.parts), p.bytes, now)
         else {
             return Ok(Accepted::Stored(Vec::new()));
         };
@@ -349,8 +350,8 @@ impl Core {
             match w.doc.replica().receive_sync(&mut sync, &bytes, may_edit) {
                 Ok(applied) => {
                     let reply = w.doc.replica().sync_message(&mut sync);
-                    let event =
-                        (applied != SyncApplied::Nothing).then(|| NodeEvent::DocChanged { doc: name.clone() });
+                    let event = (applied != SyncApplied::Nothing)
+                        .then(|| NodeEvent::DocChanged { doc: name.clone() });
                     self.keep_synced(w, applied, |core, w| {
                         core.keep_work(w);
                         Ok(())

@@ -20,6 +20,7 @@ use dingo_types::content::Content;
 use dingo_types::envelope::Envelope;
 use dingo_types::team::Action;
 use dingo_types::{MsgId, UserId};
+use std::collections::HashMap;
 
 /// A project or document by name, case-insensitively.
 pub(crate) fn scope_named(
@@ -314,6 +315,11 @@ impl Core {
             None => state.projects.iter().map(|(n, c)| (n.clone(), c.clone())).collect(),
         };
         let mut out = Vec::new();
+        // A board names few people many times: each name is looked up once.
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut name_of = |hex: &str| -> String {
+            names.entry(hex.to_owned()).or_insert_with(|| self.user_name(s, &state, hex)).clone()
+        };
         for (name, chan) in projects {
             if !state.channel_members(&chan).contains(&self.me.user_id()) {
                 continue;
@@ -327,20 +333,20 @@ impl Core {
                     project: name.clone(),
                     id: t.id,
                     title: t.title,
-                    assignees: t.assignees.iter().map(|a| self.user_name(s, &state, a)).collect(),
+                    assignees: t.assignees.iter().map(|a| name_of(a)).collect(),
                     due: t.due,
                     overdue: is_overdue,
                     priority: t.priority,
                     parent: t.parent,
                     done: t.done,
                     done_at: t.done_at,
-                    created_by: self.user_name(s, &state, &t.created_by),
+                    created_by: name_of(&t.created_by),
                     created_at: t.created_at,
                     attachments: t.attachments,
                     comments: t
                         .comments
                         .into_iter()
-                        .map(|c| dingo_docs::Comment { by: self.user_name(s, &state, &c.by), ..c })
+                        .map(|c| dingo_docs::Comment { by: name_of(&c.by), ..c })
                         .collect(),
                 });
             }
