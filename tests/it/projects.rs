@@ -403,6 +403,24 @@ async fn a_board_saved_in_increments_reads_back_whole_after_a_restart() {
     let home = Home::new(dir.path().join("alice"));
     alice.shutdown().await.expect("stop");
     drop(alice);
+    // The compaction job ran: fewer increments are stored than were written.
+    {
+        // The store closes as the node's last handle goes.
+        let mut tries = 0;
+        let db = loop {
+            match sled::open(home.store_dir()) {
+                Ok(db) => break db,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 100, "sled: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let incs =
+            db.iter().keys().filter_map(Result::ok).filter(|k| k.windows(5).any(|w| w == b"/inc/")).count();
+        assert!(incs < 301 - dingo_node::COMPACT_AFTER as usize + 10, "{incs} increments stored");
+    }
     let alice = Node::open(&home, None).expect("reopen");
     let tasks = alice.tasks(Some("ops".into()), false, false).await.expect("tasks");
     assert_eq!(tasks.len(), 300);

@@ -419,10 +419,19 @@ fn work_formats_v1_are_frozen() {
     let doc = Action::DocCreate { name: "plan".into(), depts: vec![], members: vec![] };
     let changes =
         Content::DocChanges { doc: ConvId([0x93; 32]), changes: vec![vec![0x85, 0x6f, 0x4a, 0x83], vec![]] };
+    let sync = Content::DocSync {
+        doc: ConvId([0x94; 32]),
+        message: 0x0102,
+        start: true,
+        part: 1,
+        parts: 3,
+        bytes: vec![0x43, 0x00],
+    };
     let got = [
         hex(&SignedOp::encode_body(&body(project))),
         hex(&SignedOp::encode_body(&body(doc))),
         hex(&changes.encode()),
+        hex(&sync.encode()),
     ];
     let want = [
         // team | author | lamport | deps | at | action 9 (ProjectCreate): name, depts, members
@@ -431,7 +440,25 @@ fn work_formats_v1_are_frozen() {
         format!("{}0201020100020a04706c616e0000", "91".repeat(32)),
         // content version | variant 12 (DocChanges) | doc | two changes
         format!("010c{}0204856f4a8300", "93".repeat(32)),
+        // content version | variant 15 (DocSync) | doc | message (varint) | start | part | parts |
+        // bytes
+        format!("010f{}820201010302{}", "94".repeat(32), "4300"),
     ];
     assert_eq!(got, want, "a work format changed");
     assert_eq!(Content::decode(&changes.encode()), Ok(changes));
+    assert_eq!(Content::decode(&sync.encode()), Ok(sync));
+    // A part past the count, or larger than an envelope holds, is refused.
+    for bad in [
+        Content::DocSync { doc: ConvId([1; 32]), message: 1, start: false, part: 3, parts: 3, bytes: vec![] },
+        Content::DocSync {
+            doc: ConvId([1; 32]),
+            message: 1,
+            start: false,
+            part: 0,
+            parts: 1,
+            bytes: vec![0; dingo_types::limits::MAX_DOC_SYNC_PART_BYTES + 1],
+        },
+    ] {
+        assert!(Content::decode(&bad.encode()).is_err());
+    }
 }

@@ -95,6 +95,40 @@ pub trait SharedDoc: Sized {
     }
 }
 
+/// Most hash probes a peer's Bloom filter may ask for (automerge uses 7).
+const MAX_BLOOM_PROBES: u64 = 64;
+
+/// Refuses a Bloom filter automerge 0.12 would panic on or allocate without bound for when it
+/// is used (found by the `docsync` fuzz target): entries without bits (a division by zero) or
+/// an absurd number of probes (a vector that large). The filter's encoding is three LEB128
+/// numbers (entries, bits per entry, probes) and the bits, or nothing for an empty filter.
+fn check_bloom(bytes: &[u8]) -> Result<(), DocError> {
+    fn uleb(input: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = input.split_first()?;
+            *input = rest;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let mut input = bytes;
+    let bad = || DocError::Malformed("a sync message's Bloom filter is malformed".into());
+    let entries = uleb(&mut input).ok_or_else(bad)?;
+    let bits_per_entry = uleb(&mut input).ok_or_else(bad)?;
+    let probes = uleb(&mut input).ok_or_else(bad)?;
+    if entries > 0 && (bits_per_entry == 0 || input.is_empty() || probes == 0 || probes > MAX_BLOOM_PROBES) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
 /// An automerge document written by one device: what boards and text documents share.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -199,6 +233,9 @@ impl Replica {
         may_edit: impl Fn(&ActorId) -> bool,
     ) -> Result<SyncApplied, DocError> {
         let mut message = Message::decode(bytes).map_err(|e| DocError::Malformed(e.to_string()))?;
+        for have in &message.have {
+            check_bloom(&have.bloom.to_bytes())?;
+        }
         let chunks: Vec<Vec<u8>> = message.changes.iter().map(<[u8]>::to_vec).collect();
         // Applied here, with the author check; the protocol then only learns the heads.
         message.changes = ChunkList::empty();

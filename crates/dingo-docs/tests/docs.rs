@@ -339,3 +339,18 @@ fn the_sync_protocol_merges_divergent_boards_and_binds_authors() {
     assert_eq!(b.replica().heads(), heads);
     assert!(b.replica().receive_sync(&mut sb, b"\x42garbage", |_| true).is_err());
 }
+
+/// Sync messages automerge itself would panic on (found by the `docsync` fuzz target) are
+/// refused with an error, the board unchanged.
+#[test]
+fn malformed_sync_messages_are_refused_not_fatal() {
+    let mut b = board_with(0, 2);
+    let heads = b.replica().heads();
+    // A Bloom filter with entries but no bits (automerge divides by its size).
+    let zero_bits = [0x43, 0x00, 0x00, 0x01, 0x00, 0x04, 0x04, 0x00, 0x00, 0x00, 0x00];
+    for bytes in [&zero_bits[..], b"", b"\x43", &[0x42; 64][..]] {
+        let mut st = SyncState::new();
+        assert!(b.replica().receive_sync(&mut st, bytes, |_| true).is_err(), "{bytes:?}");
+        assert_eq!(b.replica().heads(), heads);
+    }
+}

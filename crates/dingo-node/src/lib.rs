@@ -312,6 +312,15 @@ impl Node {
             }
         }
         self.emit(effects.events);
+        if self.inner.core.work.take_compaction_wanted() {
+            // Queued behind what is waiting: the edit that crossed the line is answered first.
+            let node = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.job(|c, s| c.compact_work(s)).await {
+                    tracing::warn!("compaction failed: {e}");
+                }
+            });
+        }
         if effects.resync {
             self.inner.carrier.want_resync();
             carrier::resync_now(self);

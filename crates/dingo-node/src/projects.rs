@@ -174,6 +174,17 @@ impl Core {
     fn find_task(&self, s: &Store, state: &TeamState, id: &str) -> Result<(String, String), NodeError> {
         let id = id.trim().to_ascii_lowercase();
         let mut hits = Vec::new();
+        // A whole id is found in its bucket (one record per project); only a prefix needs
+        // every task read.
+        for (name, chan) in &state.projects {
+            if self.saved_task(s, &chan.id, &id)?.is_some() {
+                hits.push((name.clone(), id.clone()));
+            }
+        }
+        if hits.len() == 1 {
+            return Ok(hits.remove(0));
+        }
+        hits.clear();
         for (name, chan) in &state.projects {
             for t in self.saved_tasks(s, &chan.id)? {
                 if t.id == id || (id.len() >= 4 && t.id.starts_with(&id)) {

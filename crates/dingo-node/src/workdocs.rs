@@ -2,8 +2,9 @@
 //! incrementally, so an edit costs what it changes, not what the document holds.
 //!
 //! On disk (table `Docs`), per group: a full save under the group id, then each edit's new
-//! changes under `group/inc/N`; every [`COMPACT_AFTER`] increments the document is saved whole
-//! again and the increments deleted, in the same atomic batch. A board also keeps its tasks as
+//! changes under `group/inc/N`; once there are [`COMPACT_AFTER`] increments, a job queued after
+//! the edit saves the document whole again and deletes the increments, in one atomic batch
+//! (a whole save of a large board takes tens of ms, which no edit should wait for). A board also keeps its tasks as
 //! they read, in [`TASK_BUCKETS`] records by a hash of the task id (`group/b/N`); an edit
 //! rewrites only the buckets of the tasks it touched, and listings never load the automerge
 //! document (one record per task cost more to read back than the tasks themselves).
@@ -22,10 +23,16 @@ use dingo_docs::{Board, SharedDoc};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::ConvId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Increments kept before the document is saved whole again.
+/// Increments kept before the document is saved whole again (by a job of its own, after the
+/// edit that crossed the line is answered: saving a 10,000-task board takes tens of ms, which
+/// no edit should wait for).
 pub const COMPACT_AFTER: u32 = 256;
+/// Increments past which a write saves the document whole at once (the compaction job never
+/// ran, e.g. the node stopped first).
+const COMPACT_AT_LATEST: u32 = 4 * COMPACT_AFTER;
 /// Documents kept loaded once their changes are written (the rest are reloaded when used).
 pub const MAX_LOADED_DOCS: usize = 16;
 
@@ -100,6 +107,10 @@ impl<T> Work<T> {
 #[derive(Default)]
 pub(crate) struct WorkDocs {
     docs: Mutex<HashMap<ConvId, Cached>>,
+    /// Some loaded document has [`COMPACT_AFTER`] increments: a compaction job is wanted.
+    compaction_wanted: AtomicBool,
+    /// The next write is that job: it saves such documents whole.
+    compacting: AtomicBool,
 }
 
 impl WorkDocs {
@@ -116,10 +127,22 @@ impl WorkDocs {
         self.docs.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Writes every document's unwritten changes and buckets into `batch` (about to be
-    /// applied): new changes as the next increment, or the whole document every
+    /// Whether a compaction job is wanted (once: the flag is cleared).
+    pub(crate) fn take_compaction_wanted(&self) -> bool {
+        self.compaction_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// Makes the next [`WorkDocs::flush_into`] save whole every document with
     /// [`COMPACT_AFTER`] increments.
+    pub(crate) fn compact_next(&self) {
+        self.compacting.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes every document's unwritten changes and buckets into `batch` (about to be
+    /// applied): new changes as the next increment, or the whole document when asked to
+    /// compact (or far past due).
     pub(crate) fn flush_into(&self, s: &Store, batch: &mut Batch) {
+        let compacting = self.compacting.swap(false, Ordering::Relaxed);
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         for (group, c) in docs.iter_mut() {
             let st = &mut c.state;
@@ -130,23 +153,27 @@ impl WorkDocs {
                 }
                 st.incs = 0;
             }
-            if st.dirty {
-                st.dirty = false;
-                if st.incs + 1 >= COMPACT_AFTER || std::mem::take(&mut st.resave) {
-                    let bytes = c.replica.save();
-                    s.put(batch, Table::Docs, &group.0, &bytes);
-                    for n in 0..st.incs {
-                        s.delete(batch, Table::Docs, &inc_key(group, n));
-                    }
-                    st.incs = 0;
-                } else {
-                    let bytes = c.replica.save_new();
-                    if !bytes.is_empty() {
-                        s.put(batch, Table::Docs, &inc_key(group, st.incs), &bytes);
-                        st.incs += 1;
-                    }
+            let compact = (st.dirty && (st.resave || st.incs + 1 >= COMPACT_AT_LATEST))
+                || (compacting && st.incs >= COMPACT_AFTER);
+            if compact {
+                let bytes = c.replica.save();
+                s.put(batch, Table::Docs, &group.0, &bytes);
+                for n in 0..st.incs {
+                    s.delete(batch, Table::Docs, &inc_key(group, n));
+                }
+                st.incs = 0;
+                st.resave = false;
+            } else if st.dirty {
+                let bytes = c.replica.save_new();
+                if !bytes.is_empty() {
+                    s.put(batch, Table::Docs, &inc_key(group, st.incs), &bytes);
+                    st.incs += 1;
+                }
+                if st.incs >= COMPACT_AFTER {
+                    self.compaction_wanted.store(true, Ordering::Relaxed);
                 }
             }
+            st.dirty = false;
             if std::mem::take(&mut st.stale_tasks) {
                 // Once per batch, however many history messages it held.
                 match Board::tasks_in(&c.replica) {
@@ -210,6 +237,12 @@ impl Core {
             }
         };
         Ok(Work { doc, group: *group, state: DocState { incs, ..DocState::default() } })
+    }
+
+    /// Saves whole every loaded document with [`COMPACT_AFTER`] increments, deleting them.
+    pub(crate) fn compact_work(&self, s: &Store) -> Result<(), NodeError> {
+        self.work.compact_next();
+        self.apply(s, Batch::default())
     }
 
     /// Whether this node holds anything of a group's document beyond its genesis.
