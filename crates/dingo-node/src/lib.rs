@@ -312,7 +312,7 @@ impl Node {
             }
         }
         self.emit(effects.events);
-        if self.inner.core.work.take_compaction_wanted() {
+        if self.inner.core.work.queue_compaction() {
             // Queued behind what is waiting: the edit that crossed the line is answered first.
             let node = self.clone();
             tokio::spawn(async move {

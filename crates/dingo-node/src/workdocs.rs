@@ -23,7 +23,7 @@ use dingo_docs::{Board, SharedDoc};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::ConvId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// Increments kept before the document is saved whole again (by a job of its own, after the
@@ -35,6 +35,11 @@ pub const COMPACT_AFTER: u32 = 256;
 const COMPACT_AT_LATEST: u32 = 4 * COMPACT_AFTER;
 /// Documents kept loaded once their changes are written (the rest are reloaded when used).
 pub const MAX_LOADED_DOCS: usize = 16;
+
+/// States of the compaction job ([`WorkDocs::compaction`]).
+const IDLE: u8 = 0;
+const WANTED: u8 = 1;
+const QUEUED: u8 = 2;
 
 /// How many records a board's task list is spread over.
 pub(crate) const TASK_BUCKETS: u8 = 64;
@@ -107,8 +112,10 @@ impl<T> Work<T> {
 #[derive(Default)]
 pub(crate) struct WorkDocs {
     docs: Mutex<HashMap<ConvId, Cached>>,
-    /// Some loaded document has [`COMPACT_AFTER`] increments: a compaction job is wanted.
-    compaction_wanted: AtomicBool,
+    /// Where the compaction job is: [`IDLE`], [`WANTED`] (some loaded document has
+    /// [`COMPACT_AFTER`] increments) or [`QUEUED`] (one job at a time, however many writes
+    /// cross the line before it runs).
+    compaction: AtomicU8,
     /// The next write is that job: it saves such documents whole.
     compacting: AtomicBool,
 }
@@ -127,14 +134,14 @@ impl WorkDocs {
         self.docs.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Whether a compaction job is wanted (once: the flag is cleared).
-    pub(crate) fn take_compaction_wanted(&self) -> bool {
-        self.compaction_wanted.swap(false, Ordering::Relaxed)
+    /// Whether a compaction job should be queued now (then it counts as queued).
+    pub(crate) fn queue_compaction(&self) -> bool {
+        self.compaction.compare_exchange(WANTED, QUEUED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Makes the next [`WorkDocs::flush_into`] save whole every document with
-    /// [`COMPACT_AFTER`] increments.
-    pub(crate) fn compact_next(&self) {
+    /// [`COMPACT_AFTER`] increments (the compaction job).
+    fn compact_next(&self) {
         self.compacting.store(true, Ordering::Relaxed);
     }
 
@@ -170,7 +177,8 @@ impl WorkDocs {
                     st.incs += 1;
                 }
                 if st.incs >= COMPACT_AFTER {
-                    self.compaction_wanted.store(true, Ordering::Relaxed);
+                    let _ =
+                        self.compaction.compare_exchange(IDLE, WANTED, Ordering::AcqRel, Ordering::Relaxed);
                 }
             }
             st.dirty = false;
@@ -242,7 +250,9 @@ impl Core {
     /// Saves whole every loaded document with [`COMPACT_AFTER`] increments, deleting them.
     pub(crate) fn compact_work(&self, s: &Store) -> Result<(), NodeError> {
         self.work.compact_next();
-        self.apply(s, Batch::default())
+        let done = self.apply(s, Batch::default());
+        self.work.compaction.store(IDLE, Ordering::Release);
+        done
     }
 
     /// Whether this node holds anything of a group's document beyond its genesis.
