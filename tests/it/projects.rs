@@ -9,6 +9,25 @@ async fn task(node: &Node, id: &str) -> Option<TaskView> {
     node.tasks(None, false, false).await.ok()?.into_iter().find(|t| t.id == id)
 }
 
+/// Alice's team "acme" with bob in it, and alice's project `project` (bob in it too).
+async fn alice_and_bob_with_project(dir: &std::path::Path, project: &str) -> (Node, Node) {
+    let alice = started_node(dir, "alice").await;
+    let bob = started_node(dir, "bob").await;
+    alice.team_create("acme").await.expect("team");
+    join_team(&alice, &bob).await;
+    alice.project_create(project, vec![], vec![]).await.expect("project");
+    wait_in_project(&bob, project).await;
+    (alice, bob)
+}
+
+/// Waits until `node` knows project `name` and is in it.
+async fn wait_in_project(node: &Node, name: &str) {
+    eventually(&format!("{} to be in project {name}", node.id().name), async || {
+        node.projects().await.ok()?.into_iter().find(|p| p.name == name && p.joined).map(|_| ())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_private() {
     if std::env::var("DEBUG_PROJECTS").is_ok() {
@@ -33,10 +52,7 @@ async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_priva
     assert!(bobs.joined && bobs.members.len() == 2, "the starter is in it: {bobs:?}");
     let denied = bob.channel_create("other", vec![], vec![]).await.expect_err("members cannot");
     assert!(denied.to_string().contains("only admins"), "{denied}");
-    eventually("bob to see the project", async || {
-        bob.projects().await.ok()?.into_iter().find(|p| p.name == "launch" && p.joined).map(|_| ())
-    })
-    .await;
+    wait_in_project(&bob, "launch").await;
     let due = dingo_types::now_ms() + 3_600_000;
     let id = alice
         .task_add(
@@ -134,11 +150,7 @@ fn reminder_kinds(events: &[dingo_node::NodeEvent]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_fire_before_the_deadline_and_when_overdue_once_each() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
-    alice.project_create("launch", vec![], vec![]).await.expect("project");
+    let (alice, bob) = alice_and_bob_with_project(dir.path(), "launch").await;
     let t0 = dingo_types::now_ms();
     let hour = dingo_node::REMIND_BEFORE_MS;
     let due = t0 + 2 * hour;
@@ -326,10 +338,7 @@ async fn edits_by_several_members_caught_up_at_once_all_land() {
     join_team(&alice, &carol).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     for n in [&bob, &carol] {
-        eventually("the project to reach every member", async || {
-            n.projects().await.ok()?.into_iter().find(|p| p.name == "ops" && p.joined).map(|_| ())
-        })
-        .await;
+        wait_in_project(n, "ops").await;
     }
     // Everyone's key reaches everyone while all are together.
     let mut ids = Vec::new();
@@ -453,15 +462,7 @@ async fn a_board_saved_in_increments_reads_back_whole_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_no_group_log_can_fill_is_caught_up_from_the_author() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
-    alice.project_create("ops", vec![], vec![]).await.expect("project");
-    eventually("bob to be in the project", async || {
-        bob.projects().await.ok()?.into_iter().find(|p| p.name == "ops" && p.joined).map(|_| ())
-    })
-    .await;
+    let (alice, bob) = alice_and_bob_with_project(dir.path(), "ops").await;
     // Bob works offline: alice never sees these before carol joins.
     bob.shutdown().await.expect("stop");
     drop(bob);
@@ -476,10 +477,7 @@ async fn a_gap_no_group_log_can_fill_is_caught_up_from_the_author() {
     }
     let carol = started_node(dir.path(), "carol").await;
     join_team(&alice, &carol).await;
-    eventually("carol to be in the project", async || {
-        carol.projects().await.ok()?.into_iter().find(|p| p.name == "ops" && p.joined).map(|_| ())
-    })
-    .await;
+    wait_in_project(&carol, "ops").await;
     // Bob is back; his first key to carol starts after his offline edits, so no log will
     // ever hand them to her, and his next edit builds on them.
     bob.start_network(NetConfig::loopback(), vec![]).await.expect("net");
