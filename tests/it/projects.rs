@@ -501,3 +501,44 @@ async fn a_gap_no_group_log_can_fill_is_caught_up_from_the_author() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// A newcomer whose team ops came from someone outside a project asks the first member of it
+/// that it meets, without waiting for anyone to edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_gets_a_project_from_a_member_it_meets() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    alice.team_create("acme").await.expect("team");
+    join_team(&alice, &bob).await;
+    alice.dept_create("eng").await.expect("dept");
+    alice.dept_add("eng", "bob").await.expect("dept add");
+    eventually("bob to be in eng", async || {
+        let team = bob.team().await.ok()?;
+        team.members.iter().any(|m| m.name == "bob" && m.departments.iter().any(|d| d == "eng")).then_some(())
+    })
+    .await;
+    // Alice (not in eng) cannot give this project to anyone.
+    bob.project_create("engine", vec!["eng".into()], vec![]).await.expect("project");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            bob.task_add("engine", &format!("part {i}"), vec![], None, TaskPriority::Normal, None)
+                .await
+                .expect("add"),
+        );
+    }
+    let carol = started_node(dir.path(), "carol").await;
+    let code = alice.team_invite(Some("eng".into()), None).await.expect("invite").code;
+    carol.team_join(&code).await.expect("join");
+    wait_in_project(&carol, "engine").await;
+    carol.net().expect("net").dial(bob.id().addrs[0].parse().expect("addr")).await.expect("dial");
+    eventually("carol to have bob's tasks", async || {
+        let tasks = carol.tasks(Some("engine".into()), false, false).await.ok()?;
+        ids.iter().all(|id| tasks.iter().any(|t| &t.id == id)).then_some(())
+    })
+    .await;
+    for n in [alice, bob, carol] {
+        n.shutdown().await.expect("stop");
+    }
+}

@@ -118,6 +118,7 @@ pub(crate) fn on_connected(node: &Node, device: [u8; 32]) {
     tokio::spawn(async move {
         push_mail(&node, device).await;
         pull(&node, device).await;
+        node.pull_work_from(device).await;
     });
 }
 

@@ -6,9 +6,10 @@
 //!
 //! - **A newcomer.** When team ops put this node in a project's or document's scope and it holds
 //!   nothing of it beyond the genesis (which every member builds identically), it opens a
-//!   round with the member who sent the ops: its first message says it has only the genesis,
-//!   and the answer (the protocol's second version) is the whole document, compressed, which
-//!   the newcomer loads in one go instead of replaying each change.
+//!   round with the member who sent the ops (and with each member it meets later, while it
+//!   still holds nothing): its first message says it has only the genesis, and the answer (the
+//!   protocol's second version) is the whole document, compressed, which the newcomer loads in
+//!   one go instead of replaying each change.
 //! - **A gap.** Changes that arrive ahead of changes they build on are answered "retry" and
 //!   open a round with their author (at most one per document and peer every
 //!   [`ROUND_EVERY_MS`]): it sends its heads and a Bloom filter of what it has, and the author
@@ -247,6 +248,24 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// A peer's device connected: projects and documents both are in and this node holds
+    /// nothing of are asked of it (a newcomer whose first round was lost to a restart, or
+    /// whose team ops came from someone outside the project).
+    pub(crate) fn pull_new_docs_from(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        device: &DeviceKey,
+        now: u64,
+    ) -> Result<(), NodeError> {
+        let Some(contact) = self.contact_by_device(s, device)? else { return Ok(()) };
+        let Some((_, state)) = self.team_state(s)? else { return Ok(()) };
+        if contact.removed || !state.members.contains_key(&contact.user_id) {
+            return Ok(());
+        }
+        self.pull_new_docs(s, ctx, &state, &contact, now)
     }
 
     /// Opens a round with the author of changes that arrived before what they build on (at

@@ -295,6 +295,19 @@ impl Node {
         Ok(r)
     }
 
+    /// Asks a peer that just connected for the projects and documents this node is in but
+    /// holds nothing of (see `docsync`).
+    pub(crate) async fn pull_work_from(&self, device: [u8; 32]) {
+        let pulled = self
+            .sealing_job(move |c, s, ctx| {
+                c.pull_new_docs_from(s, ctx, &dingo_types::DeviceKey(device), now_ms())
+            })
+            .await;
+        if let Err(e) = pulled {
+            tracing::debug!("no catch-up asked of a peer: {e}");
+        }
+    }
+
     /// Starts deliveries, blocks removed devices and emits events after a durable job.
     pub(crate) async fn apply_effects(&self, effects: Effects) {
         for uid in effects.kick {
