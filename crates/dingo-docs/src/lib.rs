@@ -221,8 +221,9 @@ impl Replica {
 
     /// Takes an encoded sync message from the peer `state` tracks. Changes it carries are
     /// applied only if every one was written by an actor `may_edit` allows and everything they
-    /// build on is here ([`Replica::apply`]'s rules: otherwise nothing is applied and `state`
-    /// is unchanged). A whole document (what the protocol sends to a peer missing most of it)
+    /// build on is here ([`Replica::apply`]'s rules: otherwise nothing is applied; `state` then
+    /// learns only the peer's heads if the changes merely arrived early, so the next message
+    /// asks for what they build on, and nothing at all if an author was refused). A whole document (what the protocol sends to a peer missing most of it)
     /// is loaded and checked the same way, then either becomes this replica (when it holds
     /// everything this one has, the common case of a newcomer: one load, no replay) or is
     /// merged.
@@ -242,10 +243,15 @@ impl Replica {
         let applied = match chunks.as_slice() {
             [] => SyncApplied::Nothing,
             [one] if Change::from_bytes(one.clone()).is_err() => self.take_whole(one, &may_edit)?,
-            _ => {
-                self.apply(&chunks, &may_edit)?;
-                SyncApplied::Changes(chunks)
-            }
+            _ => match self.apply(&chunks, &may_edit) {
+                Ok(()) => SyncApplied::Changes(chunks),
+                Err(DocError::MissingDeps) => {
+                    // Still learn the peer's heads, so the answer asks for what is missing.
+                    self.doc.sync().receive_sync_message(state, message)?;
+                    return Err(DocError::MissingDeps);
+                }
+                Err(e) => return Err(e),
+            },
         };
         self.doc.sync().receive_sync_message(state, message)?;
         Ok(applied)
