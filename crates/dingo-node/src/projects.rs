@@ -482,25 +482,52 @@ pub(crate) fn reminders_for(
     out
 }
 
+/// The first time after `now` at which [`reminders_for`] could give something new for these
+/// tasks (`u64::MAX`: never, until they change).
+fn next_reminder_at(tasks: &[dingo_docs::Task], me: &str, owner: bool, now: u64) -> u64 {
+    let mut next = u64::MAX;
+    for t in tasks.iter().filter(|t| !t.done) {
+        let Some(due) = t.due else { continue };
+        let mine = t.assignees.iter().any(|a| a == me);
+        let times = [mine.then(|| due.saturating_sub(REMIND_BEFORE_MS)), (mine || owner).then_some(due)];
+        for at in times.into_iter().flatten().filter(|at| *at > now) {
+            next = next.min(at);
+        }
+    }
+    next
+}
+
 impl Core {
     /// Reminders due now for this user's tasks and projects; each is given once (remembered
     /// across restarts; a new deadline arms them again).
+    ///
+    /// Runs every second: a project is read again only once its board changed or the time of
+    /// its next possible reminder has come (reading a 10,000-task board takes tens of ms).
     pub(crate) fn due_reminders(&self, s: &Store, now: u64) -> Result<Vec<NodeEvent>, NodeError> {
         let Some((_, state)) = self.team_state(s)? else { return Ok(Vec::new()) };
         let me = self.me.user_id();
-        let mut given: std::collections::BTreeSet<String> =
-            s.get(Table::Team, REMINDED_KEY)?.unwrap_or_default();
+        let mut given: Option<std::collections::BTreeSet<String>> = None;
         let mut events = Vec::new();
         for (name, chan) in &state.projects {
             if !state.channel_members(chan).contains(&me) {
                 continue;
             }
+            if self.work.next_reminder(&chan.id).is_some_and(|next| now < next) {
+                continue;
+            }
+            let given = match &mut given {
+                Some(g) => g,
+                None => given.insert(s.get(Table::Team, REMINDED_KEY)?.unwrap_or_default()),
+            };
             let tasks = self.saved_tasks(s, &chan.id)?;
-            for r in reminders_for(name, &tasks, &me.to_hex(), chan.created_by == me, now, &given) {
+            let owner = chan.created_by == me;
+            for r in reminders_for(name, &tasks, &me.to_hex(), owner, now, given) {
                 given.insert(r.key);
                 events.push(r.event);
             }
+            self.work.set_next_reminder(chan.id, next_reminder_at(&tasks, &me.to_hex(), owner, now));
         }
+        let given = given.unwrap_or_default();
         if !events.is_empty() {
             let mut b = Batch::default();
             s.put(&mut b, Table::Team, REMINDED_KEY, &given);
@@ -521,4 +548,50 @@ pub enum TaskUpdate {
     Comment(String),
     /// Title, deadline, priority.
     Edit(TaskEdit),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, due: Option<u64>, assignees: &[&str], done: bool) -> dingo_docs::Task {
+        dingo_docs::Task {
+            id: id.into(),
+            title: id.into(),
+            assignees: assignees.iter().map(|a| a.to_string()).collect(),
+            due,
+            priority: dingo_docs::Priority::default(),
+            parent: None,
+            done,
+            done_at: None,
+            created_by: "owner".into(),
+            created_at: 0,
+            comments: Vec::new(),
+            attachments: Vec::new(),
+        }
+    }
+
+    /// The alert loop skips a board until this time: it must never be later than a reminder
+    /// `reminders_for` would give.
+    #[test]
+    fn the_next_reminder_time_is_the_first_that_could_fire() {
+        let hour = REMIND_BEFORE_MS;
+        let tasks = [
+            task("mine", Some(10 * hour), &["me"], false),
+            task("theirs", Some(5 * hour), &["you"], false),
+            task("done", Some(2 * hour), &["me"], true),
+        ];
+        // Mine: an hour before its deadline; theirs matters only to the owner, at its deadline.
+        assert_eq!(next_reminder_at(&tasks, "me", false, 0), 9 * hour);
+        assert_eq!(next_reminder_at(&tasks, "me", true, 0), 5 * hour);
+        assert_eq!(next_reminder_at(&tasks, "me", false, 9 * hour), 10 * hour);
+        assert_eq!(next_reminder_at(&tasks, "me", false, 10 * hour), u64::MAX);
+        // Nothing fires before the time it names, and something does at it.
+        let given = std::collections::BTreeSet::new();
+        for owner in [false, true] {
+            let next = next_reminder_at(&tasks, "me", owner, 0);
+            assert!(reminders_for("p", &tasks, "me", owner, next - 1, &given).is_empty());
+            assert!(!reminders_for("p", &tasks, "me", owner, next, &given).is_empty());
+        }
+    }
 }

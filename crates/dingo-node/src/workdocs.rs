@@ -118,6 +118,8 @@ pub(crate) struct WorkDocs {
     compaction: AtomicU8,
     /// The next write is that job: it saves such documents whole.
     compacting: AtomicBool,
+    /// Per board, when its next task reminder can be due (forgotten when the board changes).
+    next_reminders: Mutex<HashMap<ConvId, u64>>,
 }
 
 impl WorkDocs {
@@ -132,6 +134,21 @@ impl WorkDocs {
     /// Forgets everything (after a failed job: the store is the truth).
     pub(crate) fn clear(&self) {
         self.docs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.next_reminders.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// When a board's next task reminder can be due, if known since it last changed.
+    pub(crate) fn next_reminder(&self, group: &ConvId) -> Option<u64> {
+        self.next_reminders.lock().unwrap_or_else(|p| p.into_inner()).get(group).copied()
+    }
+
+    pub(crate) fn set_next_reminder(&self, group: ConvId, at: u64) {
+        self.next_reminders.lock().unwrap_or_else(|p| p.into_inner()).insert(group, at);
+    }
+
+    /// A board's deadlines may have changed: its reminders are looked at afresh.
+    fn forget_next_reminder(&self, group: &ConvId) {
+        self.next_reminders.lock().unwrap_or_else(|p| p.into_inner()).remove(group);
     }
 
     /// Whether a compaction job should be queued now (then it counts as queued).
@@ -316,12 +333,20 @@ impl Core {
                         w.state.buckets.insert(b, stored);
                     }
                     if let (Ok(t), Some(bucket)) = (w.doc.task(&id), w.state.buckets.get_mut(&b)) {
+                        // Only an open task with a deadline can bring a reminder forward
+                        // (closing a task or dropping its deadline only removes reminders).
+                        if !t.done && t.due.is_some() {
+                            self.work.forget_next_reminder(&w.group);
+                        }
                         bucket.insert(id, t);
                         w.state.dirty_buckets.insert(b);
                     }
                 }
             }
-            None => w.state.stale_tasks = true,
+            None => {
+                w.state.stale_tasks = true;
+                self.work.forget_next_reminder(&w.group);
+            }
         }
         self.keep_work(w);
         Ok(())
