@@ -454,6 +454,10 @@ pub(crate) fn reminders_for(
     let mut out = Vec::new();
     for t in tasks.iter().filter(|t| !t.done) {
         let Some(due) = t.due else { continue };
+        if due.saturating_add(REMEMBER_REMINDERS_MS) < now {
+            // Long past: its reminders are no longer remembered, so none is given again.
+            continue;
+        }
         let mine = t.assignees.iter().any(|a| a == me);
         let mut fire = |kind: &str| {
             let key = format!("{}/{due}/{kind}", t.id);
@@ -480,6 +484,18 @@ pub(crate) fn reminders_for(
         }
     }
     out
+}
+
+/// How long a reminder given is remembered after its deadline (the record would otherwise
+/// grow forever); a deadline further past than this brings no reminder at all.
+const REMEMBER_REMINDERS_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
+/// Drops the reminders given for deadlines long past (keys are `task/deadline/kind`).
+fn forget_old_reminders(given: &mut std::collections::BTreeSet<String>, now: u64) {
+    given.retain(|key| {
+        let due = key.split('/').nth(1).and_then(|d| d.parse::<u64>().ok());
+        due.is_none_or(|d| d.saturating_add(REMEMBER_REMINDERS_MS) >= now)
+    });
 }
 
 /// The first time after `now` at which [`reminders_for`] could give something new for these
@@ -527,8 +543,8 @@ impl Core {
             }
             self.work.set_next_reminder(chan.id, next_reminder_at(&tasks, &me.to_hex(), owner, now));
         }
-        let given = given.unwrap_or_default();
-        if !events.is_empty() {
+        if let (false, Some(mut given)) = (events.is_empty(), given) {
+            forget_old_reminders(&mut given, now);
             let mut b = Batch::default();
             s.put(&mut b, Table::Team, REMINDED_KEY, &given);
             self.apply(s, b)?;
@@ -569,6 +585,24 @@ mod tests {
             comments: Vec::new(),
             attachments: Vec::new(),
         }
+    }
+
+    #[test]
+    fn reminders_for_deadlines_long_past_are_forgotten() {
+        let now = 100 * REMEMBER_REMINDERS_MS;
+        let mut given: std::collections::BTreeSet<String> = [
+            format!("a/{}/overdue", now - 2 * REMEMBER_REMINDERS_MS),
+            format!("b/{}/overdue", now - REMEMBER_REMINDERS_MS / 2),
+            format!("c/{}/due_soon", now + 1),
+            "odd-key".to_owned(),
+        ]
+        .into();
+        forget_old_reminders(&mut given, now);
+        assert_eq!(given.len(), 3);
+        assert!(!given.iter().any(|k| k.starts_with("a/")));
+        // And a task that far overdue is not nudged again once its key is gone.
+        let old = task("a", Some(now - 2 * REMEMBER_REMINDERS_MS), &["me"], false);
+        assert!(reminders_for("p", &[old], "me", true, now, &given).is_empty());
     }
 
     /// The alert loop skips a board until this time: it must never be later than a reminder
