@@ -23,6 +23,7 @@
 
 use crate::chat::{Accepted, Core, SealCtx};
 use crate::records::ContactRec;
+use crate::workdocs::Work;
 use crate::{NodeError, NodeEvent};
 use dingo_crypto::membership::TeamState;
 use dingo_docs::{actor_of, Board, SharedDoc, SyncApplied, SyncState, TextDoc};
@@ -158,6 +159,10 @@ impl DocSyncs {
         Some(done.parts.into_iter().flatten().flatten().collect())
     }
 }
+
+/// What a sync message did to a document: whether anything changed (or why nothing could be
+/// applied), and the protocol's answer to send, if any.
+type Received = (Result<bool, dingo_docs::DocError>, Option<Vec<u8>>);
 
 /// One `DocSync` part as received.
 pub(crate) struct SyncPart {
@@ -348,41 +353,28 @@ impl Core {
         let writers = writers(&state, &p.doc);
         let may_edit = |a: &automerge::ActorId| writers.contains(a);
         let (outcome, reply) = if let Some((name, _)) = state.project_by_id(&p.doc) {
-            let mut w = self.open_work::<Board>(s, &p.doc, name)?;
-            match w.doc.replica().receive_sync(&mut sync, &bytes, may_edit) {
-                Ok(applied) => {
-                    let reply = w.doc.replica().sync_message(&mut sync);
-                    let touched = w.doc.touched_by_sync(&applied)?;
-                    let event = (applied != SyncApplied::Nothing)
-                        .then(|| NodeEvent::TasksChanged { project: name.clone() });
-                    self.keep_synced(w, applied, |core, w| core.keep_board(s, w, touched))?;
-                    (Ok(event), reply)
-                }
-                Err(e) => {
-                    let reply = w.doc.replica().sync_message(&mut sync);
-                    self.release_work(w);
-                    (Err(e), reply)
-                }
-            }
+            let got = self.receive_into::<Board>(
+                s,
+                (&p.doc, name),
+                (&mut sync, &bytes),
+                may_edit,
+                |b, applied| b.touched_by_sync(applied),
+                |core, w, touched| core.keep_board(s, w, touched),
+            )?;
+            (got.0.map(|changed| changed.then(|| NodeEvent::TasksChanged { project: name.clone() })), got.1)
         } else if let Some((name, _)) = state.doc_by_id(&p.doc) {
-            let mut w = self.open_work::<TextDoc>(s, &p.doc, name)?;
-            match w.doc.replica().receive_sync(&mut sync, &bytes, may_edit) {
-                Ok(applied) => {
-                    let reply = w.doc.replica().sync_message(&mut sync);
-                    let event = (applied != SyncApplied::Nothing)
-                        .then(|| NodeEvent::DocChanged { doc: name.clone() });
-                    self.keep_synced(w, applied, |core, w| {
-                        core.keep_work(w);
-                        Ok(())
-                    })?;
-                    (Ok(event), reply)
-                }
-                Err(e) => {
-                    let reply = w.doc.replica().sync_message(&mut sync);
-                    self.release_work(w);
-                    (Err(e), reply)
-                }
-            }
+            let got = self.receive_into::<TextDoc>(
+                s,
+                (&p.doc, name),
+                (&mut sync, &bytes),
+                may_edit,
+                |_, _| Ok(None),
+                |core, w, _| {
+                    core.keep_work(w);
+                    Ok(())
+                },
+            )?;
+            (got.0.map(|changed| changed.then(|| NodeEvent::DocChanged { doc: name.clone() })), got.1)
         } else {
             return Ok(Accepted::Stored(Vec::new()));
         };
@@ -408,24 +400,42 @@ impl Core {
         Ok(accepted)
     }
 
-    /// Puts back a document a sync message changed (`keep` does it for its kind); a whole
-    /// document received becomes the stored save, a merged one is saved whole.
-    fn keep_synced<T: SharedDoc>(
+    /// Applies a whole sync message to a group's document and puts the document back:
+    /// `touched` names what changed (for a board, the tasks; `None` for everything) and `keep`
+    /// puts it back as its kind needs; a whole document received becomes the stored save, a
+    /// merged one is saved whole. Says whether anything changed (or why nothing could be
+    /// applied), and gives the protocol's answer, if it has one.
+    fn receive_into<T: SharedDoc>(
         &self,
-        mut w: crate::workdocs::Work<T>,
-        applied: SyncApplied,
-        keep: impl FnOnce(&Self, crate::workdocs::Work<T>) -> Result<(), NodeError>,
-    ) -> Result<(), NodeError> {
+        s: &Store,
+        (group, name): (&ConvId, &str),
+        (sync, bytes): (&mut SyncState, &[u8]),
+        may_edit: impl Fn(&automerge::ActorId) -> bool,
+        touched: impl FnOnce(&T, &SyncApplied) -> Result<Option<Vec<String>>, dingo_docs::DocError>,
+        keep: impl FnOnce(&Self, Work<T>, Option<Vec<String>>) -> Result<(), NodeError>,
+    ) -> Result<Received, NodeError> {
+        let mut w = self.open_work::<T>(s, group, name)?;
+        let received = w.doc.replica().receive_sync(sync, bytes, may_edit);
+        let reply = w.doc.replica().sync_message(sync);
+        let applied = match received {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.release_work(w);
+                return Ok((Err(e), reply));
+            }
+        };
+        let changed = touched(&w.doc, &applied)?;
         match applied {
             SyncApplied::Nothing => {
                 self.release_work(w);
-                return Ok(());
+                return Ok((Ok(false), reply));
             }
             SyncApplied::Whole(bytes) => w.replaced_by(bytes),
             SyncApplied::Merged => w.resave(),
             SyncApplied::Changes(_) => {}
         }
-        keep(self, w)
+        keep(self, w, changed)?;
+        Ok((Ok(true), reply))
     }
 }
 
