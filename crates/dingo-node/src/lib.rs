@@ -298,13 +298,24 @@ impl Node {
     /// Asks a peer that just connected for the projects and documents this node is in but
     /// holds nothing of (see `docsync`).
     pub(crate) async fn pull_work_from(&self, device: [u8; 32]) {
+        // Runs at every connection: usually there is nothing to ask, and then nothing is
+        // written or flushed.
         let pulled = self
-            .sealing_job(move |c, s, ctx| {
-                c.pull_new_docs_from(s, ctx, &dingo_types::DeviceKey(device), now_ms())
+            .job(move |c, s| {
+                let mut ctx = SealCtx::default();
+                c.pull_new_docs_from(s, &mut ctx, &dingo_types::DeviceKey(device), now_ms())?;
+                if ctx.effects.kick.is_empty() {
+                    return Ok(None);
+                }
+                let effects = c.commit_seals(s, ctx)?;
+                s.flush()?;
+                Ok(Some(effects))
             })
             .await;
-        if let Err(e) = pulled {
-            tracing::debug!("no catch-up asked of a peer: {e}");
+        match pulled {
+            Ok(Some(effects)) => self.apply_effects(effects).await,
+            Ok(None) => {}
+            Err(e) => tracing::debug!("no catch-up asked of a peer: {e}"),
         }
     }
 
