@@ -10,16 +10,10 @@
 //!
 //! Prints a Markdown table for BENCHMARKS.md.
 
+mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
 use std::time::{Duration, Instant};
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < Duration::from_secs(600), "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+use support::wait_until;
 
 async fn channel_count(node: &Node) -> usize {
     node.messages("#general").await.map(|m| m.len()).unwrap_or(0)

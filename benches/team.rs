@@ -16,9 +16,11 @@
 //! Environment: `BENCH_TEAM_SIZES` (default `10,50,100,200`), `BENCH_REKEY_SIZES` (default
 //! `10,50,100`), `BENCH_FANOUT_N` (messages per size, default 50).
 
+mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use support::wait_until;
 use tokio::sync::mpsc;
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
@@ -40,14 +42,6 @@ fn cpu_time() -> Duration {
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < Duration::from_secs(600), "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 struct Team {

@@ -14,16 +14,10 @@
 //!
 //! Prints Markdown tables for BENCHMARKS.md.
 
+mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent, TaskPriority, TaskUpdate};
 use std::time::{Duration, Instant};
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < Duration::from_secs(600), "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+use support::wait_until;
 
 async fn start(home: &Home) -> Node {
     let node = Node::open(home, None).expect("open");
