@@ -89,12 +89,7 @@ async fn a_100_mb_file_interrupted_half_way_resumes_and_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_chunk_from_one_peer_is_fetched_again_from_another_and_versions_are_kept() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    let carol = started_node(dir.path(), "carol").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
-    join_team(&alice, &carol).await;
+    let [alice, bob, carol] = team_of(dir.path(), ["alice", "bob", "carol"]).await;
     let src = dir.path().join("plan.bin");
     write_noise(&src, 40 << 20, 11);
     let v1 = alice.file_share("#general", &src).await.expect("share");

@@ -11,10 +11,7 @@ async fn task(node: &Node, id: &str) -> Option<TaskView> {
 
 /// Alice's team "acme" with bob in it, and alice's project `project` (bob in it too).
 async fn alice_and_bob_with_project(dir: &std::path::Path, project: &str) -> (Node, Node) {
-    let alice = started_node(dir, "alice").await;
-    let bob = started_node(dir, "bob").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
+    let [alice, bob] = team_of(dir, ["alice", "bob"]).await;
     alice.project_create(project, vec![], vec![]).await.expect("project");
     wait_in_project(&bob, project).await;
     (alice, bob)
@@ -34,12 +31,7 @@ async fn a_task_board_syncs_between_members_merges_offline_edits_and_stays_priva
         let _ = tracing_subscriber::fmt().with_env_filter("dingo_node=debug").with_test_writer().try_init();
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    let carol = started_node(dir.path(), "carol").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
-    join_team(&alice, &carol).await;
+    let [alice, bob, carol] = team_of(dir.path(), ["alice", "bob", "carol"]).await;
     for n in [&alice, &bob, &carol] {
         eventually("the team", async || (n.team().await.ok()?.members.len() == 3).then_some(())).await;
     }
@@ -193,12 +185,7 @@ async fn reminders_fire_before_the_deadline_and_when_overdue_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_edit_a_document_offline_and_blame_attributes_each_line() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    let carol = started_node(dir.path(), "carol").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
-    join_team(&alice, &carol).await;
+    let [alice, bob, carol] = team_of(dir.path(), ["alice", "bob", "carol"]).await;
     alice.doc_create("plan", vec![], vec!["alice".into(), "bob".into()]).await.expect("doc");
     let base = "# Plan\nline two\nline three\nline four\n";
     alice.doc_edit("plan", base, "first draft").await.expect("edit");
@@ -261,10 +248,7 @@ async fn two_members_edit_a_document_offline_and_blame_attributes_each_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_member_gets_projects_and_documents_when_joining_and_keeps_them() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
+    let [alice, bob] = team_of(dir.path(), ["alice", "bob"]).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     alice.doc_create("handbook", vec![], vec![]).await.expect("doc");
     // Enough (incompressible) history that the document travels in several parts.
@@ -330,12 +314,7 @@ async fn a_late_member_gets_projects_and_documents_when_joining_and_keeps_them()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_by_several_members_caught_up_at_once_all_land() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    let carol = started_node(dir.path(), "carol").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
-    join_team(&alice, &carol).await;
+    let [alice, bob, carol] = team_of(dir.path(), ["alice", "bob", "carol"]).await;
     alice.project_create("ops", vec![], vec![]).await.expect("project");
     for n in [&bob, &carol] {
         wait_in_project(n, "ops").await;
@@ -507,10 +486,7 @@ async fn a_gap_no_group_log_can_fill_is_caught_up_from_the_author() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_gets_a_project_from_a_member_it_meets() {
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob = started_node(dir.path(), "bob").await;
-    alice.team_create("acme").await.expect("team");
-    join_team(&alice, &bob).await;
+    let [alice, bob] = team_of(dir.path(), ["alice", "bob"]).await;
     alice.dept_create("eng").await.expect("dept");
     alice.dept_add("eng", "bob").await.expect("dept add");
     eventually("bob to be in eng", async || {

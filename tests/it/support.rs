@@ -55,6 +55,23 @@ pub async fn join_team(admin: &Node, node: &Node) {
     .await;
 }
 
+/// A team "acme" made by the first of `names`, with every other one joined in order; all
+/// nodes started in `dir`.
+pub async fn team_of<const N: usize>(dir: &Path, names: [&str; N]) -> [Node; N] {
+    let mut nodes = Vec::with_capacity(N);
+    for name in names {
+        nodes.push(started_node(dir, name).await);
+    }
+    if let Some((admin, others)) = nodes.split_first() {
+        admin.team_create("acme").await.expect("team");
+        for n in others {
+            join_team(admin, n).await;
+        }
+    }
+    let Ok(nodes) = nodes.try_into() else { panic!("{N} nodes were started") };
+    nodes
+}
+
 /// Makes `a` and `b` contacts of each other (using invites with addresses).
 pub async fn befriend(a: &Node, b: &Node) {
     let (an, bn) = (a.id().name, b.id().name);
