@@ -97,15 +97,8 @@ async fn catch_up(n: usize, author_online: bool) -> (Duration, Duration) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    }
+    let Some(rt) = support::runtime() else { return };
     let n: usize = std::env::var("BENCH_CATCHUP_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     println!("| catch-up of {n} channel messages | writing them (baseline: live delivery to the carrier) | catch-up until all stored and decrypted |");
     println!("|---|---|---|");
     for (label, author_online) in

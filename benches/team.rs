@@ -217,17 +217,10 @@ async fn measure_rekey(n: usize) -> Rekey {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    }
+    let Some(rt) = support::runtime() else { return };
     let sizes = env_list("BENCH_TEAM_SIZES", "10,50,100,200");
     let rekey_sizes = env_list("BENCH_REKEY_SIZES", "10,50,100");
     let k = env_list("BENCH_FANOUT_N", "50").first().copied().unwrap_or(50);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     println!("| members | fan-out p50 | fan-out p99 | sender CPU / msg (seal once + queue for all, durable) | system CPU / msg (all nodes) |");
     println!("|---|---|---|---|---|");
     for n in sizes {

@@ -10,3 +10,15 @@ pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The runtime every bench runs on (2 workers, like the machines it is measured on), after
+/// turning on logs when `RUST_LOG` is set; `None` when cargo only lists the benches.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    if std::env::args().any(|a| a == "--list") {
+        return None;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
+    Some(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime"))
+}
