@@ -517,8 +517,9 @@ impl Core {
     /// Reminders due now for this user's tasks and projects; each is given once (remembered
     /// across restarts; a new deadline arms them again).
     ///
-    /// Runs every second: a project is read again only once its board changed or the time of
-    /// its next possible reminder has come (reading a 10,000-task board takes tens of ms).
+    /// Runs every second: a project is read again only once an open task with a deadline
+    /// changed or the time of its next possible reminder has come (reading a 10,000-task board
+    /// takes tens of ms).
     pub(crate) fn due_reminders(&self, s: &Store, now: u64) -> Result<Vec<NodeEvent>, NodeError> {
         let Some((_, state)) = self.team_state(s)? else { return Ok(Vec::new()) };
         let me = self.me.user_id();

@@ -4,10 +4,11 @@
 //! On disk (table `Docs`), per group: a full save under the group id, then each edit's new
 //! changes under `group/inc/N`; once there are [`COMPACT_AFTER`] increments, a job queued after
 //! the edit saves the document whole again and deletes the increments, in one atomic batch
-//! (a whole save of a large board takes tens of ms, which no edit should wait for). A board also keeps its tasks as
-//! they read, in [`TASK_BUCKETS`] records by a hash of the task id (`group/b/N`); an edit
-//! rewrites only the buckets of the tasks it touched, and listings never load the automerge
-//! document (one record per task cost more to read back than the tasks themselves).
+//! (a whole save of a large board takes tens of ms, which no edit should wait for). A board
+//! also keeps its tasks as they read, in [`TASK_BUCKETS`] records by a hash of the task id
+//! (`group/b/N`); an edit rewrites only the buckets of the tasks it touched, and listings never
+//! load the automerge document (one record per task cost more to read back than the tasks
+//! themselves).
 //!
 //! In memory, a job takes a document out of the cache ([`Core::open_work`]) and puts it back
 //! changed ([`Core::keep_work`], [`Core::keep_board`]) or only read ([`Core::release_work`]).
@@ -118,7 +119,8 @@ pub(crate) struct WorkDocs {
     compaction: AtomicU8,
     /// The next write is that job: it saves such documents whole.
     compacting: AtomicBool,
-    /// Per board, when its next task reminder can be due (forgotten when the board changes).
+    /// Per board, when its next task reminder can be due (forgotten when an open task with a
+    /// deadline changes).
     next_reminders: Mutex<HashMap<ConvId, u64>>,
 }
 
@@ -170,22 +172,21 @@ impl WorkDocs {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         for (group, c) in docs.iter_mut() {
             let st = &mut c.state;
-            if let Some(base) = st.base.take() {
-                s.put(batch, Table::Docs, &group.0, &base);
-                for n in 0..st.incs {
-                    s.delete(batch, Table::Docs, &inc_key(group, n));
-                }
-                st.incs = 0;
-            }
-            let compact = (st.dirty && (st.resave || st.incs + 1 >= COMPACT_AT_LATEST))
-                || (compacting && st.incs >= COMPACT_AFTER);
-            if compact {
-                let bytes = c.replica.save();
+            // A whole save replaces the last one and every increment after it.
+            let mut save_whole = |st: &mut DocState, bytes: Vec<u8>| {
                 s.put(batch, Table::Docs, &group.0, &bytes);
                 for n in 0..st.incs {
                     s.delete(batch, Table::Docs, &inc_key(group, n));
                 }
                 st.incs = 0;
+            };
+            if let Some(base) = st.base.take() {
+                save_whole(st, base);
+            }
+            let compact = (st.dirty && (st.resave || st.incs + 1 >= COMPACT_AT_LATEST))
+                || (compacting && st.incs >= COMPACT_AFTER);
+            if compact {
+                save_whole(st, c.replica.save());
                 st.resave = false;
             } else if st.dirty {
                 let bytes = c.replica.save_new();
