@@ -4,17 +4,38 @@
 //!
 //! - share: `file_share` reads the file, seals each chunk once and stores it (durably);
 //! - fetch: `file_get` on the other node, from its call until the file is complete on disk
-//!   (chunks fetched over `/dingo/file/1`, hash-checked, stored, opened, written, fsynced);
+//!   (chunks fetched over `/dingo/file/1`, hash-checked, stored, opened, written);
 //! - bare stream: one stream, 1 MiB writes, until the reader has every byte.
 //!
-//! `BENCH_FILE_MB` (default 100) sets the size; each figure is the best of `BENCH_FILE_RUNS`
-//! (default 3). Prints a Markdown table for BENCHMARKS.md.
+//! `BENCH_FILE_MB` (default 100) sets the size; `BENCH_FILE_RUNS` (default 5) how many times
+//! each is measured. Prints the median and best of each with the process CPU time it took
+//! (both nodes are in this process), as a Markdown table for BENCHMARKS.md.
 
+mod support;
 use dingo_net::{Config, Net};
 use dingo_node::{Home, NetConfig, Node};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::{cpu_time, wait_until};
+
+/// Wall and process CPU time of one transfer.
+#[derive(Clone, Copy)]
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// The median and the best of some samples (by wall time); every sample goes to stderr.
+fn median_and_best(what: &str, mut v: Vec<Sample>) -> (Sample, Sample) {
+    let all: Vec<String> = v
+        .iter()
+        .map(|s| format!("{:.0}/{:.0}", s.wall.as_secs_f64() * 1e3, s.cpu.as_secs_f64() * 1e3))
+        .collect();
+    eprintln!("{what} runs, wall/CPU ms: {}", all.join(" "));
+    v.sort_by_key(|s| s.wall);
+    (v[v.len() / 2], v[0])
+}
 
 fn write_noise(path: &Path, len: usize) {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -37,8 +58,8 @@ async fn node(dir: &Path, name: &str) -> Node {
     n
 }
 
-/// Best (share, fetch) times over `runs` fresh shares of the same bytes.
-async fn dingo_transfer(size: usize, runs: usize) -> (Duration, Duration) {
+/// (share, fetch) samples of `runs` fresh shares of the same bytes.
+async fn dingo_transfer(size: usize, runs: usize) -> (Vec<Sample>, Vec<Sample>) {
     let dir = tempfile::tempdir().expect("tmp");
     let alice = node(dir.path(), "alice").await;
     let bob = node(dir.path(), "bob").await;
@@ -46,18 +67,19 @@ async fn dingo_transfer(size: usize, runs: usize) -> (Duration, Duration) {
     bob.add_contact(&alice.id().invite, None).await.expect("contact");
     let src = dir.path().join("payload.bin");
     write_noise(&src, size);
-    let (mut best_share, mut best_fetch) = (Duration::MAX, Duration::MAX);
+    let (mut shares, mut fetches) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_time());
         let shared = alice.file_share("bob", &src).await.expect("share");
-        best_share = best_share.min(t0.elapsed());
-        while !bob.files().await.expect("files").iter().any(|f| f.id == shared.id) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        shares.push(Sample { wall: t0.elapsed(), cpu: cpu_time() - c0 });
+        wait_until("bob hears of the file", async || {
+            bob.files().await.expect("files").iter().any(|f| f.id == shared.id)
+        })
+        .await;
         let out = dir.path().join(format!("copy-{run}.bin"));
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_time());
         let done = bob.file_get(&shared.id, &out).await.expect("get");
-        best_fetch = best_fetch.min(t0.elapsed());
+        fetches.push(Sample { wall: t0.elapsed(), cpu: cpu_time() - c0 });
         assert_eq!(done.chunks_fetched as usize, size.div_ceil(1 << 20));
         assert_eq!(std::fs::metadata(&out).expect("out").len(), size as u64);
         std::fs::remove_file(&out).expect("rm");
@@ -65,11 +87,11 @@ async fn dingo_transfer(size: usize, runs: usize) -> (Duration, Duration) {
     for n in [alice, bob] {
         n.shutdown().await.expect("stop");
     }
-    (best_share, best_fetch)
+    (shares, fetches)
 }
 
-/// Best time for a bare libp2p stream to move `size` bytes.
-async fn bare_stream(size: usize, runs: usize) -> Duration {
+/// Samples of a bare libp2p stream moving `size` bytes.
+async fn bare_stream(size: usize, runs: usize) -> Vec<Sample> {
     const PROTO: &str = "/dingo-bench/raw/1";
     let (a, _ea) =
         Net::spawn(libp2p::identity::Keypair::generate_ed25519(), Config::loopback()).await.expect("a");
@@ -87,7 +109,7 @@ async fn bare_stream(size: usize, runs: usize) -> Duration {
                 assert!(n > 0, "stream ended early");
                 got += n;
             }
-            times.push(Instant::now());
+            times.push((Instant::now(), cpu_time()));
             if times.len() == runs {
                 break;
             }
@@ -97,7 +119,7 @@ async fn bare_stream(size: usize, runs: usize) -> Duration {
     let chunk = vec![7u8; 1 << 20];
     let mut starts = Vec::new();
     for _ in 0..runs {
-        starts.push(Instant::now());
+        starts.push((Instant::now(), cpu_time()));
         let mut s = a.open_stream(b.local_peer_id(), PROTO).await.expect("open");
         let mut sent = 0;
         while sent < size {
@@ -113,33 +135,39 @@ async fn bare_stream(size: usize, runs: usize) -> Duration {
     let ends = reader.await.expect("reader");
     a.shutdown().await;
     b.shutdown().await;
-    starts.iter().zip(&ends).map(|(s, e)| *e - *s).min().unwrap_or(Duration::MAX)
+    starts.iter().zip(&ends).map(|(s, e)| Sample { wall: e.0 - s.0, cpu: e.1 - s.1 }).collect()
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
+    let Some(rt) = support::runtime() else { return };
     let mb: usize = std::env::var("BENCH_FILE_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let runs: usize = std::env::var("BENCH_FILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let runs: usize = std::env::var("BENCH_FILE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
     let size = mb << 20;
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let bare = rt.block_on(bare_stream(size, runs));
+    let bare = median_and_best("bare", rt.block_on(bare_stream(size, runs)));
     let (share, fetch) = rt.block_on(dingo_transfer(size, runs));
-    let rate = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
-    println!("| {mb} MiB, best of {runs} | time | MB/s |");
+    let (share, fetch) = (median_and_best("share", share), median_and_best("fetch", fetch));
+    let rate = |s: Sample| size as f64 / s.wall.as_secs_f64() / 1e6;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pct = |s: Sample, b: Sample| 100.0 * b.wall.as_secs_f64() / s.wall.as_secs_f64();
+    println!("| {mb} MiB, {runs} runs | median: time, MB/s, CPU | best: time, MB/s, CPU |");
     println!("|---|---|---|");
-    println!("| bare libp2p stream (baseline) | {:.0} ms | {:.0} |", bare.as_secs_f64() * 1e3, rate(bare));
-    println!(
-        "| Dingo fetch (encrypted chunks, verified, on disk) | {:.0} ms | {:.0} ({:.0}% of the baseline) |",
-        fetch.as_secs_f64() * 1e3,
-        rate(fetch),
-        100.0 * bare.as_secs_f64() / fetch.as_secs_f64()
-    );
-    println!(
-        "| Dingo share (seal once, store durably) | {:.0} ms | {:.0} |",
-        share.as_secs_f64() * 1e3,
-        rate(share)
-    );
+    let row = |what: &str, (m, b): (Sample, Sample), vs: Option<(Sample, Sample)>| {
+        let of = |s: Sample, base: Option<Sample>| {
+            base.map(|base| format!(" ({:.0}% of the baseline)", pct(s, base))).unwrap_or_default()
+        };
+        println!(
+            "| {what} | {:.0} ms, {:.0} MB/s{}, {:.0} ms | {:.0} ms, {:.0} MB/s{}, {:.0} ms |",
+            ms(m.wall),
+            rate(m),
+            of(m, vs.map(|v| v.0)),
+            ms(m.cpu),
+            ms(b.wall),
+            rate(b),
+            of(b, vs.map(|v| v.1)),
+            ms(b.cpu)
+        );
+    };
+    row("bare libp2p stream (baseline)", bare, None);
+    row("Dingo fetch (encrypted chunks, verified, on disk)", fetch, Some(bare));
+    row("Dingo share (seal once, store durably)", share, None);
 }

@@ -20,7 +20,7 @@ mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::wait_until;
+use support::{cpu_time, wait_until};
 use tokio::sync::mpsc;
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
@@ -29,14 +29,6 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect()
-}
-
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {

@@ -1,6 +1,6 @@
 //! Shared files between in-process nodes over 127.0.0.1: a 100 MB fetch interrupted half way
-//! and resumed, a peer serving corrupted chunks caught and routed around, versions, and a
-//! stranger refused by the chunk server.
+//! and resumed, a peer serving corrupted chunks caught and routed around, a damaged copy
+//! repaired, versions, and a stranger refused by the chunk server.
 
 use crate::support::*;
 use dingo_net::{Config, Net};
@@ -93,19 +93,25 @@ async fn a_corrupted_chunk_from_one_peer_is_fetched_again_from_another_and_versi
     let src = dir.path().join("plan.bin");
     write_noise(&src, 40 << 20, 11);
     let v1 = alice.file_share("#general", &src).await.expect("share");
-    // Bob fetches it whole, then every chunk he holds goes bad on his disk.
+    // Bob fetches it whole; then every chunk alice (the sharer) stores goes bad on her disk.
     let id = file_id(&bob, "plan.bin").await;
     assert_eq!(id, v1.id);
-    bob.file_get(&id, &dir.path().join("bob-plan.bin")).await.expect("bob gets it");
+    let bob_copy = dir.path().join("bob-plan.bin");
+    bob.file_get(&id, &bob_copy).await.expect("bob gets it");
     let mut damaged = 0;
-    for entry in walk(&dir.path().join("bob").join("chunks")) {
+    for entry in walk(&dir.path().join("alice").join("chunks")) {
         let mut bytes = std::fs::read(&entry).expect("chunk");
         bytes[100] ^= 0x55;
         std::fs::write(&entry, bytes).expect("damage");
         damaged += 1;
     }
     assert_eq!(damaged, 40);
-    // Carol asks both; bob's chunks fail their hash and come from alice instead.
+    // Bob kept no second, sealed copy: his fetched file is the copy he serves from.
+    assert!(
+        !dir.path().join("bob").join("chunks").exists()
+            || walk(&dir.path().join("bob").join("chunks")).is_empty()
+    );
+    // Carol asks both; alice's chunks fail their hash and come from bob's copy instead.
     let bob_addr = bob.id().addrs[0].parse().expect("addr");
     carol.net().expect("net").dial(bob_addr).await.expect("dial bob");
     let alice_addr = alice.id().addrs[0].parse().expect("addr");
@@ -113,13 +119,22 @@ async fn a_corrupted_chunk_from_one_peer_is_fetched_again_from_another_and_versi
     let id = file_id(&carol, "plan.bin").await;
     let out = dir.path().join("carol-plan.bin");
     let done = carol.file_get(&id, &out).await.expect("carol gets it");
-    assert!(done.chunks_rejected >= 1, "bob's bad chunk was not caught: {done:?}");
-    assert_eq!(done.from_peers.get(&bob.id().device_id), None, "nothing kept from bob: {done:?}");
-    assert_eq!(done.from_peers.get(&alice.id().device_id), Some(&40));
+    assert!(done.chunks_rejected >= 1, "alice's bad chunk was not caught: {done:?}");
+    assert_eq!(done.from_peers.get(&alice.id().device_id), None, "nothing kept from alice: {done:?}");
+    assert_eq!(done.from_peers.get(&bob.id().device_id), Some(&40));
     assert!(same_file(&src, &out));
-    // Bob's own copy: the damage is found when he fetches again, and repaired.
+    // Bob's copy is damaged in chunk 3: fetching again reuses the 39 intact chunks and takes
+    // chunk 3 from the network (bob no longer serves it: it is not the chunk any more).
+    let mut bytes = std::fs::read(&bob_copy).expect("copy");
+    bytes[(3 << 20) + 100] ^= 0x55;
+    std::fs::write(&bob_copy, bytes).expect("damage");
     let again = bob.file_get(&id, &dir.path().join("bob-again.bin")).await.expect("bob again");
-    assert_eq!((again.chunks_reused, again.chunks_fetched), (0, 40), "{again:?}");
+    assert_eq!((again.chunks_reused, again.chunks_fetched), (39, 1), "{again:?}");
+    assert!(same_file(&src, &dir.path().join("bob-again.bin")));
+    // Alice's damaged chunks are found when she fetches her own file, and repaired.
+    let mine = alice.file_get(&id, &dir.path().join("alice-again.bin")).await.expect("alice again");
+    assert_eq!((mine.chunks_reused, mine.chunks_fetched), (0, 40), "{mine:?}");
+    assert!(same_file(&src, &dir.path().join("alice-again.bin")));
     // Sharing the name again makes version 2, for everyone in the channel.
     write_noise(&src, 1000, 12);
     let v2 = alice.file_share("#general", &src).await.expect("share v2");

@@ -8,12 +8,14 @@
 //!   `/dingo/file/1` stream protocol, several chunks per request and two requests in flight per
 //!   peer. Each chunk is checked against its hash before anything is kept; a peer that serves a
 //!   bad chunk is dropped for the rest of the fetch and its chunks are asked of the others.
-//!   Fetched chunks are kept, so an interrupted fetch resumes where it stopped and the fetcher
-//!   serves them to others too.
+//!   The fetched file is the fetcher's only copy (see [`crate::copies`]): an interrupted fetch
+//!   resumes from its partial file, and the fetcher serves the chunks to others from it.
 //! - Serving answers contacts and team members only (removed ones are refused by the network
-//!   before they get here) and sends the stored sealed bytes as they are.
+//!   before they get here): a sharer sends the stored sealed bytes as they are, a fetcher seals
+//!   its copy's bytes again and sends them only if they are still the named chunk.
 
 use crate::chat::{Core, SealCtx};
+use crate::copies::{read_range, seal_matches, FileCopy};
 use crate::records::{FileView, TransferView};
 use crate::{Node, NodeError};
 use dingo_crypto::file::{chunk_hash, new_file_key, open_chunk, seal_chunk};
@@ -24,7 +26,7 @@ use dingo_store::{Batch, Store, Table};
 use dingo_types::content::Content;
 use dingo_types::file::{
     check_file_name, decode_chunk_answer_head, decode_chunk_request_head, encode_chunk_answer_head,
-    encode_chunk_request, FileManifest, CHUNK_ANSWER_HEAD, CHUNK_REQUEST_HEAD, FILE_PROTOCOL,
+    encode_chunk_request, ChunkHash, FileManifest, CHUNK_ANSWER_HEAD, CHUNK_REQUEST_HEAD, FILE_PROTOCOL,
 };
 use dingo_types::{ConvId, DeviceKey, FileId, MsgId, UserId};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -41,6 +43,8 @@ use std::time::{Duration, Instant};
 pub const CHUNKS_PER_REQUEST: usize = 8;
 /// Requests a fetcher keeps in flight per peer (so the pipe never drains between them).
 pub const REQUESTS_IN_FLIGHT: usize = 2;
+/// Received chunks a fetcher checks and writes at once, per peer, while the next arrives.
+pub(crate) const CHUNKS_BEING_WRITTEN: usize = 2;
 /// Streams this node serves at once; more wait for their peers to retry.
 pub const MAX_SERVING_STREAMS: usize = 16;
 /// Finished transfers remembered for progress queries.
@@ -479,9 +483,15 @@ impl Node {
 
     /// Every file version known here (shared by this user or to them).
     pub async fn files(&self) -> Result<Vec<FileView>, NodeError> {
-        let all = self.job(|c, s| c.files_view(s)).await?;
+        let (all, copies) = self.job(|c, s| Ok((c.files_view(s)?, c.file_copies(s)?))).await?;
         let chunks = self.chunk_store();
-        Ok(all.into_iter().map(|(v, r)| with_presence(v, &r, &chunks)).collect())
+        Ok(all
+            .into_iter()
+            .map(|(v, r)| {
+                let copy = copies.get(&r.manifest.id());
+                with_presence(v, &r, &chunks, copy)
+            })
+            .collect())
     }
 
     /// The versions of the file called `name`, oldest first.
@@ -497,7 +507,9 @@ impl Node {
     async fn file_view(&self, wanted: &str) -> Result<FileView, NodeError> {
         let all = self.job(|c, s| c.files_view(s)).await?;
         let (v, r) = pick(all, wanted)?;
-        Ok(with_presence(v, &r, &self.chunk_store()))
+        let id = r.manifest.id();
+        let copy = self.job(move |c, s| c.file_copy(s, &id)).await?;
+        Ok(with_presence(v, &r, &self.chunk_store(), copy.as_ref()))
     }
 
     /// Turns `--attach` values into task attachments: an existing file is shared into the
@@ -584,8 +596,10 @@ impl Node {
         *locked(&t.file_id) = Some(view.id.clone());
         t.total.store(rec.manifest.size, Ordering::Relaxed);
         let part = part_path(out);
+        let resuming = part.is_file();
         let file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .write(true)
             .truncate(false)
             .open(&part)
@@ -600,9 +614,20 @@ impl Node {
             t: t.clone(),
             work: Mutex::new(Work::default()),
         });
-        // What is here already (an earlier, interrupted fetch, or our own share) is used first.
+        // Chunks of this file found here already are used first: our own share's, what an
+        // interrupted fetch wrote, an earlier copy's.
+        let (id, manifest, part_at) = (fetch.manifest.id(), fetch.manifest.clone(), part.clone());
+        let earlier = self
+            .job(move |c, s| {
+                let earlier = c.file_copy(s, &id)?.filter(|c| c.complete).map(|c| PathBuf::from(c.path));
+                c.record_copy(s, &manifest, &part_at, false)?;
+                Ok(earlier)
+            })
+            .await?;
         let f = fetch.clone();
-        let missing = tokio::task::spawn_blocking(move || f.use_local()).await.map_err(join_err)??;
+        let missing = tokio::task::spawn_blocking(move || f.use_local(resuming, earlier.as_deref()))
+            .await
+            .map_err(join_err)??;
         if !missing.is_empty() {
             let net = self.inner.net.get().ok_or_else(|| {
                 NodeError::FileUnavailable(format!(
@@ -618,7 +643,8 @@ impl Node {
         // Written through the page cache like any download (no fsync): the sealed chunks stay
         // in the chunk store, so a file lost to a crash is rebuilt by fetching it again.
         std::fs::rename(&part, out).map_err(io_err(out))?;
-        Ok(())
+        let (manifest, out) = (fetch.manifest.clone(), out.to_owned());
+        self.job(move |c, s| c.record_copy(s, &manifest, &out, true)).await
     }
 
     /// Connected peers that may serve chunks: contacts and teammates, the sharer first.
@@ -642,8 +668,17 @@ impl Node {
     }
 }
 
-fn with_presence(mut v: FileView, r: &FileRec, chunks: &ChunkStore) -> FileView {
-    v.chunks_here = r.manifest.chunks.iter().filter(|h| chunks.has(h)).count();
+/// Counts the chunks this node holds: sealed in its chunk store, or all of them while its
+/// complete copy is where it was put, at its size (its bytes are checked when served).
+fn with_presence(mut v: FileView, r: &FileRec, chunks: &ChunkStore, copy: Option<&FileCopy>) -> FileView {
+    let copy_intact = copy.is_some_and(|c| {
+        c.complete && std::fs::metadata(&c.path).is_ok_and(|m| m.is_file() && m.len() == r.manifest.size)
+    });
+    v.chunks_here = if copy_intact {
+        r.manifest.chunks.len()
+    } else {
+        r.manifest.chunks.iter().filter(|h| chunks.has(h)).count()
+    };
     v
 }
 
@@ -697,6 +732,9 @@ struct Fetch {
     work: Mutex<Work>,
 }
 
+/// A received chunk being checked and written: the outcome, and its buffer back for reuse.
+type KeepJob = tokio::task::JoinHandle<(Result<(), Refused>, Vec<u8>)>;
+
 /// Why a chunk was not kept.
 enum Refused {
     Corrupt,
@@ -704,46 +742,86 @@ enum Refused {
 }
 
 impl Fetch {
-    /// Writes out the chunks already stored here; returns the indices still to fetch. A stored
-    /// chunk that does not open is deleted and fetched again.
-    fn use_local(&self) -> Result<Vec<usize>, NodeError> {
+    /// Writes out the chunks found here (see [`Node::get_inner`]); returns the indices still
+    /// to fetch. A stored chunk that does not open is deleted and fetched again.
+    fn use_local(&self, resuming: bool, earlier: Option<&Path>) -> Result<Vec<usize>, NodeError> {
+        let earlier = earlier.and_then(|p| Some((p, std::fs::File::open(p).ok()?)));
         let mut missing = Vec::new();
         for (i, h) in self.manifest.chunks.iter().enumerate() {
-            match self.chunks.read(h).map_err(io_err(self.chunks.dir()))? {
-                Some(sealed) => match self.keep(i, sealed, false) {
-                    Ok(()) => {
-                        self.t.reused.fetch_add(1, Ordering::Relaxed);
-                    }
+            let found = match self.chunks.read(h).map_err(io_err(self.chunks.dir()))? {
+                Some(mut sealed) => match self.keep(i, &mut sealed) {
+                    Ok(()) => true,
                     Err(Refused::Corrupt) => {
                         tracing::warn!(chunk = i, "a stored chunk is damaged; fetching it again");
                         self.chunks.remove(h).map_err(io_err(self.chunks.dir()))?;
-                        missing.push(i);
+                        false
                     }
                     Err(Refused::Failed(e)) => return Err(e),
                 },
-                None => missing.push(i),
+                None => false,
+            };
+            let found = found
+                || (resuming && self.part_holds(i)?)
+                || earlier.as_ref().map(|(p, f)| self.copy_from(p, f, i)).transpose()?.unwrap_or(false);
+            if found {
+                self.t.reused.fetch_add(1, Ordering::Relaxed);
+            } else {
+                missing.push(i);
             }
         }
         Ok(missing)
     }
 
-    /// Checks a sealed chunk, stores it (if fetched), opens it and writes it out.
-    fn keep(&self, index: usize, mut sealed: Vec<u8>, fetched: bool) -> Result<(), Refused> {
-        let hash = self.manifest.chunks[index];
-        if chunk_hash(&sealed) != hash {
+    /// Where chunk `index` goes in the file, and how long it is.
+    fn range(&self, index: usize) -> (u64, u64) {
+        (index as u64 * u64::from(self.manifest.chunk_size), self.manifest.chunk_len(index))
+    }
+
+    /// Whether an interrupted fetch already wrote chunk `index` to the part file, whole.
+    fn part_holds(&self, index: usize) -> Result<bool, NodeError> {
+        let (offset, len) = self.range(index);
+        let Some(mut plain) = read_range(&self.out, offset, len).map_err(io_err(&self.part))? else {
+            return Ok(false);
+        };
+        // Never written: the part file starts as a hole of zeros (no need to seal those).
+        if plain.iter().all(|b| *b == 0) {
+            return Ok(false);
+        }
+        let held = seal_matches(&self.key, index, &mut plain, &self.manifest.chunks[index]);
+        if held {
+            self.t.done.fetch_add(len, Ordering::Relaxed);
+        }
+        Ok(held)
+    }
+
+    /// Copies chunk `index` from an earlier copy of the file, if that still holds it.
+    fn copy_from(&self, path: &Path, earlier: &std::fs::File, index: usize) -> Result<bool, NodeError> {
+        let (offset, len) = self.range(index);
+        let Some(plain) = read_range(earlier, offset, len).map_err(io_err(path))? else {
+            return Ok(false);
+        };
+        let mut sealed = Vec::with_capacity(plain.len() + 16);
+        sealed.extend_from_slice(&plain);
+        if !seal_matches(&self.key, index, &mut sealed, &self.manifest.chunks[index]) {
+            return Ok(false);
+        }
+        self.out.write_all_at(&plain, offset).map_err(io_err(&self.part))?;
+        self.t.done.fetch_add(len, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Checks a sealed chunk, opens it and writes it out; `sealed` is left holding the
+    /// plaintext.
+    fn keep(&self, index: usize, sealed: &mut Vec<u8>) -> Result<(), Refused> {
+        if chunk_hash(sealed) != self.manifest.chunks[index] {
             return Err(Refused::Corrupt);
         }
-        if fetched {
-            self.chunks
-                .write(&hash, &sealed, false)
-                .map_err(|e| Refused::Failed(io_err(self.chunks.dir())(e)))?;
-        }
-        open_chunk(&self.key, index as u64, &mut sealed).map_err(|_| Refused::Corrupt)?;
+        open_chunk(&self.key, index as u64, sealed).map_err(|_| Refused::Corrupt)?;
         if sealed.len() as u64 != self.manifest.chunk_len(index) {
             return Err(Refused::Corrupt);
         }
         let offset = index as u64 * u64::from(self.manifest.chunk_size);
-        self.out.write_all_at(&sealed, offset).map_err(|e| Refused::Failed(io_err(&self.part)(e)))?;
+        self.out.write_all_at(sealed, offset).map_err(|e| Refused::Failed(io_err(&self.part)(e)))?;
         self.t.done.fetch_add(sealed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -797,7 +875,8 @@ async fn fetch_stream(
 ) -> Result<(), NodeError> {
     let mut stream = net.open_stream(peer, FILE_PROTOCOL).await?;
     let mut in_flight: VecDeque<Vec<usize>> = VecDeque::new();
-    let mut writing: Option<(usize, tokio::task::JoinHandle<Result<(), Refused>>)> = None;
+    let mut writing: VecDeque<(usize, KeepJob)> = VecDeque::new();
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     let timeout = |what: &'static str| move |_| NodeError::Unavailable(format!("{what} timed out"));
     loop {
         while in_flight.len() < REQUESTS_IN_FLIGHT {
@@ -826,21 +905,32 @@ async fn fetch_stream(
                 w.queue.push_back(index);
                 continue;
             };
-            let mut sealed = vec![0u8; len as usize];
+            // The buffer of a chunk already written is reused: no new 1 MiB to zero per chunk.
+            let mut sealed = spare.pop().unwrap_or_default();
+            sealed.resize(len as usize, 0);
             tokio::time::timeout(CHUNK_TIMEOUT, stream.read_exact(&mut sealed))
                 .await
                 .map_err(timeout("a chunk"))?
                 .map_err(stream_err(peer))?;
             // Check and write the previous chunk while this one arrives.
-            if let Some((i, job)) = writing.take() {
-                finish_keep(f, peer, i, job.await.map_err(join_err)?, mine)?;
+            while writing.len() >= CHUNKS_BEING_WRITTEN {
+                let Some((i, job)) = writing.pop_front() else { break };
+                let (kept, buf) = job.await.map_err(join_err)?;
+                finish_keep(f, peer, i, kept, mine)?;
+                spare.push(buf);
             }
             let ff = f.clone();
-            writing = Some((index, tokio::task::spawn_blocking(move || ff.keep(index, sealed, true))));
+            writing.push_back((
+                index,
+                tokio::task::spawn_blocking(move || {
+                    let kept = ff.keep(index, &mut sealed);
+                    (kept, sealed)
+                }),
+            ));
         }
     }
-    if let Some((i, job)) = writing.take() {
-        finish_keep(f, peer, i, job.await.map_err(join_err)?, mine)?;
+    while let Some((i, job)) = writing.pop_front() {
+        finish_keep(f, peer, i, job.await.map_err(join_err)?.0, mine)?;
     }
     let _ = stream.close().await;
     Ok(())
@@ -902,9 +992,9 @@ pub(crate) async fn serve_loop(node: Node, mut incoming: IncomingStreams) {
             tracing::debug!(%peer, "too many chunk streams; this one must retry");
             continue;
         };
-        let chunks = node.chunk_store();
+        let node = node.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(&chunks, stream).await {
+            if let Err(e) = serve_stream(&node, stream).await {
                 tracing::debug!(%peer, "chunk stream ended: {e}");
             }
             drop(permit);
@@ -912,11 +1002,25 @@ pub(crate) async fn serve_loop(node: Node, mut incoming: IncomingStreams) {
     }
 }
 
-async fn serve_stream(chunks: &ChunkStore, mut stream: Stream) -> std::io::Result<()> {
-    let read = |chunks: &ChunkStore, h: [u8; 32]| {
-        let chunks = chunks.clone();
-        tokio::task::spawn_blocking(move || chunks.read(&h))
+/// A chunk to send: as stored if this node shared it, else sealed again from its copy.
+async fn load_chunk(node: Node, hash: ChunkHash) -> std::io::Result<Option<Vec<u8>>> {
+    let chunks = node.chunk_store();
+    if let Some(sealed) = tokio::task::spawn_blocking(move || chunks.read(&hash)).await?? {
+        return Ok(Some(sealed));
+    }
+    let copied = match node.job(move |c, s| c.copied_chunk(s, &hash)).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!("could not look up a chunk to serve: {e}");
+            return Ok(None);
+        }
     };
+    tokio::task::spawn_blocking(move || copied.reseal()).await?
+}
+
+async fn serve_stream(node: &Node, mut stream: Stream) -> std::io::Result<()> {
+    let read = |h: ChunkHash| tokio::spawn(load_chunk(node.clone(), h));
     loop {
         let mut head = [0u8; CHUNK_REQUEST_HEAD];
         match tokio::time::timeout(CHUNK_TIMEOUT, stream.read_exact(&mut head)).await {
@@ -929,13 +1033,13 @@ async fn serve_stream(chunks: &ChunkStore, mut stream: Stream) -> std::io::Resul
         stream.read_exact(&mut raw).await?;
         let hashes: Vec<[u8; 32]> = raw.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect();
         // Read the next chunk from disk while this one is sent.
-        let mut next = hashes.first().map(|h| read(chunks, *h));
+        let mut next = hashes.first().map(|h| read(*h));
         for i in 0..hashes.len() {
             let data = match next.take() {
                 Some(job) => job.await.map_err(std::io::Error::other)??,
                 None => None,
             };
-            next = hashes.get(i + 1).map(|h| read(chunks, *h));
+            next = hashes.get(i + 1).map(|h| read(*h));
             match data {
                 Some(bytes) => {
                     stream.write_all(&encode_chunk_answer_head(Some(bytes.len() as u32))).await?;

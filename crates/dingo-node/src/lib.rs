@@ -12,6 +12,7 @@
 mod carrier;
 mod channels;
 mod chat;
+mod copies;
 mod delivery;
 mod docsync;
 mod documents;

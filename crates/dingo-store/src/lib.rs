@@ -72,6 +72,10 @@ pub enum Table {
     Docs = 18,
     /// Shared files (manifest, where shared, by whom), by file id.
     Files = 19,
+    /// Where this node's plaintext copy of a fetched file is, by file id.
+    FileCopies = 20,
+    /// Which fetched file and chunk index a chunk hash names (to serve it from the copy).
+    ChunkSources = 21,
 }
 
 /// Why a store operation failed.
