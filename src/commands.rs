@@ -384,7 +384,14 @@ fn query(b: &Backend, command: Command) -> anyhow::Result<()> {
                 return output::json(&h);
             }
             for r in h {
-                println!("{} {} {:<16} {}", &r.hash[..12], output::time(r.at), r.author, r.message);
+                // The genesis change has no time: every member makes the same one.
+                let at = if r.at == 0 { "-".to_owned() } else { output::time(r.at) };
+                let what = if r.lines_added + r.lines_removed > 0 {
+                    format!("+{} -{} lines", r.lines_added, r.lines_removed)
+                } else {
+                    format!("+{} -{} chars", r.chars_added, r.chars_removed)
+                };
+                println!("{} {:<20} {:<16} {:<18} {}", &r.hash[..12], at, r.author, what, r.message);
             }
         }
         Command::Doc(DocCommand::Blame { name, json }) => {

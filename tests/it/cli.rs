@@ -378,6 +378,9 @@ fn documents_from_the_cli_with_an_editor_history_blame_and_exports() {
     assert!(report.contains("- plan: 1 change"), "{report}");
     let history = dingo_ok(&a, &["doc", "history", "plan"]);
     assert!(history.contains("bob's fix") && history.contains("draft"), "{history}");
+    // Bob's line changed: one line out, one in.
+    let fix = history.lines().find(|l| l.contains("bob's fix")).expect("bob's change");
+    assert!(fix.contains("bob") && fix.contains("+1 -1 lines"), "{history}");
     let file = dir.path().join("plan.automerge");
     dingo_ok(&a, &["doc", "export", "plan", "--format", "automerge", "-o", file.to_str().expect("path")]);
     let loaded =

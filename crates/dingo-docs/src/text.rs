@@ -12,14 +12,14 @@ use crate::diff::splices;
 use crate::{device_of, DocError, Replica};
 use automerge::patches::PatchAction;
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{legacy, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use dingo_types::DeviceKey;
 use serde::{Deserialize, Serialize};
 
 const KIND: &str = "dingo/text/v1";
 
 /// One change in a document's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revision {
     /// The change hash (hex).
     pub hash: String,
@@ -29,6 +29,14 @@ pub struct Revision {
     pub at: u64,
     /// What the author said it was.
     pub message: String,
+    /// Lines it added and removed (a changed line counts as one of each, as in a diff).
+    pub lines_added: usize,
+    /// See `lines_added`.
+    pub lines_removed: usize,
+    /// Characters it inserted and deleted.
+    pub chars_added: usize,
+    /// See `chars_added`.
+    pub chars_removed: usize,
 }
 
 /// One line of a document with who last changed it.
@@ -50,6 +58,12 @@ pub struct TextDoc {
     replica: Replica,
     /// The body text object (fixed for the document's life).
     body: ObjId,
+}
+
+/// One splice of the body, as the history replays it.
+enum BodyEdit {
+    Insert { at: usize, text: String },
+    Delete { at: usize, len: usize },
 }
 
 fn body_of(doc: &AutoCommit) -> Option<ObjId> {
@@ -136,28 +150,63 @@ impl TextDoc {
         self.replica.commit(message, now);
     }
 
-    /// Every change, in causal order (oldest first).
-    pub fn history(&mut self) -> Vec<Revision> {
-        self.replica
-            .doc
-            .get_changes(&[])
+    /// Every change, in causal order (oldest first), with the lines and characters it
+    /// added and removed. These are read from each change's own operations (a deletion
+    /// names the character it removes), so they say what its author did whatever else
+    /// happened concurrently, and every replica gives a change the same figures.
+    pub fn history(&mut self) -> Result<Vec<Revision>, DocError> {
+        let body = match self.body_obj()? {
+            ObjId::Id(counter, actor, _) => legacy::ObjectId::Id(legacy::OpId(counter, actor)),
+            ObjId::Root => return Err(DocError::Malformed("the body is not a text object".into())),
+        };
+        let changes: Vec<_> = self.replica.doc.get_changes(&[]).iter().map(|c| c.decode()).collect();
+        let op_id = |c: &automerge::ExpandedChange, k: usize| {
+            legacy::OpId(c.start_op.get() + k as u64, c.actor_id.clone())
+        };
+        // Every newline ever inserted into the body, by the id of the operation that did it.
+        let mut newlines = std::collections::HashSet::new();
+        for c in &changes {
+            for (k, op) in c.operations.iter().enumerate() {
+                if op.insert
+                    && op.obj == body
+                    && matches!(&op.action, legacy::OpType::Put(ScalarValue::Str(s)) if s == "\n")
+                {
+                    newlines.insert(op_id(c, k));
+                }
+            }
+        }
+        Ok(changes
             .iter()
-            .map(|c| Revision {
-                hash: c.hash().to_string(),
-                author: hex_of(c.actor_id()),
-                at: u64::try_from(c.timestamp()).unwrap_or_default(),
-                message: c.message().unwrap_or_default().to_owned(),
+            .map(|c| {
+                let mut r = Revision {
+                    hash: c.hash.map(|h| h.to_string()).unwrap_or_default(),
+                    author: hex_of(&c.actor_id),
+                    at: u64::try_from(c.time).unwrap_or_default(),
+                    message: c.message.clone().unwrap_or_default(),
+                    ..Revision::default()
+                };
+                for (k, op) in c.operations.iter().enumerate().filter(|(_, op)| op.obj == body) {
+                    if op.insert {
+                        r.chars_added += 1;
+                        r.lines_added += usize::from(newlines.contains(&op_id(c, k)));
+                    } else if matches!(op.action, legacy::OpType::Delete) {
+                        r.chars_removed += op.pred.len();
+                        r.lines_removed += op.pred.iter().filter(|p| newlines.contains(*p)).count();
+                    }
+                }
+                r
             })
-            .collect()
+            .collect())
     }
 
-    /// Each line with the device and time of the last change that touched it: the history is
-    /// replayed change by change, and every character carries the change that inserted it.
-    pub fn blame(&mut self) -> Result<Vec<BlameLine>, DocError> {
+    /// Replays the history change by change, calling `on_edit` with each change's index for
+    /// every splice of the body; returns the changes.
+    fn replay(
+        &mut self,
+        mut on_edit: impl FnMut(usize, BodyEdit),
+    ) -> Result<Vec<automerge::Change>, DocError> {
         let changes = self.replica.doc.get_changes(&[]);
         let mut replay = AutoCommit::new();
-        // Per character of the replayed body: the index of the change that inserted it.
-        let mut owner: Vec<usize> = Vec::new();
         for (i, change) in changes.iter().enumerate() {
             replay.apply_changes([change.clone()])?;
             let Some(body) = body_of(&replay) else {
@@ -170,19 +219,34 @@ impl TextDoc {
                 }
                 match patch.action {
                     PatchAction::SpliceText { index, value, .. } => {
-                        let n = value.make_string().chars().count();
-                        let at = index.min(owner.len());
-                        owner.splice(at..at, std::iter::repeat_n(i, n));
+                        on_edit(i, BodyEdit::Insert { at: index, text: value.make_string() })
                     }
                     PatchAction::DeleteSeq { index, length } => {
-                        let start = index.min(owner.len());
-                        let end = (index + length).min(owner.len());
-                        owner.drain(start..end);
+                        on_edit(i, BodyEdit::Delete { at: index, len: length })
                     }
                     _ => {}
                 }
             }
         }
+        Ok(changes)
+    }
+
+    /// Each line with the device and time of the last change that touched it: the history is
+    /// replayed change by change, and every character carries the change that inserted it.
+    pub fn blame(&mut self) -> Result<Vec<BlameLine>, DocError> {
+        // Per character of the replayed body: the index of the change that inserted it.
+        let mut owner: Vec<usize> = Vec::new();
+        let changes = self.replay(|i, edit| match edit {
+            BodyEdit::Insert { at, text } => {
+                let at = at.min(owner.len());
+                owner.splice(at..at, std::iter::repeat_n(i, text.chars().count()));
+            }
+            BodyEdit::Delete { at, len } => {
+                let start = at.min(owner.len());
+                let end = (at + len).min(owner.len());
+                owner.drain(start..end);
+            }
+        })?;
         let text = self.body()?;
         let mut out = Vec::new();
         let mut pos = 0;

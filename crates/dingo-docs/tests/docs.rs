@@ -171,9 +171,25 @@ fn two_offline_edits_of_one_document_both_survive_and_blame_names_each_line_righ
     assert_eq!(by("line TWO"), a);
     assert_eq!(by("line FOUR"), b);
     assert_eq!(by("line five"), a);
-    let history = alice.history();
+    let history = alice.history().expect("history");
     assert_eq!(history.len(), 4, "{history:?}");
-    assert!(history.iter().any(|r| r.author == b && r.message == "bob" && r.at == 20));
+    // The same changes with the same figures on both (concurrent ones may list in either order).
+    let sorted = |mut h: Vec<dingo_docs::Revision>| {
+        h.sort_by(|a, b| a.hash.cmp(&b.hash));
+        h
+    };
+    assert_eq!(sorted(history.clone()), sorted(bob.history().expect("history")));
+    let change = |msg: &str| history.iter().find(|r| r.message == msg).expect(msg);
+    // What each change did: the draft wrote five lines; bob rewrote lines 3 and 4.
+    let draft = change("first draft");
+    assert_eq!((draft.lines_added, draft.lines_removed, draft.chars_added), (5, 0, base.len()));
+    let bobs = change("bob");
+    assert_eq!((bobs.author.as_str(), bobs.at), (b.as_str(), 20));
+    assert_eq!((bobs.lines_added, bobs.lines_removed), (2, 2), "{bobs:?}");
+    assert_eq!(
+        bobs.chars_added - bobs.chars_removed,
+        "line three, bob\nline FOUR by bob\n".len() - "line three\nline four\n".len()
+    );
 }
 
 #[test]

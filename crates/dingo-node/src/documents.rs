@@ -145,7 +145,7 @@ impl Core {
     /// Every change: who, when, what they said.
     pub(crate) fn doc_history(&self, s: &Store, name: &str) -> Result<Vec<RevisionView>, NodeError> {
         let (state, name, chan) = self.member_doc(s, name)?;
-        let history = self.read_text(s, &chan.id, &name, |d| Ok(d.history()))?;
+        let history = self.read_text(s, &chan.id, &name, |d| Ok(d.history()?))?;
         Ok(history
             .into_iter()
             .map(|r| RevisionView {
@@ -153,6 +153,10 @@ impl Core {
                 at: r.at,
                 message: r.message,
                 hash: r.hash,
+                lines_added: r.lines_added,
+                lines_removed: r.lines_removed,
+                chars_added: r.chars_added,
+                chars_removed: r.chars_removed,
             })
             .collect())
     }

@@ -765,6 +765,14 @@ pub struct RevisionView {
     pub message: String,
     /// The automerge change hash.
     pub hash: String,
+    /// Lines the change added (a changed line counts as one added and one removed).
+    pub lines_added: usize,
+    /// Lines the change removed.
+    pub lines_removed: usize,
+    /// Characters the change inserted.
+    pub chars_added: usize,
+    /// Characters the change deleted.
+    pub chars_removed: usize,
 }
 
 /// One line of a document, as `dingo doc blame` shows it.
