@@ -620,7 +620,11 @@ impl Node {
         let earlier = self
             .job(move |c, s| {
                 let earlier = c.file_copy(s, &id)?.filter(|c| c.complete).map(|c| PathBuf::from(c.path));
-                c.record_copy(s, &manifest, &part_at, false)?;
+                // Chunks are served from the part file while it fills, unless a whole copy is
+                // here already (kept as the one to serve from, should this fetch fail).
+                if earlier.is_none() {
+                    c.record_copy(s, &manifest, &part_at, false)?;
+                }
                 Ok(earlier)
             })
             .await?;
