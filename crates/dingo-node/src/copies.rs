@@ -95,6 +95,13 @@ impl Core {
         s.put(&mut b, Table::FileCopies, &file.0, &copy);
         if !complete {
             for (index, hash) in manifest.chunks.iter().enumerate() {
+                // A hash already served from another file's whole copy stays with it: a
+                // teammate's manifest that names someone else's chunks cannot take them over.
+                if let Some(other) = s.get::<ChunkSource>(Table::ChunkSources, hash)? {
+                    if other.file != file && self.file_copy(s, &other.file)?.is_some_and(|c| c.complete) {
+                        continue;
+                    }
+                }
                 let source = ChunkSource { file, index: index as u32 };
                 s.put(&mut b, Table::ChunkSources, hash, &source);
             }
@@ -143,6 +150,43 @@ impl Core {
 mod tests {
     use super::*;
     use dingo_crypto::file::new_file_key;
+
+    #[test]
+    fn a_manifest_naming_another_files_chunks_does_not_take_them_over() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let me = dingo_crypto::identity::Identity::generate("alice");
+        let store = Store::open(dir.path(), dingo_store_key(&me)).expect("open");
+        let core = Core::new(me);
+        let shared = [[5u8; 32], [6u8; 32]];
+        let ours = FileManifest {
+            name: "plan.bin".into(),
+            size: 2 << 20,
+            chunk_size: 1 << 20,
+            chunks: shared.to_vec(),
+            key: [1; 32],
+        };
+        core.record_copy(&store, &ours, Path::new("/tmp/plan.bin.dingo-part"), false).expect("record");
+        core.record_copy(&store, &ours, Path::new("/tmp/plan.bin"), true).expect("record");
+        // A teammate's manifest that lists our chunks among its own (so another file id).
+        let theirs = FileManifest {
+            name: "bait.bin".into(),
+            size: 3 << 20,
+            chunk_size: 1 << 20,
+            chunks: vec![shared[0], shared[1], [7; 32]],
+            key: [2; 32],
+        };
+        assert_ne!(ours.id(), theirs.id());
+        core.record_copy(&store, &theirs, Path::new("/tmp/bait.bin.dingo-part"), false).expect("record");
+        let source =
+            |h: &ChunkHash| store.get::<ChunkSource>(Table::ChunkSources, h).expect("get").expect("some");
+        assert_eq!(source(&shared[0]).file, ours.id());
+        assert_eq!(source(&shared[1]).file, ours.id());
+        assert_eq!(source(&[7; 32]).file, theirs.id());
+    }
+
+    fn dingo_store_key(me: &dingo_crypto::identity::Identity) -> dingo_crypto::at_rest::StorageKey {
+        dingo_crypto::at_rest::StorageKey::new(me.storage_key().clone())
+    }
 
     #[test]
     fn a_copy_serves_its_chunks_only_while_it_is_unchanged() {
