@@ -60,12 +60,6 @@ pub struct TextDoc {
     body: ObjId,
 }
 
-/// One splice of the body, as the history replays it.
-enum BodyEdit {
-    Insert { at: usize, text: String },
-    Delete { at: usize, len: usize },
-}
-
 fn body_of(doc: &AutoCommit) -> Option<ObjId> {
     match doc.get(ROOT, "body").ok()?? {
         (Value::Object(ObjType::Text), id) => Some(id),
@@ -199,14 +193,13 @@ impl TextDoc {
             .collect())
     }
 
-    /// Replays the history change by change, calling `on_edit` with each change's index for
-    /// every splice of the body; returns the changes.
-    fn replay(
-        &mut self,
-        mut on_edit: impl FnMut(usize, BodyEdit),
-    ) -> Result<Vec<automerge::Change>, DocError> {
+    /// Each line with the device and time of the last change that touched it: the history is
+    /// replayed change by change, and every character carries the change that inserted it.
+    pub fn blame(&mut self) -> Result<Vec<BlameLine>, DocError> {
         let changes = self.replica.doc.get_changes(&[]);
         let mut replay = AutoCommit::new();
+        // Per character of the replayed body: the index of the change that inserted it.
+        let mut owner: Vec<usize> = Vec::new();
         for (i, change) in changes.iter().enumerate() {
             replay.apply_changes([change.clone()])?;
             let Some(body) = body_of(&replay) else {
@@ -219,34 +212,19 @@ impl TextDoc {
                 }
                 match patch.action {
                     PatchAction::SpliceText { index, value, .. } => {
-                        on_edit(i, BodyEdit::Insert { at: index, text: value.make_string() })
+                        let n = value.make_string().chars().count();
+                        let at = index.min(owner.len());
+                        owner.splice(at..at, std::iter::repeat_n(i, n));
                     }
                     PatchAction::DeleteSeq { index, length } => {
-                        on_edit(i, BodyEdit::Delete { at: index, len: length })
+                        let start = index.min(owner.len());
+                        let end = (index + length).min(owner.len());
+                        owner.drain(start..end);
                     }
                     _ => {}
                 }
             }
         }
-        Ok(changes)
-    }
-
-    /// Each line with the device and time of the last change that touched it: the history is
-    /// replayed change by change, and every character carries the change that inserted it.
-    pub fn blame(&mut self) -> Result<Vec<BlameLine>, DocError> {
-        // Per character of the replayed body: the index of the change that inserted it.
-        let mut owner: Vec<usize> = Vec::new();
-        let changes = self.replay(|i, edit| match edit {
-            BodyEdit::Insert { at, text } => {
-                let at = at.min(owner.len());
-                owner.splice(at..at, std::iter::repeat_n(i, text.chars().count()));
-            }
-            BodyEdit::Delete { at, len } => {
-                let start = at.min(owner.len());
-                let end = (at + len).min(owner.len());
-                owner.drain(start..end);
-            }
-        })?;
         let text = self.body()?;
         let mut out = Vec::new();
         let mut pos = 0;
