@@ -139,7 +139,7 @@ impl Core {
             path: PathBuf::from(copy.path),
             key: Secret32::from_bytes(rec.manifest.key),
             index,
-            offset: index as u64 * u64::from(rec.manifest.chunk_size),
+            offset: rec.manifest.chunk_offset(index),
             len: rec.manifest.chunk_len(index),
             hash: *hash,
         }))

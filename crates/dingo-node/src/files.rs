@@ -644,8 +644,8 @@ impl Node {
             let peers = self.file_sources(&rec.from_device).await?;
             fetch_missing(&fetch, net, peers).await?;
         }
-        // Written through the page cache like any download (no fsync): the sealed chunks stay
-        // in the chunk store, so a file lost to a crash is rebuilt by fetching it again.
+        // Written through the page cache like any download (no fsync): a file damaged by a
+        // crash is found by the hash checks when it is fetched again or served, and repaired.
         std::fs::rename(&part, out).map_err(io_err(out))?;
         let (manifest, out) = (fetch.manifest.clone(), out.to_owned());
         self.job(move |c, s| c.record_copy(s, &manifest, &out, true)).await
@@ -778,7 +778,7 @@ impl Fetch {
 
     /// Where chunk `index` goes in the file, and how long it is.
     fn range(&self, index: usize) -> (u64, u64) {
-        (index as u64 * u64::from(self.manifest.chunk_size), self.manifest.chunk_len(index))
+        (self.manifest.chunk_offset(index), self.manifest.chunk_len(index))
     }
 
     /// Whether an interrupted fetch already wrote chunk `index` to the part file, whole.
@@ -824,7 +824,7 @@ impl Fetch {
         if sealed.len() as u64 != self.manifest.chunk_len(index) {
             return Err(Refused::Corrupt);
         }
-        let offset = index as u64 * u64::from(self.manifest.chunk_size);
+        let offset = self.manifest.chunk_offset(index);
         self.out.write_all_at(sealed, offset).map_err(|e| Refused::Failed(io_err(&self.part)(e)))?;
         self.t.done.fetch_add(sealed.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -916,7 +916,7 @@ async fn fetch_stream(
                 .await
                 .map_err(timeout("a chunk"))?
                 .map_err(stream_err(peer))?;
-            // Check and write the previous chunk while this one arrives.
+            // Earlier chunks are checked and written while this one arrives, a few at a time.
             while writing.len() >= CHUNKS_BEING_WRITTEN {
                 let Some((i, job)) = writing.pop_front() else { break };
                 let (kept, buf) = job.await.map_err(join_err)?;

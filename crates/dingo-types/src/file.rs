@@ -88,8 +88,12 @@ impl FileManifest {
 
     /// Plaintext length of chunk `index`.
     pub fn chunk_len(&self, index: usize) -> u64 {
-        let start = index as u64 * u64::from(self.chunk_size);
-        self.size.saturating_sub(start).min(u64::from(self.chunk_size))
+        self.size.saturating_sub(self.chunk_offset(index)).min(u64::from(self.chunk_size))
+    }
+
+    /// Where chunk `index` starts in the file.
+    pub fn chunk_offset(&self, index: usize) -> u64 {
+        index as u64 * u64::from(self.chunk_size)
     }
 
     /// Checks the manifest's fields agree with each other and the limits.
