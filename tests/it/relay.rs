@@ -60,8 +60,9 @@ async fn mail_and_channel_messages_travel_through_a_teammate() {
     .await;
     eventually("alice to hand carol's mail to bob", async || {
         let mail = bob.test_support_mailbox().await.ok()?;
-        // The direct message and carol's copy of alice's channel key (at least).
-        (mail.len() >= 2).then_some(mail)
+        // The direct message. Alice's channel key for carol rides in the channel message
+        // itself (they share a session since the direct one), which bob holds as a member.
+        (!mail.is_empty()).then_some(mail)
     })
     .await;
     // The carrier holds sealed bytes only.
@@ -71,7 +72,7 @@ async fn mail_and_channel_messages_travel_through_a_teammate() {
     assert!(!texts(&bob, "alice").await.iter().any(|t| t.contains("CANARY direct")));
     let peers = alice.peers().await.expect("peers");
     let to_carol = peers.iter().find(|p| p.name.as_deref() == Some("carol")).expect("carol listed");
-    assert!(!to_carol.connected && to_carol.queue >= 3, "{to_carol:?}");
+    assert!(!to_carol.connected && to_carol.queue >= 2, "{to_carol:?}");
     alice.shutdown().await.expect("alice stops");
     drop(alice);
 
@@ -92,7 +93,7 @@ async fn mail_and_channel_messages_travel_through_a_teammate() {
     .await;
     let bob_view = bob.peers().await.expect("peers");
     let carried = bob_view.iter().find(|p| p.name.as_deref() == Some("carol")).expect("carol");
-    assert!(carried.carried_for_others >= 2, "{carried:?}");
+    assert!(carried.carried_for_others >= 1, "{carried:?}");
     // Carol reads; her receipts (delivered and read) wait for alice, with bob.
     carol.read("alice").await.expect("read");
     carol.read("#general").await.expect("read");
@@ -118,8 +119,8 @@ async fn mail_and_channel_messages_travel_through_a_teammate() {
         (c.delivered_at.is_some() && c.read_at.is_some()).then_some(())
     })
     .await;
-    // Carol's receipts named everything alice had queued for her (her channel key, the direct
-    // message, the channel message): all of it leaves alice's outbox. What may wait is alice's
+    // Carol's receipts named everything alice had queued for her (the direct message, the
+    // channel message with her channel key): all of it leaves alice's outbox. What may wait is alice's
     // own acknowledgement of carol's receipts (one entry per batch they came in).
     eventually("alice's queue to carol to drop what carol got", async || {
         let peers = alice.peers().await.ok()?;

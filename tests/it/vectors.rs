@@ -295,8 +295,33 @@ fn team_formats_v1_are_frozen() {
     let code = sample_join_code().to_code();
     assert_eq!(code, JOIN_CODE_V1, "join code changed");
     assert_eq!(dingo_types::team::JoinCode::from_code(&code), Ok(sample_join_code()));
-    let gh = dingo_types::envelope::GroupHeader { chain_id: 0x01020304, n: 0x05060708 };
+    use dingo_types::envelope::{GroupHeader, KeyWrap};
+    let gh = GroupHeader { chain_id: 0x01020304, n: 0x05060708, wraps: Vec::new() };
     assert_eq!(hex(&gh.encode()), "0102030405060708");
+    let wrap = KeyWrap {
+        recipient: DeviceKey([0x81; 32]),
+        header: DirectHeader {
+            session_id: [0x82; 16],
+            ratchet_key: [0x83; 32],
+            previous_chain_len: 4,
+            message_number: 5,
+            init: None,
+        },
+        ciphertext: vec![0x84; 48],
+    };
+    let wrapped = GroupHeader { chain_id: 1, n: 2, wraps: vec![wrap] };
+    assert_eq!(hex(&wrapped.encode()), GROUP_HEADER_WITH_WRAP_V1, "group header encoding changed");
+    assert_eq!(GroupHeader::decode(&wrapped.encode()), Ok(wrapped));
+    // What a key wrap's encryption is bound to.
+    let context = dingo_crypto::group::wrap_context(
+        &ConvId([0x85; 32]),
+        6,
+        &DeviceKey([0x86; 32]),
+        &DeviceKey([0x81; 32]),
+        7,
+        (1, 2),
+    );
+    assert_eq!(hex(&context), KEY_WRAP_CONTEXT_V1, "wrap context changed");
     let all: Vec<String> = team_contents().iter().map(|c| hex(&c.encode())).collect();
     assert_eq!(all, TEAM_CONTENTS_V1);
     for c in team_contents() {
@@ -304,6 +329,8 @@ fn team_formats_v1_are_frozen() {
     }
 }
 
+const GROUP_HEADER_WITH_WRAP_V1: &str = "00000001000000020001818181818181818181818181818181818181818181818181818181818181818100398282828282828282828282828282828283838383838383838383838383838383838383838383838383838383838383830000000400000005000030848484848484848484848484848484848484848484848484848484848484848484848484848484848484848484848484";
+const KEY_WRAP_CONTEXT_V1: &str = "64696e676f2f67726f75702f6b6579777261702f7631858585858585858585858585858585858585858585858585858585858585858500000000000000068686868686868686868686868686868686868686868686868686868686868686818181818181818181818181818181818181818181818181818181818181818100000000000000070000000100000002";
 const TEAM_OP_V1_HASH: &str = "0a3e9ec6e8ed04201be0198b67c6c027df29b1c3a2ec6a1b171b7e216330044e";
 const JOIN_CODE_V1: &str = "dingoteam1AWBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgYGBgBGFjbWUBFQEFYWxpY2UBMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAxMTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyAAABmraX6AAzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzAAAAAWZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmd3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3dwBhYWFhYWFhYWFhYWFhYWFhAAABmtpbLgABB2ZpbmFuY2XzBrkq";
 const TEAM_CONTENTS_V1: [&str; 7] = [

@@ -12,6 +12,11 @@
 //!   header and ciphertext, so members cannot forge each other's messages.
 //! - On a removal every remaining member starts a new chain (a new `chain_id`) and sends it only
 //!   to the remaining members: the removed member has no key for anything sent after it.
+//! - A chain key travels inside the first group envelope of the chain, as one [`KeyWrap`] per
+//!   member that lacks it: a message of the pair's Double Ratchet session (forward secrecy as
+//!   for any 1:1 message), bound by its associated data to that envelope ([`wrap_context`]) and
+//!   covered by the envelope's one signature. A rekey of N members is then N group envelopes,
+//!   not N × (N − 1) 1:1 envelopes, each signed, stored and delivered on its own.
 //!
 //! Receiving works on a copy, as in [`crate::ratchet`]: a forged or replayed message changes
 //! nothing. Skipped keys are bounded per step ([`MAX_GROUP_SKIP`]) and in total.
@@ -22,7 +27,7 @@ use crate::session::VerifiedEnvelope;
 use crate::{CryptoError, Secret32};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-use dingo_types::envelope::{Envelope, EnvelopeKind, GroupHeader};
+use dingo_types::envelope::{Envelope, EnvelopeKind, GroupHeader, KeyWrap};
 use dingo_types::{ConvId, DeviceKey};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -33,6 +38,31 @@ pub const MAX_GROUP_SKIP: u32 = 2000;
 pub const MAX_GROUP_SKIPPED: usize = 2000;
 
 const MESSAGE_INFO: &[u8] = b"dingo/group/message/v1";
+const WRAP_CONTEXT: &[u8] = b"dingo/group/keywrap/v1";
+
+/// What a [`KeyWrap`] for `recipient` is bound to, beyond its pairwise session: the group
+/// envelope it rides in (group, epoch, sender, sequence number, chain and position), so it
+/// cannot be replayed into another envelope or read as a 1:1 message.
+pub fn wrap_context(
+    group: &ConvId,
+    epoch: u64,
+    sender: &DeviceKey,
+    recipient: &DeviceKey,
+    seq: u64,
+    (chain_id, n): (u32, u32),
+) -> Vec<u8> {
+    [
+        WRAP_CONTEXT,
+        &group.0,
+        &epoch.to_be_bytes(),
+        &sender.0,
+        &recipient.0,
+        &seq.to_be_bytes(),
+        &chain_id.to_be_bytes(),
+        &n.to_be_bytes(),
+    ]
+    .concat()
+}
 
 /// The recipient of a group envelope: nobody in particular (every member gets the same bytes).
 pub const GROUP_RECIPIENT: DeviceKey = DeviceKey([0; 32]);
@@ -87,11 +117,29 @@ impl SenderChain {
         seq: u64,
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
+        self.seal_with_keys(me, group, epoch, seq, plaintext, Vec::new())
+    }
+
+    /// [`SenderChain::seal`], carrying this chain's key (its [`SenderChain::distribution`] as
+    /// it was before this seal) for the members in `wraps`.
+    pub fn seal_with_keys(
+        &mut self,
+        me: &Identity,
+        group: ConvId,
+        epoch: u64,
+        seq: u64,
+        plaintext: &[u8],
+        wraps: Vec<KeyWrap>,
+    ) -> Result<Envelope, CryptoError> {
         if self.n == u32::MAX {
             return Err(CryptoError::TooManySkipped);
         }
+        let header = GroupHeader { chain_id: self.chain_id, n: self.n, wraps };
+        let crypto_header = header.encode();
+        if crypto_header.len() > dingo_types::limits::MAX_CRYPTO_HEADER_BYTES {
+            return Err(CryptoError::Format("too many key wraps for one envelope"));
+        }
         let mk = hmac(&self.key, 0x01);
-        let header = GroupHeader { chain_id: self.chain_id, n: self.n };
         self.key = hmac(&self.key, 0x02);
         self.n += 1;
         let mut env = Envelope {
@@ -102,7 +150,7 @@ impl SenderChain {
             recipient: GROUP_RECIPIENT,
             seq,
             deps: Vec::new(),
-            crypto_header: header.encode(),
+            crypto_header,
             ciphertext: Vec::new(),
             signature: [0; 64],
         };
@@ -194,16 +242,10 @@ impl ReceiverChain {
     }
 }
 
-/// The chain generation a group envelope names, if it is a group envelope.
-pub fn chain_of(env: &Envelope) -> Option<u32> {
-    (env.kind == EnvelopeKind::Group)
-        .then(|| GroupHeader::decode(&env.crypto_header).ok().map(|h| h.chain_id))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::verify_envelope;
+    use crate::session::{verify_envelope, PeerSessions, Recipient};
 
     #[test]
     fn members_read_in_any_order_and_replays_fail() {
@@ -233,6 +275,68 @@ mod tests {
         let mut rotated = SenderChain::new(2);
         let after = rotated.seal(&alice, ConvId([1; 32]), 2, 2, b"after").expect("test step");
         assert_eq!(late.open(&verify_envelope(after).expect("test step")), Err(CryptoError::UnknownSession));
+    }
+
+    /// Alice and bob with a 1:1 session both sides hold (alice sent, bob opened).
+    fn paired() -> (Identity, Identity, PeerSessions, PeerSessions) {
+        let (alice, bob) = (Identity::generate("alice"), Identity::generate("bob"));
+        let (mut at_alice, mut at_bob) = (PeerSessions::default(), PeerSessions::default());
+        let to_bob = Recipient { cert: bob.cert(), prekey: Some(bob.signed_prekey()) };
+        let hello = at_alice.seal(&alice, to_bob, ConvId([9; 32]), 1, b"hi").expect("test step");
+        at_bob.open(&bob, &verify_envelope(hello).expect("test step"), 0).expect("test step");
+        (alice, bob, at_alice, at_bob)
+    }
+
+    #[test]
+    fn a_chain_key_rides_in_its_first_envelope_for_exactly_the_wrapped_members() {
+        let (alice, bob, mut at_alice, mut at_bob) = paired();
+        let carol = Identity::generate("carol");
+        let group = ConvId([1; 32]);
+        let mut chain = SenderChain::new(4);
+        let (chain_id, n, key) = chain.distribution();
+        let context = wrap_context(&group, 7, &alice.device_key(), &bob.device_key(), 12, (chain_id, n));
+        let to_bob = Recipient { cert: bob.cert(), prekey: None };
+        let wrap = at_alice.wrap(&alice, to_bob, &context, &key).expect("test step");
+        // No session with carol: a wrap never starts one.
+        let to_carol = Recipient { cert: carol.cert(), prekey: Some(carol.signed_prekey()) };
+        assert_eq!(
+            PeerSessions::default().wrap(&alice, to_carol, &context, &key).err(),
+            Some(CryptoError::UnknownSession)
+        );
+        let env = chain.seal_with_keys(&alice, group, 7, 12, b"rekeyed", vec![wrap]).expect("test step");
+        let verified = verify_envelope(env).expect("test step");
+        let header = GroupHeader::decode(&verified.envelope().crypto_header).expect("test step");
+        assert!(header.wrap_for(&carol.device_key()).is_none());
+        let wrap = header.wrap_for(&bob.device_key()).expect("bob's wrap");
+
+        // Bound to its envelope: another sequence number, position or recipient opens nothing
+        // and changes nothing.
+        let before = postcard::to_allocvec(&at_bob).expect("test step");
+        for wrong in [
+            wrap_context(&group, 7, &alice.device_key(), &bob.device_key(), 13, (chain_id, n)),
+            wrap_context(&group, 7, &alice.device_key(), &bob.device_key(), 12, (chain_id, n + 1)),
+            wrap_context(&ConvId([2; 32]), 7, &alice.device_key(), &bob.device_key(), 12, (chain_id, n)),
+        ] {
+            assert_eq!(
+                at_bob.open_wrap(&bob, &alice.device_key(), wrap, &wrong, 0).err(),
+                Some(CryptoError::DecryptFailed)
+            );
+            assert_eq!(postcard::to_allocvec(&at_bob).expect("test step"), before);
+        }
+        assert_eq!(
+            PeerSessions::default().open_wrap(&carol, &alice.device_key(), wrap, &context, 0).err(),
+            Some(CryptoError::UnknownSession)
+        );
+
+        let opened = at_bob.open_wrap(&bob, &alice.device_key(), wrap, &context, 0).expect("test step");
+        let key: [u8; 32] = opened.plaintext.try_into().expect("a 32-byte key");
+        let mut reader = ReceiverChain::from_distribution((header.chain_id, header.n, key));
+        assert_eq!(reader.open(&verified).expect("test step"), b"rekeyed");
+        // The wrap's ratchet key was used once: the same wrap never opens again.
+        assert!(at_bob.open_wrap(&bob, &alice.device_key(), wrap, &context, 0).is_err());
+        // Later messages of the chain need no wrap.
+        let next = chain.seal(&alice, group, 7, 13, b"next").expect("test step");
+        assert_eq!(reader.open(&verify_envelope(next).expect("test step")).expect("test step"), b"next");
     }
 
     #[test]

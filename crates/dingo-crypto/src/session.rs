@@ -6,9 +6,9 @@
 //! [`MAX_SESSIONS`] per peer.
 
 use crate::identity::{verify, verify_cert, Identity};
-use crate::ratchet::{self, Header};
+use crate::ratchet::{self, Header, MessageKey};
 use crate::{x3dh, CryptoError};
-use dingo_types::envelope::{DirectHeader, Envelope, EnvelopeKind, SessionInit};
+use dingo_types::envelope::{DirectHeader, Envelope, EnvelopeKind, KeyWrap, SessionInit};
 use dingo_types::invite::{DeviceCert, SignedPreKey};
 use dingo_types::{ConvId, DeviceKey};
 use serde::{Deserialize, Serialize};
@@ -106,40 +106,46 @@ impl PeerSessions {
         self.choose_active();
     }
 
-    /// Encrypts and signs `plaintext` for the recipient as envelope `seq` of conversation
-    /// `group`, starting a session with X3DH if there is none. Persist `self` before sending.
-    pub fn seal(
+    /// The session to send on: the active one, or (if `may_start`) a new one started with X3DH.
+    fn sending_session(
         &mut self,
         me: &Identity,
         to: Recipient<'_>,
-        group: ConvId,
-        seq: u64,
-        plaintext: &[u8],
-    ) -> Result<Envelope, CryptoError> {
-        let active = self.active.and_then(|id| self.sessions.iter().position(|s| s.id == id));
-        let idx = match active {
-            Some(i) => i,
-            None => {
-                let prekey = to.prekey.ok_or(CryptoError::UnknownSession)?;
-                verify(&to.cert.device_key, &prekey.signed_bytes(), &prekey.signature)
-                    .map_err(|_| CryptoError::BadCertificate)?;
-                let ek = StaticSecret::random_from_rng(rand::rngs::OsRng);
-                let agreed = x3dh::initiate(&me.device_dh(), &ek, me.cert(), to.cert, &prekey.public)?;
-                let fresh = StaticSecret::random_from_rng(rand::rngs::OsRng);
-                let ratchet = ratchet::State::init_initiator(&agreed.shared, &prekey.public, fresh)?;
-                self.insert(Session {
-                    id: agreed.session_id,
-                    initiator: me.device_key().0,
-                    ad: agreed.associated_data,
-                    ratchet,
-                    pending_init: Some(PendingInit {
-                        ephemeral: PublicKey::from(&ek).to_bytes(),
-                        prekey_id: prekey.id,
-                    }),
-                });
-                self.sessions.len() - 1
-            }
-        };
+        may_start: bool,
+    ) -> Result<usize, CryptoError> {
+        if let Some(i) = self.active.and_then(|id| self.sessions.iter().position(|s| s.id == id)) {
+            return Ok(i);
+        }
+        if !may_start {
+            return Err(CryptoError::UnknownSession);
+        }
+        let prekey = to.prekey.ok_or(CryptoError::UnknownSession)?;
+        verify(&to.cert.device_key, &prekey.signed_bytes(), &prekey.signature)
+            .map_err(|_| CryptoError::BadCertificate)?;
+        let ek = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let agreed = x3dh::initiate(&me.device_dh(), &ek, me.cert(), to.cert, &prekey.public)?;
+        let fresh = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let ratchet = ratchet::State::init_initiator(&agreed.shared, &prekey.public, fresh)?;
+        self.insert(Session {
+            id: agreed.session_id,
+            initiator: me.device_key().0,
+            ad: agreed.associated_data,
+            ratchet,
+            pending_init: Some(PendingInit {
+                ephemeral: PublicKey::from(&ek).to_bytes(),
+                prekey_id: prekey.id,
+            }),
+        });
+        Ok(self.sessions.len() - 1)
+    }
+
+    /// Steps session `idx`'s sending chain: the message's header and key, and the session's
+    /// associated data.
+    fn next_message(
+        &mut self,
+        me: &Identity,
+        idx: usize,
+    ) -> Result<(DirectHeader, MessageKey, &[u8]), CryptoError> {
         let session = &mut self.sessions[idx];
         let (header, mk) = session.ratchet.next_send()?;
         let direct = DirectHeader {
@@ -154,6 +160,21 @@ impl PeerSessions {
                 prekey_id: p.prekey_id,
             }),
         };
+        Ok((direct, mk, &session.ad))
+    }
+
+    /// Encrypts and signs `plaintext` for the recipient as envelope `seq` of conversation
+    /// `group`, starting a session with X3DH if there is none. Persist `self` before sending.
+    pub fn seal(
+        &mut self,
+        me: &Identity,
+        to: Recipient<'_>,
+        group: ConvId,
+        seq: u64,
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        let idx = self.sending_session(me, to, true)?;
+        let (direct, mk, ad) = self.next_message(me, idx)?;
         let mut env = Envelope {
             kind: EnvelopeKind::Direct,
             group,
@@ -166,10 +187,26 @@ impl PeerSessions {
             ciphertext: Vec::new(),
             signature: [0; 64],
         };
-        let aad = [session.ad.as_slice(), &env.header_bytes()].concat();
+        let aad = [ad, &env.header_bytes()].concat();
         env.ciphertext = mk.encrypt(plaintext, &aad);
         env.signature = me.sign_device(&env.signed_bytes());
         Ok(env)
+    }
+
+    /// Encrypts `plaintext` (a chain key) for the recipient as a [`KeyWrap`] to ride in a group
+    /// envelope, bound to `context` (which names that envelope). Needs a session already: a
+    /// wrap never starts one. Persist `self` before the group envelope leaves.
+    pub fn wrap(
+        &mut self,
+        me: &Identity,
+        to: Recipient<'_>,
+        context: &[u8],
+        plaintext: &[u8],
+    ) -> Result<KeyWrap, CryptoError> {
+        let idx = self.sending_session(me, to, false)?;
+        let (header, mk, ad) = self.next_message(me, idx)?;
+        let ciphertext = mk.encrypt(plaintext, &[ad, context].concat());
+        Ok(KeyWrap { recipient: DeviceKey(to.cert.device_key), header, ciphertext })
     }
 
     /// Decrypts a verified envelope addressed to `me`. On any error `self` is unchanged.
@@ -185,23 +222,51 @@ impl PeerSessions {
         }
         let direct =
             DirectHeader::decode(&env.crypto_header).map_err(|_| CryptoError::Format("direct header"))?;
+        self.open_message(me, &env.sender, &direct, &env.ciphertext, &env.header_bytes(), now_ms)
+    }
+
+    /// Decrypts the key wrap for `me` in a verified group envelope from `sender`, whose context
+    /// is `context` (see [`PeerSessions::wrap`]). On any error `self` is unchanged.
+    pub fn open_wrap(
+        &mut self,
+        me: &Identity,
+        sender: &DeviceKey,
+        wrap: &KeyWrap,
+        context: &[u8],
+        now_ms: u64,
+    ) -> Result<Opened, CryptoError> {
+        if wrap.recipient != me.device_key() {
+            return Err(CryptoError::UnknownSession);
+        }
+        self.open_message(me, sender, &wrap.header, &wrap.ciphertext, context, now_ms)
+    }
+
+    /// Opens one Double Ratchet message from `sender` whose associated data beyond the
+    /// session's is `aad_tail`, answering a session start if it carries one.
+    fn open_message(
+        &mut self,
+        me: &Identity,
+        sender: &DeviceKey,
+        direct: &DirectHeader,
+        ciphertext: &[u8],
+        aad_tail: &[u8],
+        now_ms: u64,
+    ) -> Result<Opened, CryptoError> {
         let header =
             Header { dh: direct.ratchet_key, pn: direct.previous_chain_len, n: direct.message_number };
-        let header_bytes = env.header_bytes();
-
         if let Some(pos) = self.sessions.iter().position(|s| s.id == direct.session_id) {
             let mut session = self.sessions[pos].clone();
             let mk = session.ratchet.receive_key(&header, now_ms)?;
-            let aad = [session.ad.as_slice(), &header_bytes].concat();
-            let plaintext = mk.decrypt(&env.ciphertext, &aad)?;
+            let aad = [session.ad.as_slice(), aad_tail].concat();
+            let plaintext = mk.decrypt(ciphertext, &aad)?;
             session.pending_init = None;
             self.sessions[pos] = session;
             self.choose_active();
             return Ok(Opened { plaintext, new_peer: None });
         }
 
-        let init = direct.init.ok_or(CryptoError::UnknownSession)?;
-        if init.cert.device_key != env.sender.0 {
+        let init = direct.init.as_ref().ok_or(CryptoError::UnknownSession)?;
+        if init.cert.device_key != sender.0 {
             return Err(CryptoError::BadCertificate);
         }
         verify_cert(&init.cert)?;
@@ -212,8 +277,8 @@ impl PeerSessions {
         }
         let mut ratchet = ratchet::State::init_responder(&agreed.shared, &spk);
         let mk = ratchet.receive_key(&header, now_ms)?;
-        let aad = [agreed.associated_data.as_slice(), &header_bytes].concat();
-        let plaintext = mk.decrypt(&env.ciphertext, &aad)?;
+        let aad = [agreed.associated_data.as_slice(), aad_tail].concat();
+        let plaintext = mk.decrypt(ciphertext, &aad)?;
         self.insert(Session {
             id: agreed.session_id,
             initiator: init.cert.device_key,
@@ -221,7 +286,7 @@ impl PeerSessions {
             ratchet,
             pending_init: None,
         });
-        Ok(Opened { plaintext, new_peer: Some((init.cert, init.name)) })
+        Ok(Opened { plaintext, new_peer: Some((init.cert.clone(), init.name.clone())) })
     }
 }
 

@@ -11,13 +11,13 @@ use crate::chat::{message_key, preview, replay_key, AcceptCtx, Accepted, Core, S
 use crate::records::*;
 use crate::sync::Priority;
 use crate::{NodeError, NodeEvent};
-use dingo_crypto::group::{chain_of, ReceiverChain, SenderChain, GROUP_RECIPIENT};
+use dingo_crypto::group::{wrap_context, ReceiverChain, SenderChain, GROUP_RECIPIENT};
 use dingo_crypto::membership::{Channel, TeamState};
-use dingo_crypto::session::VerifiedEnvelope;
+use dingo_crypto::session::{Recipient, VerifiedEnvelope};
 use dingo_store::{Batch, Store, Table};
 use dingo_types::content::{Content, MsgRef};
-use dingo_types::envelope::Envelope;
-use dingo_types::limits::{MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
+use dingo_types::envelope::{Envelope, GroupHeader, KeyWrap};
+use dingo_types::limits::{MAX_CRYPTO_HEADER_BYTES, MAX_RECEIPT_IDS, MAX_TEXT_BYTES};
 use dingo_types::team::Action;
 use dingo_types::{ConvId, DeviceKey, MsgId, UserId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -53,6 +53,16 @@ fn epoch_of(members: &BTreeSet<UserId>) -> u64 {
     out.copy_from_slice(&h.finalize().as_bytes()[..8]);
     u64::from_be_bytes(out)
 }
+
+/// Adds a member's new chain, keeping the newest [`CHAINS_KEPT`].
+fn learn_chain(chains: &mut PeerChainsRec, chain: ReceiverChain) {
+    chains.chains.push(chain);
+    chains.chains.sort_by_key(|c| std::cmp::Reverse(c.chain_id()));
+    chains.chains.truncate(CHAINS_KEPT);
+}
+
+/// Room one key wrap may take in a group header (a session start included).
+const WRAP_ROOM: usize = 640;
 
 /// How urgent a group message is when a sync has to choose.
 fn priority_of(content: &Content) -> Priority {
@@ -165,27 +175,38 @@ impl Core {
             None => MyChainRec { chain: SenderChain::new(1), holders: BTreeSet::new() },
         };
         let lacking: Vec<UserId> = others.iter().filter(|u| !mine.holders.contains(*u)).copied().collect();
-        let mut keyed = Vec::new();
         // The envelope sealed below takes this number; the key starts there for its receivers.
-        let first_seq = self.ctx_conv(s, ctx, group)?.next_seq.max(1);
+        let seq = self.ctx_conv(s, ctx, group)?.next_seq.max(1);
+        let epoch = epoch_of(&members);
+        let (chain_id, n, chain_key_now) = mine.chain.distribution();
+        let mut wraps = Vec::new();
+        let mut header_bytes = GroupHeader::LEN + 2;
         for uid in &lacking {
             let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
-            let (chain_id, n, key) = mine.chain.distribution();
-            let content = Content::SenderKeyAt { group, chain_id, n, key, first_seq };
+            // Members we share a session with get the key inside the envelope itself.
+            if header_bytes + WRAP_ROOM <= MAX_CRYPTO_HEADER_BYTES {
+                let device = contact.device_key()?;
+                let context = wrap_context(&group, epoch, &self.me.device_key(), &device, seq, (chain_id, n));
+                if let Some(wrap) = self.wrap_chain_key(s, ctx, &contact, &context, &chain_key_now)? {
+                    header_bytes += wrap.encoded_len();
+                    wraps.push(wrap);
+                    mine.holders.insert(*uid);
+                    continue;
+                }
+            }
+            let content = Content::SenderKeyAt { group, chain_id, n, key: chain_key_now, first_seq: seq };
             match self.seal_into(s, ctx, &contact, &content, None) {
                 Ok(_) => {
                     mine.holders.insert(*uid);
-                    keyed.push(contact);
                 }
                 Err(e) => tracing::warn!(member = %contact.name, "channel key not sent: {e}"),
             }
         }
         let conv = self.ctx_conv(s, ctx, group)?;
-        let seq = conv.next_seq.max(1);
         let sent_at = now.max(conv.last_at);
         let content = make(sent_at);
         let priority = priority_of(&content);
-        let env = mine.chain.seal(&self.me, group, epoch_of(&members), seq, &content.encode())?;
+        let env = mine.chain.seal_with_keys(&self.me, group, epoch, seq, &content.encode(), wraps)?;
         let key = message_key(&group, sent_at, seq, &id);
         self.log_group_envelope(s, &mut ctx.batch, &env, priority);
         let recipients: Vec<UserId> = others.iter().filter(|u| mine.holders.contains(*u)).copied().collect();
@@ -209,6 +230,76 @@ impl Core {
         conv.last_at = sent_at;
         ctx.my_chains.insert(group, mine);
         Ok((key, seq, sent_at, recipients))
+    }
+
+    /// My chain key for `contact`, to ride in the group envelope named by `context`; `None`
+    /// when we share no session yet (it then goes pairwise, which can start one).
+    fn wrap_chain_key(
+        &self,
+        s: &Store,
+        ctx: &mut SealCtx,
+        contact: &ContactRec,
+        context: &[u8],
+        key: &[u8; 32],
+    ) -> Result<Option<KeyWrap>, NodeError> {
+        if contact.removed || contact.pending_cert.is_some() {
+            return Ok(None);
+        }
+        let cert = contact.device_cert()?;
+        let mut sessions = match ctx.sessions.get(&contact.user_id) {
+            Some(sess) => sess.clone(),
+            None => self.sessions_for(s, &contact.user_id)?,
+        };
+        match sessions.wrap(&self.me, Recipient { cert: &cert, prekey: None }, context, key) {
+            Ok(wrap) => {
+                ctx.sessions.insert(contact.user_id, sessions);
+                Ok(Some(wrap))
+            }
+            Err(dingo_crypto::CryptoError::UnknownSession) => Ok(None),
+            Err(e) => {
+                tracing::warn!(member = %contact.name, "channel key not wrapped: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Opens the chain key `wrap` carries for me in `env` from member `sender`: `Err` with the
+    /// reason when it cannot be (the envelope is then refused). The pairwise session's step is
+    /// recorded in `ctx`.
+    fn unwrap_chain_key(
+        &self,
+        s: &Store,
+        ctx: &mut AcceptCtx,
+        env: &Envelope,
+        sender: &UserId,
+        (header, wrap): (&GroupHeader, &KeyWrap),
+        now: u64,
+    ) -> Result<Result<[u8; 32], String>, NodeError> {
+        let Some(contact) = s.get::<ContactRec>(Table::Contacts, &sender.0)? else {
+            return Ok(Err("a chain key from a member with no session here".into()));
+        };
+        if contact.device_key()? != env.sender {
+            return Ok(Err("a chain key from a device this node has no session with".into()));
+        }
+        let mut sessions = match ctx.seal.sessions.get(sender) {
+            Some(sess) => sess.clone(),
+            None => self.sessions_for(s, sender)?,
+        };
+        let me = self.me.device_key();
+        let context =
+            wrap_context(&env.group, env.epoch, &env.sender, &me, env.seq, (header.chain_id, header.n));
+        let opened = match sessions.open_wrap(&self.me, &env.sender, wrap, &context, now) {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(format!("cannot open the chain key: {e}"))),
+        };
+        if opened.new_peer.as_ref().is_some_and(|(cert, _)| cert.encode() != contact.cert) {
+            return Ok(Err("certificate does not match the pinned one".into()));
+        }
+        let Ok(key) = <[u8; 32]>::try_from(opened.plaintext.as_slice()) else {
+            return Ok(Err("a chain key of the wrong length".into()));
+        };
+        ctx.seal.sessions.insert(*sender, sessions);
+        Ok(Ok(key))
     }
 
     /// Sends a text to a channel.
@@ -303,9 +394,30 @@ impl Core {
                 .get::<PeerChainsRec>(Table::GroupKeys, &chain_key(&env.group, &env.sender))?
                 .unwrap_or_default(),
         };
-        let Some(chain_id) = chain_of(env) else { return Ok(Accepted::Rejected("bad group header".into())) };
+        let Ok(header) = GroupHeader::decode(&env.crypto_header) else {
+            return Ok(Accepted::Rejected("bad group header".into()));
+        };
+        let chain_id = header.chain_id;
+        if !chains.chains.iter().any(|c| c.chain_id() == chain_id) {
+            // A new chain: its key rides in this envelope, or travels pairwise just before.
+            let Some(wrap) = header.wrap_for(&self.me.device_key()) else {
+                return Ok(Accepted::Retry(Vec::new()));
+            };
+            let key = match self.unwrap_chain_key(s, ctx, env, &sender, (&header, wrap), now)? {
+                Ok(key) => key,
+                Err(reason) => return Ok(Accepted::Rejected(reason)),
+            };
+            let first = chains.chains.is_empty();
+            learn_chain(&mut chains, ReceiverChain::from_distribution((chain_id, header.n, key)));
+            // Learned for good, whatever becomes of this envelope: the wrap's ratchet key is spent.
+            ctx.seal.peer_chains.insert(ck, chains.clone());
+            ctx.seal.effects.resync = true;
+            if first {
+                // Nothing this sender sent before can ever be read here.
+                self.raise_window(s, ctx, rkey.clone(), env.seq.saturating_sub(1))?;
+            }
+        }
         let Some(chain) = chains.chains.iter_mut().find(|c| c.chain_id() == chain_id) else {
-            // Its key travels pairwise just before; not here yet.
             return Ok(Accepted::Retry(Vec::new()));
         };
         let plaintext = match chain.open(verified) {
@@ -456,9 +568,7 @@ impl Core {
                     if let (true, Some(first)) = (chains.chains.is_empty(), first_seq) {
                         ctx.window_floors.push((replay_key(&group, &env.sender), first.saturating_sub(1)));
                     }
-                    chains.chains.push(ReceiverChain::from_distribution((chain_id, n, key)));
-                    chains.chains.sort_by_key(|c| std::cmp::Reverse(c.chain_id()));
-                    chains.chains.truncate(CHAINS_KEPT);
+                    learn_chain(&mut chains, ReceiverChain::from_distribution((chain_id, n, key)));
                     ctx.peer_chains.insert(ck, chains);
                     ctx.effects.resync = true;
                 }

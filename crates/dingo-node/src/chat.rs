@@ -1002,7 +1002,7 @@ impl Core {
 
     /// Counts every sequence number up to `floor` as received (at once, so later envelopes of
     /// the same batch are judged by the raised window).
-    fn raise_window(
+    pub(crate) fn raise_window(
         &self,
         s: &Store,
         ctx: &mut AcceptCtx,

@@ -210,33 +210,115 @@ impl DirectHeader {
     }
 }
 
-/// The crypto header of a group envelope: which of the sender's chains, and the message's
-/// number in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A sender's chain key for one member, carried in the group envelope that first uses the
+/// chain: a Double Ratchet message of the pair's session (so the key has that session's forward
+/// secrecy), without an envelope or signature of its own, since the group envelope's signature
+/// covers it. One group envelope thus rekeys every member instead of one 1:1 envelope each.
+///
+/// ```text
+/// key wrap = recipient [32] | header_len u16 | DirectHeader | ciphertext_len u16 | ciphertext
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWrap {
+    /// The member's device this key is for.
+    pub recipient: DeviceKey,
+    /// The pair's ratchet header for this message (the session start too, until answered).
+    pub header: DirectHeader,
+    /// The chain key, encrypted under the ratchet's message key.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Longest ciphertext of one key wrap (a 32-byte key and its tag, with room to grow).
+const MAX_WRAP_CIPHERTEXT: usize = 256;
+
+impl KeyWrap {
+    fn write(&self, w: &mut Writer) {
+        let header = self.header.encode();
+        w.bytes(&self.recipient.0)
+            .u16(header.len() as u16)
+            .bytes(&header)
+            .u16(self.ciphertext.len() as u16)
+            .bytes(&self.ciphertext);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let recipient = DeviceKey(r.array("wrap recipient")?);
+        let header_len = r.u16("wrap header length")? as usize;
+        let header = DirectHeader::decode(r.bytes(header_len, "wrap header")?)?;
+        let ct_len = r.u16("wrap ciphertext length")? as usize;
+        if ct_len > MAX_WRAP_CIPHERTEXT {
+            return Err(DecodeError::TooLarge("wrap ciphertext"));
+        }
+        let ciphertext = r.bytes(ct_len, "wrap ciphertext")?.to_vec();
+        Ok(Self { recipient, header, ciphertext })
+    }
+
+    /// Encoded length.
+    pub fn encoded_len(&self) -> usize {
+        let mut w = Writer::new();
+        self.write(&mut w);
+        w.into_bytes().len()
+    }
+}
+
+/// The crypto header of a group envelope: which of the sender's chains, the message's number in
+/// it, and (on the first message of a chain) the chain key for members who lack it.
+///
+/// ```text
+/// group header = chain_id u32 | n u32 [| wrap_count u16 (≥ 1) | key wrap * wrap_count]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupHeader {
     /// The sender's chain generation in this group (a new one after every rekey).
     pub chain_id: u32,
     /// The message number in that chain.
     pub n: u32,
+    /// The chain key at `n` for members who lack it, one per member device.
+    pub wraps: Vec<KeyWrap>,
 }
 
 impl GroupHeader {
-    /// Encoded length.
+    /// Encoded length without key wraps.
     pub const LEN: usize = 8;
 
     /// Encodes the header.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u32(self.chain_id).u32(self.n);
+        if !self.wraps.is_empty() {
+            w.u16(self.wraps.len() as u16);
+            for wrap in &self.wraps {
+                wrap.write(&mut w);
+            }
+        }
         w.into_bytes()
     }
 
     /// Decodes untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let h = Self { chain_id: r.u32("chain id")?, n: r.u32("message number")? };
+        let chain_id = r.u32("chain id")?;
+        let n = r.u32("message number")?;
+        let mut wraps = Vec::new();
+        if r.remaining() > 0 {
+            let count = r.u16("wrap count")? as usize;
+            if count == 0 {
+                return Err(DecodeError::Invalid("wrap count"));
+            }
+            if count > MAX_KEY_WRAPS {
+                return Err(DecodeError::TooLarge("key wraps"));
+            }
+            for _ in 0..count {
+                wraps.push(KeyWrap::read(&mut r)?);
+            }
+        }
         r.finish("group header")?;
-        Ok(h)
+        Ok(Self { chain_id, n, wraps })
+    }
+
+    /// The key wrap for `device`, if this header carries one.
+    pub fn wrap_for(&self, device: &DeviceKey) -> Option<&KeyWrap> {
+        self.wraps.iter().find(|w| w.recipient == *device)
     }
 }
 
@@ -280,5 +362,33 @@ mod tests {
             Envelope::decode(&bytes),
             Err(DecodeError::UnsupportedVersion { what: "envelope", version: 9 })
         );
+    }
+
+    #[test]
+    fn group_headers_with_key_wraps_round_trip_and_reject_every_truncation() {
+        let plain = GroupHeader { chain_id: 3, n: 9, wraps: Vec::new() };
+        assert_eq!(plain.encode().len(), GroupHeader::LEN);
+        let wrap = |r: u8| KeyWrap {
+            recipient: DeviceKey([r; 32]),
+            header: DirectHeader {
+                session_id: [1; 16],
+                ratchet_key: [2; 32],
+                previous_chain_len: 3,
+                message_number: 4,
+                init: None,
+            },
+            ciphertext: vec![r; 48],
+        };
+        let header = GroupHeader { chain_id: 3, n: 9, wraps: vec![wrap(5), wrap(6)] };
+        let bytes = header.encode();
+        assert_eq!(GroupHeader::decode(&bytes), Ok(header.clone()));
+        assert_eq!(header.wrap_for(&DeviceKey([6; 32])), Some(&wrap(6)));
+        assert_eq!(header.wrap_for(&DeviceKey([7; 32])), None);
+        for cut in GroupHeader::LEN + 1..bytes.len() {
+            assert!(GroupHeader::decode(&bytes[..cut]).is_err(), "accepted a {cut}-byte prefix");
+        }
+        let mut empty = plain.encode();
+        empty.extend_from_slice(&0u16.to_be_bytes());
+        assert_eq!(GroupHeader::decode(&empty), Err(DecodeError::Invalid("wrap count")));
     }
 }

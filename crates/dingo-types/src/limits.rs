@@ -4,8 +4,11 @@
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// Largest ciphertext an envelope may carry (text limit plus room for the content encoding).
 pub const MAX_CIPHERTEXT_BYTES: usize = MAX_TEXT_BYTES + 1024;
-/// Largest per-envelope crypto header (ratchet header plus an optional session start).
-pub const MAX_CRYPTO_HEADER_BYTES: usize = 1024;
+/// Largest per-envelope crypto header: a ratchet header plus an optional session start, or a
+/// group header with the chain keys it carries for members who lack them ([`MAX_KEY_WRAPS`]).
+pub const MAX_CRYPTO_HEADER_BYTES: usize = 48 * 1024;
+/// Most chain keys one group envelope carries; members beyond get theirs pairwise.
+pub const MAX_KEY_WRAPS: usize = 1000;
 /// Most causal dependencies an envelope may name.
 pub const MAX_DEPS: usize = 16;
 /// Largest encoded envelope.
