@@ -202,6 +202,14 @@ impl Core {
                 Err(e) => tracing::warn!(member = %contact.name, "channel key not sent: {e}"),
             }
         }
+        if !lacking.is_empty() {
+            tracing::debug!(
+                wrapped = wraps.len(),
+                pairwise = lacking.len() - wraps.len(),
+                chain_id,
+                "chain key sent"
+            );
+        }
         let conv = self.ctx_conv(s, ctx, group)?;
         let sent_at = now.max(conv.last_at);
         let content = make(sent_at);
@@ -401,17 +409,22 @@ impl Core {
         if !chains.chains.iter().any(|c| c.chain_id() == chain_id) {
             // A new chain: its key rides in this envelope, or travels pairwise just before.
             let Some(wrap) = header.wrap_for(&self.me.device_key()) else {
+                tracing::debug!(chain_id, "group message before its chain key");
                 return Ok(Accepted::Retry(Vec::new()));
             };
             let key = match self.unwrap_chain_key(s, ctx, env, &sender, (&header, wrap), now)? {
                 Ok(key) => key,
-                Err(reason) => return Ok(Accepted::Rejected(reason)),
+                Err(reason) => {
+                    tracing::warn!("chain key refused: {reason}");
+                    return Ok(Accepted::Rejected(reason));
+                }
             };
             let first = chains.chains.is_empty();
             learn_chain(&mut chains, ReceiverChain::from_distribution((chain_id, header.n, key)));
             // Learned for good, whatever becomes of this envelope: the wrap's ratchet key is spent.
+            // (No resync: nothing earlier waits for this key, which came with the chain's first
+            // message.)
             ctx.seal.peer_chains.insert(ck, chains.clone());
-            ctx.seal.effects.resync = true;
             if first {
                 // Nothing this sender sent before can ever be read here.
                 self.raise_window(s, ctx, rkey.clone(), env.seq.saturating_sub(1))?;
