@@ -279,3 +279,60 @@ async fn a_log_too_big_for_one_message_still_brings_a_new_member_in() {
     assert_eq!(t.departments.len(), 300);
     assert_eq!(t.ops, 302);
 }
+
+/// The queue `node` holds for the member named `name`.
+async fn queue_to(node: &Node, name: &str) -> usize {
+    let peers = node.peers().await.expect("peers");
+    peers.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.queue).unwrap_or(0)
+}
+
+/// After a removal, a member's next channel message carries its new chain key for each
+/// remaining member it shares a session with: one envelope per member, not a key message too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_removal_the_new_channel_key_rides_in_the_next_message() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let [alice, bob, carol, dave] = team_of(dir.path(), ["alice", "bob", "carol", "dave"]).await;
+    // Everyone writes once: every pair shares a session and holds every chain.
+    let nodes = [&alice, &bob, &carol, &dave];
+    for (i, n) in nodes.iter().enumerate() {
+        n.send("#general", &format!("hello {i}")).await.expect("send");
+    }
+    for n in nodes {
+        eventually("every greeting everywhere", async || {
+            let texts = n.messages("#general").await.ok()?;
+            (texts.iter().filter(|m| m.text.starts_with("hello")).count() == 4).then_some(())
+        })
+        .await;
+    }
+    eventually("alice's queue to bob to empty", async || (queue_to(&alice, "bob").await == 0).then_some(()))
+        .await;
+    bob.shutdown().await.expect("bob stops");
+    drop(bob);
+
+    alice.team_remove("dave").await.expect("remove");
+    eventually("carol to learn of the removal", async || (members_seen(&carol).await == 3).then_some(()))
+        .await;
+    let before = queue_to(&alice, "bob").await;
+    alice.send("#general", "after dave").await.expect("send");
+    assert_eq!(
+        queue_to(&alice, "bob").await,
+        before + 1,
+        "bob's new key rides in the message: nothing else is queued for him"
+    );
+    eventually("carol to read it", async || {
+        channel_text(&carol, "#general", "after dave").await.then_some(())
+    })
+    .await;
+
+    let bob = Node::open(&Home::new(dir.path().join("bob")), None).expect("reopen");
+    let alice_addr = alice.id().addrs[0].parse().expect("addr");
+    bob.start_network(NetConfig::loopback(), vec![alice_addr]).await.expect("network");
+    eventually("bob, back, to read it", async || {
+        channel_text(&bob, "#general", "after dave").await.then_some(())
+    })
+    .await;
+    assert!(!channel_text(&dave, "#general", "after dave").await, "the removed member read it");
+    for n in [alice, bob, carol, dave] {
+        n.shutdown().await.expect("stop");
+    }
+}
