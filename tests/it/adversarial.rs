@@ -534,3 +534,29 @@ async fn a_flood_of_mail_to_carry_hits_the_rate_limit_and_others_mail_still_gets
         n.shutdown().await.expect("stop");
     }
 }
+
+/// A node's own channel envelope offered back to it (a sync racing its send, or anyone
+/// replaying it) is a duplicate: never opened as another member's, never a stuck batch, and
+/// the node's own sender chain is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_own_channel_envelope_offered_back_is_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let [alice, bob] = team_of(dir.path(), ["alice", "bob"]).await;
+    alice.send("#general", "first").await.expect("send");
+    let own = alice.test_support_group_log("#general").await.expect("log");
+    assert_eq!(own.len(), 1);
+    let stranger = Mallory::new(&alice).await;
+    for _ in 0..2 {
+        let answer = stranger.deliver(own[0].clone()).await;
+        assert!(matches!(answer, DeliveryStatus::Duplicate(_)), "{answer:?}");
+    }
+    alice.send("#general", "second").await.expect("alice still sends under her chain");
+    eventually("bob to read both", async || {
+        let m = bob.messages("#general").await.ok()?;
+        (m.iter().any(|m| m.text == "first") && m.iter().any(|m| m.text == "second")).then_some(())
+    })
+    .await;
+    for n in [alice, bob] {
+        n.shutdown().await.expect("stop");
+    }
+}

@@ -389,6 +389,11 @@ impl Core {
             tracing::debug!("held a channel message from a non-member (membership may be in flight)");
             return Ok(Accepted::Retry(Vec::new()));
         }
+        if env.sender == self.me.device_key() {
+            // My own envelope, offered back by a peer: I have it (and my chain is not a peer's).
+            tracing::debug!(seq = env.seq, "own group envelope offered back");
+            return Ok(Accepted::Duplicate);
+        }
         let rkey = replay_key(&env.group, &env.sender);
         match self.check_replay(s, ctx, &rkey, env.seq)? {
             Ok(true) => {}
