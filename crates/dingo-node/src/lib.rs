@@ -192,17 +192,14 @@ impl Node {
         f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
         let core = self.inner.core.clone();
-        self.inner.store.call(durably(core, f)).await?
-    }
-
-    /// [`Node::durable_job`] for what a user is waiting on (a send): it goes ahead of queued
-    /// network work.
-    async fn urgent_durable_job<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
-    ) -> Result<R, NodeError> {
-        let core = self.inner.core.clone();
-        self.inner.store.call_urgent(durably(core, f)).await?
+        self.inner
+            .store
+            .call(move |s| {
+                let r = f(&core, s).inspect_err(|_| core.forget_work())?;
+                s.flush()?;
+                Ok(r)
+            })
+            .await?
     }
 
     /// This node's identity and invite.
@@ -289,7 +286,7 @@ impl Node {
         f: impl FnOnce(&Core, &Store, &mut SealCtx) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
         let (r, effects) = self
-            .urgent_durable_job(move |c, s| {
+            .durable_job(move |c, s| {
                 let mut ctx = SealCtx::default();
                 let r = f(c, s, &mut ctx)?;
                 Ok((r, c.commit_seals(s, ctx)?))
@@ -858,19 +855,6 @@ struct SendRequest {
     reply: oneshot::Sender<Result<dingo_types::MsgId, NodeError>>,
 }
 
-/// A store job whose writes are flushed before it answers; a failed job leaves nothing cached
-/// that its batch did not write.
-fn durably<R>(
-    core: Arc<Core>,
-    f: impl FnOnce(&Core, &Store) -> Result<R, NodeError>,
-) -> impl FnOnce(&Store) -> Result<R, NodeError> {
-    move |s| {
-        let r = f(&core, s).inspect_err(|_| core.forget_work())?;
-        s.flush()?;
-        Ok(r)
-    }
-}
-
 /// Seals queued sends in runs: one store job and one flush for everything that queued while
 /// the previous run was being written. Holds only a weak reference, so dropping the last
 /// [`Node`] ends it (and releases the home).
@@ -889,7 +873,7 @@ async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendReq
         let started = std::time::Instant::now();
         let n = items.len();
         let sealed = node
-            .urgent_durable_job(move |c, s| {
+            .durable_job(move |c, s| {
                 let mut ctx = chat::SealCtx::default();
                 let now = now_ms();
                 let out: Vec<_> =

@@ -270,14 +270,9 @@ impl Store {
 type Job = Box<dyn FnOnce(&Store) + Send>;
 
 /// The async face of the store: a cheap clonable handle to the store thread and the flusher.
-///
-/// The store thread has two queues: jobs a user is waiting on (a send, a read) go ahead of
-/// work arriving from the network, so a burst of inbound envelopes never delays a user's own
-/// message by more than the job already running.
 #[derive(Clone)]
 pub struct StoreHandle {
-    jobs: crossbeam_channel::Sender<Job>,
-    urgent: crossbeam_channel::Sender<Job>,
+    jobs: SyncSender<Job>,
     flushes: SyncSender<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -291,87 +286,56 @@ impl StoreHandle {
     /// Starts the store thread and the flusher thread for `store`.
     pub fn spawn(store: Store) -> Self {
         let db = store.db.clone();
-        let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(JOB_QUEUE);
-        let (urgent, urgent_rx) = crossbeam_channel::bounded::<Job>(JOB_QUEUE);
+        let (jobs, job_rx) = sync_channel::<Job>(JOB_QUEUE);
         let (flushes, flush_rx) = sync_channel(FLUSH_QUEUE);
         std::thread::Builder::new()
             .name("dingo-store".into())
-            .spawn(move || loop {
-                let next = match urgent_rx.try_recv() {
-                    Ok(job) => Ok(job),
-                    Err(_) => crossbeam_channel::select! {
-                        recv(urgent_rx) -> job => job,
-                        recv(job_rx) -> job => job,
-                    },
-                };
-                match next {
-                    Ok(job) => job(&store),
-                    // Every handle is gone (both queues close together).
-                    Err(_) => break,
+            .spawn(move || {
+                while let Ok(job) = job_rx.recv() {
+                    job(&store);
                 }
             })
             .ok();
         std::thread::Builder::new().name("dingo-flush".into()).spawn(move || flush_loop(db, flush_rx)).ok();
-        Self { jobs, urgent, flushes }
+        Self { jobs, flushes }
     }
 
-    /// Runs `f` on the store thread. Jobs run one at a time, so a job's read-modify-write is
-    /// atomic with respect to other jobs; jobs of one queue run in order.
+    /// Runs `f` on the store thread. Jobs run one at a time, in order, so a job's
+    /// read-modify-write is atomic with respect to other jobs.
     pub async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.call_on(&self.jobs, f).await
-    }
-
-    /// [`StoreHandle::call`] for a job a user is waiting on: it runs before any queued
-    /// [`StoreHandle::call`] job.
-    pub async fn call_urgent<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> R + Send + 'static,
-    ) -> Result<R, StoreError> {
-        self.call_on(&self.urgent, f).await
-    }
-
-    async fn call_on<R: Send + 'static>(
-        &self,
-        queue: &crossbeam_channel::Sender<Job>,
-        f: impl FnOnce(&Store) -> R + Send + 'static,
-    ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let mut job: Job = Box::new(move |s: &Store| {
+        let job: Job = Box::new(move |s: &Store| {
             let _ = tx.send(f(s));
         });
-        loop {
-            match queue.try_send(job) {
-                Ok(()) => break,
-                Err(crossbeam_channel::TrySendError::Full(back)) => {
-                    job = back;
-                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-            }
-        }
+        send_waiting(&self.jobs, job).await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Waits until every write applied before this call is durable (group-committed).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (mut tx, rx) = oneshot::channel();
-        loop {
-            match self.flushes.try_send(tx) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) => {
-                    tx = back;
-                    tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-            }
-        }
+        let (tx, rx) = oneshot::channel();
+        send_waiting(&self.flushes, tx).await?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Io(sled::Error::Unsupported(e))),
             Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+/// Queues `item` to a store thread, waiting for room without blocking the runtime thread.
+async fn send_waiting<T>(queue: &SyncSender<T>, mut item: T) -> Result<(), StoreError> {
+    loop {
+        match queue.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => {
+                item = back;
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
     }
 }
@@ -396,45 +360,6 @@ mod tests {
 
     fn key(b: u8) -> StorageKey {
         StorageKey::new(Secret32::from_bytes([b; 32]))
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_job_a_user_waits_on_runs_before_queued_network_work() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let handle = StoreHandle::spawn(Store::open(dir.path(), key(1)).expect("open"));
-        // Hold the store thread until everything below is queued.
-        let (release, held) = std::sync::mpsc::sync_channel::<()>(1);
-        let (started_tx, started) = oneshot::channel();
-        let h = handle.clone();
-        let blocker = tokio::spawn(async move {
-            h.call(move |_| {
-                let _ = started_tx.send(());
-                let _ = held.recv();
-            })
-            .await
-        });
-        started.await.expect("store thread running the blocker");
-        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut queued = Vec::new();
-        for (i, urgent) in [(1, false), (2, false), (3, true), (4, false), (5, true)] {
-            let order = order.clone();
-            let job = move |_: &Store| order.lock().expect("lock").push(i);
-            let h = handle.clone();
-            queued.push(tokio::spawn(async move {
-                match urgent {
-                    true => h.call_urgent(job).await,
-                    false => h.call(job).await,
-                }
-            }));
-            // Queued in this order before the next is sent.
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        release.send(()).expect("release");
-        blocker.await.expect("blocker").expect("job");
-        for q in queued {
-            q.await.expect("job task").expect("job");
-        }
-        assert_eq!(*order.lock().expect("lock"), [3, 5, 1, 2, 4]);
     }
 
     #[test]
