@@ -395,10 +395,8 @@ impl Core {
             return Ok(Accepted::Duplicate);
         }
         let rkey = replay_key(&env.group, &env.sender);
-        match self.check_replay(s, ctx, &rkey, env.seq)? {
-            Ok(true) => {}
-            Ok(false) => return Ok(Accepted::Duplicate),
-            Err(reason) => return Ok(Accepted::Rejected(reason)),
+        if let Ok(false) = self.check_replay(s, ctx, &rkey, env.seq)? {
+            return Ok(Accepted::Duplicate);
         }
         let ck = (env.group, env.sender);
         let mut chains = match ctx.seal.peer_chains.get(&ck) {
@@ -434,6 +432,13 @@ impl Core {
                 // Nothing this sender sent before can ever be read here.
                 self.raise_window(s, ctx, rkey.clone(), env.seq.saturating_sub(1))?;
             }
+        }
+        // Judged after a first key has set where this sender's log starts for us: a member who
+        // joins after a long history takes the first message it can read at once.
+        match self.check_replay(s, ctx, &rkey, env.seq)? {
+            Ok(true) => {}
+            Ok(false) => return Ok(Accepted::Duplicate),
+            Err(reason) => return Ok(Accepted::Rejected(reason)),
         }
         let Some(chain) = chains.chains.iter_mut().find(|c| c.chain_id() == chain_id) else {
             return Ok(Accepted::Retry(Vec::new()));
