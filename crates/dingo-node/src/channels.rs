@@ -254,10 +254,7 @@ impl Core {
             return Ok(None);
         }
         let cert = contact.device_cert()?;
-        let mut sessions = match ctx.sessions.get(&contact.user_id) {
-            Some(sess) => sess.clone(),
-            None => self.sessions_for(s, &contact.user_id)?,
-        };
+        let mut sessions = self.ctx_sessions(s, ctx, &contact.user_id)?;
         match sessions.wrap(&self.me, Recipient { cert: &cert, prekey: None }, context, key) {
             Ok(wrap) => {
                 ctx.sessions.insert(contact.user_id, sessions);
@@ -289,10 +286,7 @@ impl Core {
         if contact.device_key()? != env.sender {
             return Ok(Err("a chain key from a device this node has no session with".into()));
         }
-        let mut sessions = match ctx.seal.sessions.get(sender) {
-            Some(sess) => sess.clone(),
-            None => self.sessions_for(s, sender)?,
-        };
+        let mut sessions = self.ctx_sessions(s, &ctx.seal, sender)?;
         let me = self.me.device_key();
         let context =
             wrap_context(&env.group, env.epoch, &env.sender, &me, env.seq, (header.chain_id, header.n));

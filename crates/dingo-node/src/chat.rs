@@ -245,6 +245,20 @@ impl Core {
         Ok(s.get::<PeerSessions>(Table::Sessions, &uid.0)?.unwrap_or_default())
     }
 
+    /// The sessions with `uid` as this job has them: its own copy in `ctx` if it touched them,
+    /// else the stored (cached) ones.
+    pub(crate) fn ctx_sessions(
+        &self,
+        s: &Store,
+        ctx: &SealCtx,
+        uid: &UserId,
+    ) -> Result<PeerSessions, NodeError> {
+        match ctx.sessions.get(uid) {
+            Some(sess) => Ok(sess.clone()),
+            None => self.sessions_for(s, uid),
+        }
+    }
+
     pub(crate) fn save_sessions(&self, s: &Store, b: &mut Batch, uid: &UserId, sessions: PeerSessions) {
         s.put(b, Table::Sessions, &uid.0, &sessions);
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(*uid, sessions);
@@ -483,10 +497,7 @@ impl Core {
         }
         let cert = contact.device_cert()?;
         let prekey = contact.signed_prekey();
-        let mut sessions = match ctx.sessions.get(&contact.user_id) {
-            Some(sess) => sess.clone(),
-            None => self.sessions_for(s, &contact.user_id)?,
-        };
+        let mut sessions = self.ctx_sessions(s, ctx, &contact.user_id)?;
         let convid = self.conv_with(&contact.user_id);
         let seq = self.ctx_conv(s, ctx, convid)?.next_seq.max(1);
         let env = sessions
@@ -765,10 +776,7 @@ impl Core {
             }
         }
         let mut sessions = match &known {
-            Some(c) => match ctx.seal.sessions.get(&c.user_id) {
-                Some(sess) => sess.clone(),
-                None => self.sessions_for(s, &c.user_id)?,
-            },
+            Some(c) => self.ctx_sessions(s, &ctx.seal, &c.user_id)?,
             None => PeerSessions::default(),
         };
         let opened = match sessions.open(&self.me, verified, now) {
