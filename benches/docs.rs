@@ -11,6 +11,10 @@
 //!
 //! Task boards are measured between real nodes in `benches/work.rs`.
 
+/// The allocator the `dingo` binary uses (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ROOT};
 use dingo_docs::TextDoc;

@@ -10,6 +10,10 @@
 //!
 //! Environment: `BENCH_LATENCY_N` (default 10000), `BENCH_THROUGHPUT_N` (default 20000).
 
+/// The allocator the `dingo` binary uses (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};

@@ -11,6 +11,12 @@ mod output;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: the store and network threads allocate and free many
+/// small buffers across threads, where glibc's arenas cost a fifth of all CPU in the throughput
+/// benchmark (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let default_level = if matches!(cli.command, cli::Command::Run(_)) { "info" } else { "warn" };

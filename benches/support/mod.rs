@@ -2,6 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator the `dingo` binary uses (src/main.rs), so nodes here run as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Polls `f` every 5 ms until it holds; panics after 10 minutes, naming `what`.
 pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
     let start = Instant::now();

@@ -7,7 +7,7 @@ use dingo_crypto::Identity;
 use dingo_net::{peer_id_of, Config, Net};
 use dingo_node::{Home, NetConfig, Node};
 use dingo_types::content::Content;
-use dingo_types::envelope::{DirectHeader, Envelope, SessionInit};
+use dingo_types::envelope::{Auth, DirectHeader, Envelope, SessionInit};
 use dingo_types::invite::Invite;
 use dingo_types::team::{Action, OpBody, SignedOp};
 use dingo_types::wire::{DeliveryStatus, Request, Response};
@@ -81,7 +81,7 @@ impl Mallory {
     }
 
     fn resign(&self, env: &mut Envelope) {
-        env.signature = self.me.sign_device(&env.signed_bytes());
+        env.auth = Auth::Single(self.me.sign_device(&env.signed_bytes()));
     }
 
     /// Rewrites the X3DH session start an envelope carries, and signs the result as mallory.
@@ -104,11 +104,39 @@ impl Mallory {
     }
 
     async fn deliver(&self, bytes: Vec<u8>) -> DeliveryStatus {
+        self.deliver_all(vec![bytes]).await[0]
+    }
+
+    /// Delivers `envs` in one request.
+    async fn deliver_all(&self, envs: Vec<Vec<u8>>) -> Vec<DeliveryStatus> {
         let peer = peer_id_of(&self.victim.cert.device_key).expect("peer");
-        match self.net.request(peer, Request::Deliver(vec![bytes])).await.expect("request") {
-            Response::Results(r) => r[0],
+        match self.net.request(peer, Request::Deliver(envs)).await.expect("request") {
+            Response::Results(r) => r,
             other => panic!("a delivery answered with {other:?}"),
         }
+    }
+
+    /// Seals `texts` as one batch under one signature, as a node's run of sends is.
+    fn seal_batch(&mut self, texts: &[&str]) -> Vec<Envelope> {
+        let conv = self.conv();
+        let mut envs: Vec<Envelope> = texts
+            .iter()
+            .map(|text| {
+                self.seq += 1;
+                let content = Content::Text { id: MsgId::random(), sent_at: 1, text: (*text).into() };
+                self.sessions
+                    .seal_for_batch(
+                        &self.me,
+                        Recipient { cert: &self.victim.cert, prekey: Some(&self.victim.prekey) },
+                        conv,
+                        self.seq,
+                        &content.encode(),
+                    )
+                    .expect("seal")
+            })
+            .collect();
+        dingo_crypto::batch::sign_batch(&self.me, &mut envs).expect("sign");
+        envs
     }
 }
 
@@ -180,6 +208,48 @@ async fn tampering_with_any_field_is_rejected_and_changes_nothing() {
     // Ratchet and replay state are unchanged: the untouched envelope still opens.
     assert!(matches!(mallory.deliver(bytes).await, DeliveryStatus::Stored(_)));
     assert_eq!(texts(&victim).await, ["hello", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_signature_vouches_only_for_its_own_untouched_envelopes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = started_node(dir.path(), "victim").await;
+    let mut mallory = Mallory::new(&victim).await;
+    let envs: Vec<Vec<u8>> =
+        mallory.seal_batch(&["one", "two", "three"]).iter().map(|e| e.encode()).collect();
+    assert_eq!(envs[0][0], 2, "batch-signed envelopes are format version 2");
+    assert!(matches!(mallory.deliver(envs[0].clone()).await, DeliveryStatus::Stored(_)));
+
+    // Flip one bit anywhere in the second envelope's proof or signature: batch id, index,
+    // height, each path hash, signature; and the version byte (which would make it version 1).
+    // Each copy travels in one request behind the genuine envelope, whose batch root the victim
+    // has then checked: a changed proof must not ride on that check.
+    let len = envs[1].len();
+    let proof_start = len - (16 + 2 + 1 + 2 * 32 + 64);
+    let mut offsets: Vec<(&str, usize)> = vec![("version", 0)];
+    for (name, at) in [("batch id", 0), ("index", 17), ("height", 18), ("path 0", 19), ("path 1", 19 + 32)] {
+        offsets.push((name, proof_start + at));
+    }
+    offsets.push(("signature", len - 1));
+    let rejected_before = victim.stats().rejected;
+    let mut request = vec![envs[1].clone()];
+    for (_, at) in &offsets {
+        let mut bad = envs[1].clone();
+        bad[*at] ^= 0x01;
+        request.push(bad);
+    }
+    let statuses = mallory.deliver_all(request).await;
+    assert!(matches!(statuses[0], DeliveryStatus::Stored(_)));
+    for ((name, _), status) in offsets.iter().zip(&statuses[1..]) {
+        assert_eq!(*status, DeliveryStatus::Rejected, "flipped {name}");
+    }
+    assert_eq!(victim.stats().rejected - rejected_before, offsets.len() as u64);
+
+    // Nothing changed: the genuine third opens, and a replay of the first is a duplicate.
+    let statuses = mallory.deliver_all(vec![envs[2].clone(), envs[0].clone()]).await;
+    assert!(matches!(statuses[0], DeliveryStatus::Stored(_)));
+    assert!(matches!(statuses[1], DeliveryStatus::Duplicate(_)));
+    assert_eq!(texts(&victim).await, ["one", "two", "three"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,59 @@ async fn an_offline_recipient_gets_everything_when_it_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_concurrent_sends_shares_signatures_and_arrives_once_each() {
+    use dingo_types::envelope::{Auth, Envelope};
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob_home = Home::new(dir.path().join("bob"));
+    Node::init(&bob_home, "bob", None).expect("init");
+    let bob = Node::open(&bob_home, None).expect("open");
+    alice.add_contact(&bob.id().invite, None).await.expect("add");
+    bob.add_contact(&alice.id().invite, None).await.expect("add");
+    // Bob is offline: the envelopes wait in alice's outbox, as sealed.
+    let sends: Vec<_> = (0..200)
+        .map(|i| {
+            let alice = alice.clone();
+            tokio::spawn(async move { alice.send("bob", &format!("burst {i}")).await.expect("send").id })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in sends {
+        ids.push(s.await.expect("send task"));
+    }
+    let outbox: Vec<Envelope> = alice
+        .test_support_outbox()
+        .await
+        .expect("outbox")
+        .iter()
+        .map(|b| Envelope::decode(b).expect("decode"))
+        .collect();
+    assert_eq!(outbox.len(), 200);
+    let mut signatures: Vec<[u8; 64]> = outbox
+        .iter()
+        .map(|e| match &e.auth {
+            Auth::Single(sig) => *sig,
+            Auth::Batch(p) => p.signature,
+        })
+        .collect();
+    signatures.sort();
+    signatures.dedup();
+    assert!(signatures.len() < 100, "{} signatures for 200 queued sends", signatures.len());
+
+    let peers: Vec<Multiaddr> = alice.id().addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    bob.start_network(NetConfig::loopback(), peers).await.expect("bob online");
+    for id in &ids {
+        wait_status(&alice, "bob", id, Status::Delivered).await;
+    }
+    let mut got: Vec<String> = bob.messages("alice").await.expect("m").into_iter().map(|m| m.id).collect();
+    assert_eq!(got.len(), 200, "each message stored once");
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+    assert_eq!(bob.stats().rejected, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_with_our_invite_becomes_an_unverified_contact() {
     let dir = tempfile::tempdir().expect("tmp");
     let alice = started_node(dir.path(), "alice").await;

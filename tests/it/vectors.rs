@@ -5,7 +5,7 @@ use dingo_crypto::ratchet;
 use dingo_crypto::x3dh;
 use dingo_crypto::Secret32;
 use dingo_types::content::Content;
-use dingo_types::envelope::{DirectHeader, Envelope, EnvelopeKind, SessionInit};
+use dingo_types::envelope::{Auth, BatchProof, DirectHeader, Envelope, EnvelopeKind, SessionInit};
 use dingo_types::invite::{DeviceCert, Invite, SignedPreKey};
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{ConvId, DeviceKey, MsgId};
@@ -53,7 +53,7 @@ fn sample_envelope() -> Envelope {
         deps: vec![],
         crypto_header: header.encode(),
         ciphertext: vec![0xCC; 5],
-        signature: [0x55; 64],
+        auth: Auth::Single([0x55; 64]),
     }
 }
 
@@ -73,6 +73,36 @@ fn envelope_codec_v1_is_frozen() {
     assert_eq!(hex(&env.encode()), ENVELOPE_V1);
     assert_eq!(Envelope::decode(&unhex(ENVELOPE_V1)), Ok(env.clone()));
     assert_eq!(DirectHeader::decode(&env.crypto_header).expect("header").encode(), env.crypto_header);
+}
+
+/// A batch-signed envelope (version 2): the same fields, then the batch id, leaf index, path and
+/// the signature over the root.
+const ENVELOPE_BATCH_V2: &str = "02010101010101010101010101010101010101010101010101010101010101010101000000000000000002020202020202020202020202020202020202020202020202020202020202020303030303030303030303030303030303030303030303030303030303030303000000000000002a00010c111111111111111111111111111111112222222222222222222222222222222222222222222222222222222222222222000000030000000401013030303030303030303030303030303030303030303030303030303030303030313131313131313131313131313131313131313131313131313131313131313132323232323232323232323232323232323232323232323232323232323232320000019ab697e8003333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333333305616c69636544444444444444444444444444444444444444444444444444444444444444440000000100000005cccccccccc666666666666666666666666666666660002027777777777777777777777777777777777777777777777777777777777777777888888888888888888888888888888888888888888888888888888888888888899999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999";
+/// The root that path links that envelope's signed bytes to, and the message its sender signs.
+const BATCH_ROOT_V1: &str = "1309f93077c723ec69813460d561f1fc49792419a2f4a6f9eb1aa1b24f01bf88";
+const BATCH_ROOT_MESSAGE_V1: &str = "64696e676f2f656e76656c6f70652d62617463682d726f6f742f76310066666666666666666666666666666666021309f93077c723ec69813460d561f1fc49792419a2f4a6f9eb1aa1b24f01bf88";
+
+fn sample_batch_envelope() -> Envelope {
+    let mut env = sample_envelope();
+    env.auth = Auth::Batch(BatchProof {
+        batch_id: [0x66; 16],
+        index: 2,
+        path: vec![[0x77; 32], [0x88; 32]],
+        signature: [0x99; 64],
+    });
+    env
+}
+
+#[test]
+fn batch_signed_envelope_v2_and_its_tree_hashes_are_frozen() {
+    let env = sample_batch_envelope();
+    assert_eq!(hex(&env.encode()), ENVELOPE_BATCH_V2, "batch envelope encoding changed");
+    assert_eq!(Envelope::decode(&unhex(ENVELOPE_BATCH_V2)), Ok(env.clone()));
+    let Auth::Batch(proof) = &env.auth else { unreachable!("a batch envelope") };
+    let root = dingo_crypto::batch::root_of(&env.signed_bytes(), proof);
+    assert_eq!(hex(&root), BATCH_ROOT_V1, "batch tree hashing changed");
+    let message = dingo_crypto::batch::root_message(&proof.batch_id, proof.path.len() as u8, &root);
+    assert_eq!(hex(&message), BATCH_ROOT_MESSAGE_V1, "batch root message changed");
 }
 
 #[test]
@@ -173,10 +203,22 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         proptest::collection::vec(any::<u8>(), 0..1024),
         proptest::collection::vec(any::<u8>(), 0..4096),
         any::<[u8; 32]>(),
+        proptest::option::of((
+            any::<[u8; 16]>(),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..=8),
+            any::<u16>(),
+        )),
     )
-        .prop_map(|(group, epoch, sender, seq, deps, crypto_header, ciphertext, sig_half)| {
+        .prop_map(|(group, epoch, sender, seq, deps, crypto_header, ciphertext, sig_half, batch)| {
             let mut signature = [0u8; 64];
             signature[..32].copy_from_slice(&sig_half);
+            let auth = match batch {
+                None => Auth::Single(signature),
+                Some((batch_id, path, index)) => {
+                    let index = (u32::from(index) % (1u32 << path.len())) as u16;
+                    Auth::Batch(BatchProof { batch_id, index, path, signature })
+                }
+            };
             Envelope {
                 kind: EnvelopeKind::Direct,
                 group: ConvId(group),
@@ -187,7 +229,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                 deps,
                 crypto_header,
                 ciphertext,
-                signature,
+                auth,
             }
         })
 }

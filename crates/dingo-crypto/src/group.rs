@@ -27,7 +27,7 @@ use crate::session::VerifiedEnvelope;
 use crate::{CryptoError, Secret32};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
-use dingo_types::envelope::{Envelope, EnvelopeKind, GroupHeader, KeyWrap};
+use dingo_types::envelope::{Auth, Envelope, EnvelopeKind, GroupHeader, KeyWrap};
 use dingo_types::{ConvId, DeviceKey};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -152,13 +152,13 @@ impl SenderChain {
             deps: Vec::new(),
             crypto_header,
             ciphertext: Vec::new(),
-            signature: [0; 64],
+            auth: Auth::Single([0; 64]),
         };
         let (c, nonce) = cipher(&mk);
         env.ciphertext = c
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &env.header_bytes() })
             .map_err(|_| CryptoError::Format("plaintext too long"))?;
-        env.signature = me.sign_device(&env.signed_bytes());
+        env.auth = Auth::Single(me.sign_device(&env.signed_bytes()));
         Ok(env)
     }
 }
@@ -347,7 +347,7 @@ mod tests {
         let mut env = chain.seal(&alice, ConvId([1; 32]), 1, 1, b"hello").expect("test step");
         let good = env.clone();
         env.ciphertext[0] ^= 1;
-        env.signature = alice.sign_device(&env.signed_bytes());
+        env.auth = Auth::Single(alice.sign_device(&env.signed_bytes()));
         let before = postcard::to_allocvec(&bob).expect("test step");
         assert!(bob.open(&verify_envelope(env).expect("test step")).is_err());
         assert_eq!(postcard::to_allocvec(&bob).expect("test step"), before);

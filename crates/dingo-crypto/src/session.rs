@@ -8,7 +8,7 @@
 use crate::identity::{verify, verify_cert, Identity};
 use crate::ratchet::{self, Header, MessageKey};
 use crate::{x3dh, CryptoError};
-use dingo_types::envelope::{DirectHeader, Envelope, EnvelopeKind, KeyWrap, SessionInit};
+use dingo_types::envelope::{Auth, BatchProof, DirectHeader, Envelope, EnvelopeKind, KeyWrap, SessionInit};
 use dingo_types::invite::{DeviceCert, SignedPreKey};
 use dingo_types::{ConvId, DeviceKey};
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,7 @@ impl std::fmt::Debug for PeerSessions {
 
 /// An envelope whose signature has been checked against its `sender`.
 #[derive(Debug, Clone)]
-pub struct VerifiedEnvelope(Envelope);
+pub struct VerifiedEnvelope(pub(crate) Envelope);
 
 impl VerifiedEnvelope {
     /// The envelope.
@@ -56,10 +56,10 @@ impl VerifiedEnvelope {
     }
 }
 
-/// Checks the sender's signature over header and ciphertext (`verify_strict`).
+/// Checks the sender's signature over header and ciphertext (`verify_strict`), alone or through
+/// its batch root. To check many envelopes, [`crate::batch::Verifier`] checks each root once.
 pub fn verify_envelope(env: Envelope) -> Result<VerifiedEnvelope, CryptoError> {
-    verify(&env.sender.0, &env.signed_bytes(), &env.signature)?;
-    Ok(VerifiedEnvelope(env))
+    crate::batch::Verifier::default().verify(env)
 }
 
 /// What opening an envelope produced.
@@ -173,6 +173,34 @@ impl PeerSessions {
         seq: u64,
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
+        let mut env = self.seal_unsigned(me, to, group, seq, plaintext, Auth::Single([0; 64]))?;
+        env.auth = Auth::Single(me.sign_device(&env.signed_bytes()));
+        Ok(env)
+    }
+
+    /// Like [`PeerSessions::seal`], for an envelope to be signed with others by
+    /// [`crate::batch::sign_batch`] before it leaves.
+    pub fn seal_for_batch(
+        &mut self,
+        me: &Identity,
+        to: Recipient<'_>,
+        group: ConvId,
+        seq: u64,
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        self.seal_unsigned(me, to, group, seq, plaintext, Auth::Batch(BatchProof::pending()))
+    }
+
+    /// Encrypts with the header (naming `auth`'s form) as associated data; signs nothing.
+    fn seal_unsigned(
+        &mut self,
+        me: &Identity,
+        to: Recipient<'_>,
+        group: ConvId,
+        seq: u64,
+        plaintext: &[u8],
+        auth: Auth,
+    ) -> Result<Envelope, CryptoError> {
         let idx = self.sending_session(me, to, true)?;
         let (direct, mk, ad) = self.next_message(me, idx)?;
         let mut env = Envelope {
@@ -185,11 +213,10 @@ impl PeerSessions {
             deps: Vec::new(),
             crypto_header: direct.encode(),
             ciphertext: Vec::new(),
-            signature: [0; 64],
+            auth,
         };
         let aad = [ad, &env.header_bytes()].concat();
         env.ciphertext = mk.encrypt(plaintext, &aad);
-        env.signature = me.sign_device(&env.signed_bytes());
         Ok(env)
     }
 
@@ -367,7 +394,7 @@ mod tests {
             .expect("seal");
         let good = env.clone();
         env.ciphertext[0] ^= 1;
-        env.signature = alice.sign_device(&env.signed_bytes());
+        env.auth = Auth::Single(alice.sign_device(&env.signed_bytes()));
         let before = postcard::to_allocvec(&at_bob).expect("ser");
         assert_eq!(
             at_bob.open(&bob, &verify_envelope(env).expect("sig"), 0).err(),

@@ -6,7 +6,8 @@ use crate::carrier;
 use crate::chat::{AcceptCtx, Accepted, Core};
 use crate::records::ContactRec;
 use crate::{Node, NodeError, NodeEvent};
-use dingo_crypto::session::{verify_envelope, VerifiedEnvelope};
+use dingo_crypto::batch::Verifier;
+use dingo_crypto::session::VerifiedEnvelope;
 use dingo_net::{device_key_of, peer_id_of, Event, Net};
 use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
@@ -225,11 +226,13 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
     }
 }
 
+/// Decodes and checks each envelope's signature; a batch's signature is checked once.
 fn check_signatures(envs: &[Vec<u8>]) -> Vec<Result<VerifiedEnvelope, String>> {
+    let mut verifier = Verifier::default();
     envs.iter()
         .map(|bytes| {
             let env = Envelope::decode(bytes).map_err(|e| format!("malformed envelope: {e}"))?;
-            verify_envelope(env).map_err(|e| format!("{e}"))
+            verifier.verify(env).map_err(|e| format!("{e}"))
         })
         .collect()
 }

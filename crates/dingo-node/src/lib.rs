@@ -738,6 +738,17 @@ impl Node {
         .await
     }
 
+    /// Test support: the 1:1 envelopes waiting in this node's outbox, oldest first.
+    #[doc(hidden)]
+    pub async fn test_support_outbox(&self) -> Result<Vec<Vec<u8>>, NodeError> {
+        self.job(|_, s| {
+            s.scan::<records::OutboxItem>(dingo_store::Table::Outbox, &[])
+                .map(|r| r.map(|(_, v)| v.envelope).map_err(NodeError::from))
+                .collect()
+        })
+        .await
+    }
+
     /// Test support: the 1:1 envelopes this node carries for others (sealed to their
     /// recipients).
     #[doc(hidden)]
@@ -874,7 +885,8 @@ async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendReq
         let n = items.len();
         let sealed = node
             .durable_job(move |c, s| {
-                let mut ctx = chat::SealCtx::default();
+                // A lone send is signed at once; a run shares signatures.
+                let mut ctx = chat::SealCtx { sign_as_batch: items.len() > 1, ..Default::default() };
                 let now = now_ms();
                 let out: Vec<_> =
                     items.iter().map(|(who, text)| c.send_text(s, &mut ctx, who, text, now)).collect();

@@ -3,20 +3,29 @@
 //! ```text
 //! header  = version u8 | kind u8 | group [32] | epoch u64 | sender [32] | recipient [32]
 //!         | seq u64 | deps_count u8 | deps [32]*count | crypto_header_len u16 | crypto_header
-//! envelope = header | ciphertext_len u32 | ciphertext | signature [64]
+//! envelope = header | ciphertext_len u32 | ciphertext | auth
+//! auth (version 1) = signature [64]
+//! auth (version 2) = batch_id [16] | index u16 | height u8 | path [32]*height | signature [64]
 //! ```
 //! The header is the AEAD associated data; the sender's device key signs
 //! `ENVELOPE_SIGNING_CONTEXT | header | ciphertext_len | ciphertext` (encrypt-then-sign), so any
-//! node can drop a forgery without decrypting. For 1:1 messages the crypto header is a
-//! [`DirectHeader`].
+//! node can drop a forgery without decrypting. Version 2 signs the same bytes as leaf `index` of
+//! a Merkle tree over a batch of envelopes, and the signature covers the tree's root
+//! ([`BatchProof`]; `dingo_crypto::batch` builds and checks it). The version byte is part of the
+//! header, so an envelope cannot be moved from one form to the other. For 1:1 messages the
+//! crypto header is a [`DirectHeader`].
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{ConvId, DeviceKey};
 use crate::invite::DeviceCert;
 use crate::limits::*;
 
-/// The envelope format this build writes and reads.
+/// The envelope format signed on its own.
 pub const ENVELOPE_VERSION: u8 = 1;
+/// The envelope format signed as one leaf of a batch.
+pub const ENVELOPE_BATCH_VERSION: u8 = 2;
+/// Tallest batch tree an envelope may name (at most 2^8 envelopes share a signature).
+pub const MAX_BATCH_HEIGHT: usize = 8;
 /// Domain separation for envelope signatures.
 pub const ENVELOPE_SIGNING_CONTEXT: &[u8] = b"dingo/envelope/v1\0";
 
@@ -61,15 +70,55 @@ pub struct Envelope {
     pub crypto_header: Vec<u8>,
     /// AEAD ciphertext with tag.
     pub ciphertext: Vec<u8>,
-    /// Ed25519 signature by `sender`.
+    /// The sender's signature over this envelope, alone or as part of a batch.
+    pub auth: Auth,
+}
+
+/// How an envelope is signed; the choice is its format version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// An Ed25519 signature by `sender` over [`Envelope::signed_bytes`] (version 1).
+    Single([u8; 64]),
+    /// One leaf of a signed batch (version 2).
+    Batch(BatchProof),
+}
+
+impl Auth {
+    /// The format version this form of signature belongs to.
+    pub fn version(&self) -> u8 {
+        match self {
+            Self::Single(_) => ENVELOPE_VERSION,
+            Self::Batch(_) => ENVELOPE_BATCH_VERSION,
+        }
+    }
+}
+
+/// Where an envelope sits in a batch whose Merkle root its sender signed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchProof {
+    /// Chosen at random per batch; every hash of the tree is keyed by it.
+    pub batch_id: [u8; 16],
+    /// The envelope's leaf position, below `2^path.len()`.
+    pub index: u16,
+    /// Sibling hashes from the leaf up to the root (the tree's height is their number).
+    pub path: Vec<[u8; 32]>,
+    /// Ed25519 signature by `sender` over the root.
     pub signature: [u8; 64],
+}
+
+impl BatchProof {
+    /// A proof to be filled in once the batch is complete (only its kind is read before then:
+    /// the header's version byte, which the AEAD binds).
+    pub fn pending() -> Self {
+        Self { batch_id: [0; 16], index: 0, path: Vec::new(), signature: [0; 64] }
+    }
 }
 
 impl Envelope {
     /// The header bytes: the AEAD associated data and the first part of what is signed.
     pub fn header_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(ENVELOPE_VERSION)
+        w.u8(self.auth.version())
             .u8(self.kind as u8)
             .bytes(&self.group.0)
             .u64(self.epoch)
@@ -94,7 +143,19 @@ impl Envelope {
     /// The full wire encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.bytes(&self.header_bytes()).long_bytes(&self.ciphertext).bytes(&self.signature);
+        w.bytes(&self.header_bytes()).long_bytes(&self.ciphertext);
+        match &self.auth {
+            Auth::Single(signature) => {
+                w.bytes(signature);
+            }
+            Auth::Batch(p) => {
+                w.bytes(&p.batch_id).u16(p.index).u8(p.path.len().min(MAX_BATCH_HEIGHT) as u8);
+                for h in p.path.iter().take(MAX_BATCH_HEIGHT) {
+                    w.bytes(h);
+                }
+                w.bytes(&p.signature);
+            }
+        }
         w.into_bytes()
     }
 
@@ -110,7 +171,7 @@ impl Envelope {
         }
         let mut r = Reader::new(bytes);
         let version = r.u8("envelope version")?;
-        if version != ENVELOPE_VERSION {
+        if version != ENVELOPE_VERSION && version != ENVELOPE_BATCH_VERSION {
             return Err(DecodeError::UnsupportedVersion { what: "envelope", version });
         }
         let kind = EnvelopeKind::from_u8(r.u8("envelope kind")?)?;
@@ -130,9 +191,23 @@ impl Envelope {
         }
         let crypto_header = r.bytes(ch_len, "crypto header")?.to_vec();
         let ciphertext = r.long_bytes(MAX_CIPHERTEXT_BYTES, "ciphertext")?.to_vec();
-        let signature = r.array("signature")?;
+        let auth = if version == ENVELOPE_VERSION {
+            Auth::Single(r.array("signature")?)
+        } else {
+            let batch_id = r.array("batch id")?;
+            let index = r.u16("batch index")?;
+            let height = r.u8("batch height")? as usize;
+            if height > MAX_BATCH_HEIGHT {
+                return Err(DecodeError::TooLarge("batch height"));
+            }
+            if u32::from(index) >> height != 0 {
+                return Err(DecodeError::Invalid("batch index"));
+            }
+            let path = (0..height).map(|_| r.array("batch path")).collect::<Result<Vec<_>, _>>()?;
+            Auth::Batch(BatchProof { batch_id, index, path, signature: r.array("signature")? })
+        };
         r.finish("envelope")?;
-        Ok(Self { kind, group, epoch, sender, recipient, seq, deps, crypto_header, ciphertext, signature })
+        Ok(Self { kind, group, epoch, sender, recipient, seq, deps, crypto_header, ciphertext, auth })
     }
 }
 
@@ -337,7 +412,7 @@ mod tests {
             deps: vec![[4; 32]],
             crypto_header: vec![5; 60],
             ciphertext: vec![6; 100],
-            signature: [7; 64],
+            auth: Auth::Single([7; 64]),
         }
     }
 
@@ -352,6 +427,32 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(Envelope::decode(&longer), Err(DecodeError::Trailing("envelope")));
+    }
+
+    #[test]
+    fn batch_signed_envelopes_round_trip_and_reject_every_truncation_and_bad_index() {
+        let mut env = sample();
+        env.auth = Auth::Batch(BatchProof {
+            batch_id: [8; 16],
+            index: 5,
+            path: vec![[9; 32], [10; 32], [11; 32]],
+            signature: [12; 64],
+        });
+        let bytes = env.encode();
+        assert_eq!(bytes[0], ENVELOPE_BATCH_VERSION);
+        assert_eq!(bytes.len(), sample().encode().len() + 16 + 2 + 1 + 3 * 32);
+        assert_eq!(Envelope::decode(&bytes), Ok(env.clone()));
+        for cut in 0..bytes.len() {
+            assert!(Envelope::decode(&bytes[..cut]).is_err(), "accepted a {cut}-byte prefix");
+        }
+        // The index must name a leaf of a tree that tall.
+        let at = bytes.len() - 64 - 3 * 32 - 1 - 2;
+        let mut bad = bytes.clone();
+        bad[at..at + 2].copy_from_slice(&8u16.to_be_bytes());
+        assert_eq!(Envelope::decode(&bad), Err(DecodeError::Invalid("batch index")));
+        let mut tall = bytes;
+        tall[at + 2] = MAX_BATCH_HEIGHT as u8 + 1;
+        assert_eq!(Envelope::decode(&tall), Err(DecodeError::TooLarge("batch height")));
     }
 
     #[test]

@@ -11,8 +11,9 @@ pub const MAX_CRYPTO_HEADER_BYTES: usize = 48 * 1024;
 pub const MAX_KEY_WRAPS: usize = 1000;
 /// Most causal dependencies an envelope may name.
 pub const MAX_DEPS: usize = 16;
-/// Largest encoded envelope.
-pub const MAX_ENVELOPE_BYTES: usize = 256 + MAX_DEPS * 32 + MAX_CRYPTO_HEADER_BYTES + MAX_CIPHERTEXT_BYTES;
+/// Largest encoded envelope (fixed fields, a batch signature's tallest path, and the parts above).
+pub const MAX_ENVELOPE_BYTES: usize =
+    256 + (16 + 3 + 8 * 32) + MAX_DEPS * 32 + MAX_CRYPTO_HEADER_BYTES + MAX_CIPHERTEXT_BYTES;
 /// Most envelopes in one delivery request.
 pub const MAX_ENVELOPES_PER_REQUEST: usize = 512;
 /// Largest request or response frame on the `/dingo/msg` protocol.
