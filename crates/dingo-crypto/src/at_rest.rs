@@ -12,11 +12,14 @@
 //! 0600 permissions are then its only protection, and the README says so.
 
 use crate::{CryptoError, Secret32};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use dingo_types::codec::{Reader, Writer};
 
 const VALUE_VERSION: u8 = 1;
+/// Bytes before a stored value's ciphertext: version and nonce.
+pub const VALUE_HEADER_LEN: usize = 1 + 24;
+const VALUE_TAG_LEN: usize = 16;
 const KEY_FILE_MAGIC: &[u8; 8] = b"DINGOKEY";
 const KEY_FILE_VERSION: u8 = 1;
 /// Argon2id memory cost in KiB (OWASP's 19 MiB minimum, with t = 2).
@@ -46,15 +49,36 @@ impl StorageKey {
 
     /// Seals `plaintext` stored at location `aad`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut buf = Self::value_buffer(plaintext.len());
+        buf.extend_from_slice(plaintext);
+        self.seal_buffer(aad, buf)
+    }
+
+    /// An empty value with room for its header and tag, to write `capacity` bytes of plaintext
+    /// into (after [`VALUE_HEADER_LEN`] bytes) and seal in place with [`StorageKey::seal_buffer`].
+    pub fn value_buffer(capacity: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(VALUE_HEADER_LEN + capacity + VALUE_TAG_LEN);
+        buf.resize(VALUE_HEADER_LEN, 0);
+        buf
+    }
+
+    /// Seals, in place, a [`StorageKey::value_buffer`] whose plaintext follows the header, stored
+    /// at location `aad` (one allocation per stored value).
+    pub fn seal_buffer(&self, aad: &[u8], mut buf: Vec<u8>) -> Vec<u8> {
         let nonce: [u8; 24] = rand::random();
-        let ct = xchacha(&self.0)
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(1 + 24 + ct.len());
-        out.push(VALUE_VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        out
+        buf[0] = VALUE_VERSION;
+        buf[1..VALUE_HEADER_LEN].copy_from_slice(&nonce);
+        // Fails only for plaintexts beyond 256 GiB, which no record comes near; such a value
+        // would then not open and read as corrupt rather than be stored in the clear.
+        match xchacha(&self.0).encrypt_in_place_detached(
+            XNonce::from_slice(&nonce),
+            aad,
+            &mut buf[VALUE_HEADER_LEN..],
+        ) {
+            Ok(tag) => buf.extend_from_slice(&tag),
+            Err(_) => buf.truncate(VALUE_HEADER_LEN),
+        }
+        buf
     }
 
     /// Opens a value sealed at location `aad`.

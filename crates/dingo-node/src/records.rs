@@ -40,9 +40,12 @@ pub(crate) struct ConversationRec {
 /// An envelope waiting in the outbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct OutboxItem {
+    /// (`serde_bytes`: the same encoding as a sequence of bytes, read and written at once.)
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
     pub msg_id: Option<MsgId>,
     /// Where the message record is, so delivery needs no index lookup.
+    #[serde(with = "serde_bytes")]
     pub msg_key: Option<Vec<u8>>,
     pub conv: ConvId,
     /// Set when loaded for delivery: the envelope came from the group log.
@@ -885,4 +888,39 @@ pub struct TransferView {
     pub from_peers: std::collections::BTreeMap<String, u64>,
     /// Time taken so far, or in all once finished.
     pub elapsed_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record as stores written before `serde_bytes` held it.
+    #[derive(Serialize)]
+    struct PlainOutboxItem {
+        envelope: Vec<u8>,
+        msg_id: Option<MsgId>,
+        msg_key: Option<Vec<u8>>,
+        conv: ConvId,
+    }
+
+    #[test]
+    fn bytes_fields_keep_the_encoding_of_a_byte_sequence() {
+        let item = OutboxItem {
+            envelope: (0..=255).collect(),
+            msg_id: Some(MsgId([7; 16])),
+            msg_key: Some(vec![1, 2, 3]),
+            conv: ConvId([9; 32]),
+            group: false,
+        };
+        let plain = PlainOutboxItem {
+            envelope: item.envelope.clone(),
+            msg_id: item.msg_id,
+            msg_key: item.msg_key.clone(),
+            conv: item.conv,
+        };
+        let bytes = postcard::to_allocvec(&item).expect("encode");
+        assert_eq!(bytes, postcard::to_allocvec(&plain).expect("encode"));
+        let back: OutboxItem = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!((back.envelope, back.msg_key), (item.envelope, item.msg_key));
+    }
 }

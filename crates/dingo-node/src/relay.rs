@@ -49,6 +49,7 @@ pub(crate) fn group_log_key(group: &ConvId, author: &DeviceKey, seq: u64) -> Vec
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LoggedEnv {
     pub priority: Priority,
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
 }
 
@@ -57,6 +58,7 @@ pub(crate) struct LoggedEnv {
 pub(crate) struct MailRec {
     /// Who handed it over.
     pub depositor: DeviceKey,
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
     pub at: u64,
 }

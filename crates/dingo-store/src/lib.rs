@@ -23,6 +23,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Queued store jobs before callers wait.
 pub const JOB_QUEUE: usize = 1024;
+/// Room a record is serialized into before it grows (most records are messages, under 1 KiB).
+const PUT_CAPACITY: usize = 1024;
 /// Queued flush requests before callers wait.
 pub const FLUSH_QUEUE: usize = 4096;
 
@@ -240,9 +242,11 @@ impl Store {
     /// Queues an encrypted write of `value` into `batch`.
     pub fn put<T: Serialize>(&self, batch: &mut Batch, table: Table, key: &[u8], value: &T) {
         let k = full_key(table, key);
+        // Serialized behind room for the value header and sealed in place: one allocation.
         // Serializing Dingo's own record types into a Vec cannot fail.
-        let plain = postcard::to_allocvec(value).unwrap_or_default();
-        batch.inner.insert(k.clone(), self.key.seal(&aad(&k), &plain));
+        let buf = StorageKey::value_buffer(PUT_CAPACITY);
+        let buf = postcard::to_extend(value, buf).unwrap_or_else(|_| StorageKey::value_buffer(0));
+        batch.inner.insert(k.clone(), self.key.seal_buffer(&aad(&k), buf));
         batch.writes += 1;
     }
 
