@@ -173,6 +173,13 @@ pub(crate) fn message_key(conv: &ConvId, sent_at: u64, seq: u64, id: &MsgId) -> 
     [conv.0.as_slice(), &sent_at.to_be_bytes(), &seq.to_be_bytes(), &id.0].concat()
 }
 
+/// The conversation and sequence number a [`message_key`] names.
+fn split_message_key(key: &[u8]) -> Option<(ConvId, u64)> {
+    let conv = ConvId(key.get(..32)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(key.get(40..48)?.try_into().ok()?);
+    Some((conv, seq))
+}
+
 fn outbox_key(uid: &UserId, n: u64) -> Vec<u8> {
     [uid.0.as_slice(), &n.to_be_bytes()].concat()
 }
@@ -625,7 +632,26 @@ impl Core {
 
     // ---- reading ----
 
-    pub(crate) fn view(&self, rec: &MessageRec, contact: &ContactRec) -> MessageView {
+    /// When my 1:1 messages in `convid` were delivered.
+    fn delivered_index(&self, s: &Store, convid: &ConvId) -> Result<DeliveredIndex, NodeError> {
+        let runs = s.scan::<DeliveredRun>(Table::Delivered, &convid.0).map(|r| r.map(|(_, run)| run));
+        Ok(DeliveredIndex::new(runs.collect::<Result<Vec<_>, _>>()?))
+    }
+
+    pub(crate) fn view(
+        &self,
+        rec: &MessageRec,
+        contact: &ContactRec,
+        delivered: &DeliveredIndex,
+    ) -> MessageView {
+        // A message record is written when sent; its delivery is in a run record (the earlier
+        // time wins: a read receipt that came first fills in its own time).
+        let (status, delivered_at) = match delivered.at(rec.seq) {
+            Some(at) if rec.direction == Direction::Out && rec.status != Status::Failed => {
+                (rec.status.max(Status::Delivered), Some(rec.delivered_at.map_or(at, |d| d.min(at))))
+            }
+            _ => (rec.status, rec.delivered_at),
+        };
         let (from, from_user_id) = match rec.direction {
             Direction::Out => ("me".to_owned(), self.me.user_id().to_hex()),
             Direction::In => (contact.name.clone(), contact.user_id.to_hex()),
@@ -639,8 +665,8 @@ impl Core {
             sent_at: rec.sent_at,
             received_at: rec.received_at,
             seq: rec.seq,
-            status: rec.status,
-            delivered_at: rec.delivered_at,
+            status,
+            delivered_at,
             read_at: rec.read_at,
             channel: None,
             members: Vec::new(),
@@ -657,8 +683,9 @@ impl Core {
         }
         let contact = self.contact(s, who)?;
         let convid = self.conv_with(&contact.user_id);
+        let delivered = self.delivered_index(s, &convid)?;
         s.scan::<MessageRec>(Table::Messages, &convid.0)
-            .map(|r| r.map(|(_, m)| self.view(&m, &contact)).map_err(NodeError::from))
+            .map(|r| r.map(|(_, m)| self.view(&m, &contact, &delivered)).map_err(NodeError::from))
             .collect()
     }
 
@@ -680,6 +707,7 @@ impl Core {
         let convid = self.conv_with(&contact.user_id);
         let mut newly_read = Vec::new();
         let mut out = Vec::new();
+        let delivered = self.delivered_index(s, &convid)?;
         for item in s.scan::<MessageRec>(Table::Messages, &convid.0) {
             let (key, mut m) = item?;
             if m.direction == Direction::In && m.status != Status::Read {
@@ -688,7 +716,7 @@ impl Core {
                 newly_read.push(MsgRef { id: m.id, sent_at: m.sent_at, seq: m.seq });
                 s.put(&mut ctx.batch, Table::Messages, &key, &m);
             }
-            out.push(self.view(&m, &contact));
+            out.push(self.view(&m, &contact, &delivered));
         }
         self.ctx_conv(s, &mut ctx, convid)?.unread = 0;
         // A contact whose key changed gets no receipts until re-verified (they could not be
@@ -1153,6 +1181,7 @@ impl Core {
         let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
         let mut b = Batch::default();
         let mut events = Vec::new();
+        let mut delivered: HashMap<(ConvId, u64), Vec<u64>> = HashMap::new();
         for ((key, msg_id, msg_key, group), status) in sent.iter().zip(results) {
             let (new_status, at) = match *status {
                 DeliveryStatus::Stored(at) | DeliveryStatus::Duplicate(at) => (Status::Delivered, at),
@@ -1168,6 +1197,13 @@ impl Core {
                 }
                 continue;
             }
+            if new_status == Status::Delivered {
+                if let Some((conv, seq)) = split_message_key(mkey) {
+                    delivered.entry((conv, at)).or_default().push(seq);
+                    events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
+                    continue;
+                }
+            }
             let Some(mut m) = s.get::<MessageRec>(Table::Messages, mkey)? else { continue };
             if m.status < new_status || new_status == Status::Failed {
                 m.status = new_status;
@@ -1177,6 +1213,14 @@ impl Core {
                 events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
             }
             s.put(&mut b, Table::Messages, mkey, &m);
+        }
+        // One record per conversation and batch says which messages were delivered, rather
+        // than a rewrite of each message record.
+        for ((conv, at), seqs) in delivered {
+            let run = DeliveredRun::new(at, seqs);
+            let first = run.seqs.first().map(|(lo, _)| *lo).unwrap_or(0);
+            let key = [conv.0.as_slice(), &first.to_be_bytes(), &rand::random::<[u8; 8]>()].concat();
+            s.put(&mut b, Table::Delivered, &key, &run);
         }
         self.apply(s, b)?;
         Ok(events)

@@ -3,6 +3,7 @@
 use dingo_types::{ConvId, MsgId, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 /// A contact as stored: the pinned device certificate and what is needed to reach them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +37,59 @@ pub(crate) struct ConversationRec {
     /// The channel's name, for a group conversation.
     pub channel: Option<String>,
 }
+
+/// Which of my 1:1 messages in one conversation the recipient's node acknowledged storing, at
+/// its time `at`: inclusive ranges of sequence numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeliveredRun {
+    pub at: u64,
+    pub seqs: Vec<(u64, u64)>,
+}
+
+impl DeliveredRun {
+    /// The runs of `seqs` (sorted, deduplicated) delivered at `at`.
+    pub(crate) fn new(at: u64, mut seqs: Vec<u64>) -> Self {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for seq in seqs {
+            match ranges.last_mut() {
+                Some((_, hi)) if *hi + 1 == seq => *hi = seq,
+                _ => ranges.push((seq, seq)),
+            }
+        }
+        Self { at, seqs: ranges }
+    }
+}
+
+/// When each of my 1:1 messages in a conversation was delivered, from its [`DeliveredRun`]s.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveredIndex(HashMap<u64, u64>);
+
+impl DeliveredIndex {
+    pub(crate) fn new(runs: impl IntoIterator<Item = DeliveredRun>) -> Self {
+        let mut at_of = HashMap::new();
+        for run in runs {
+            for (lo, hi) in run.seqs {
+                // A run never spans more messages than one delivery batch holds.
+                for seq in lo..=hi.min(lo.saturating_add(MAX_RUN_SPAN)) {
+                    let at: &mut u64 = at_of.entry(seq).or_insert(run.at);
+                    *at = (*at).min(run.at);
+                }
+            }
+        }
+        Self(at_of)
+    }
+
+    /// The earliest time message `seq` was acknowledged, if it was (a retried batch answered
+    /// `Duplicate` names a message again, later).
+    pub(crate) fn at(&self, seq: u64) -> Option<u64> {
+        self.0.get(&seq).copied()
+    }
+}
+
+/// Widest range a [`DeliveredRun`] records (more than any delivery batch).
+const MAX_RUN_SPAN: u64 = 4096;
 
 /// An envelope waiting in the outbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -922,5 +976,29 @@ mod tests {
         assert_eq!(bytes, postcard::to_allocvec(&plain).expect("encode"));
         let back: OutboxItem = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!((back.envelope, back.msg_key), (item.envelope, item.msg_key));
+    }
+}
+
+#[cfg(test)]
+mod delivered_tests {
+    use super::*;
+
+    #[test]
+    fn delivery_runs_collapse_into_ranges_and_the_earliest_acknowledgement_wins() {
+        let run = DeliveredRun::new(100, vec![7, 3, 4, 5, 9, 4]);
+        assert_eq!(run.seqs, [(3, 5), (7, 7), (9, 9)]);
+        let retried = DeliveredRun::new(50, vec![5, 6]);
+        let later = DeliveredRun::new(200, vec![9, 10]);
+        let index = DeliveredIndex::new([run, retried, later]);
+        assert_eq!(index.at(3), Some(100));
+        assert_eq!(index.at(5), Some(50));
+        assert_eq!(index.at(6), Some(50));
+        assert_eq!(index.at(8), None);
+        assert_eq!(index.at(9), Some(100));
+        assert_eq!(index.at(10), Some(200));
+        // A corrupt run cannot make the index unbounded.
+        let huge = DeliveredIndex::new([DeliveredRun { at: 1, seqs: vec![(0, u64::MAX)] }]);
+        assert_eq!(huge.at(MAX_RUN_SPAN), Some(1));
+        assert_eq!(huge.at(MAX_RUN_SPAN + 1), None);
     }
 }

@@ -78,6 +78,10 @@ pub enum Table {
     FileCopies = 20,
     /// Which fetched file and chunk index a chunk hash names (to serve it from the copy).
     ChunkSources = 21,
+    /// My 1:1 messages acknowledged as stored, one record per delivery batch, by conversation
+    /// and first sequence number (so "delivered" costs one write per batch, not a rewrite of
+    /// every message record).
+    Delivered = 22,
 }
 
 /// Why a store operation failed.
