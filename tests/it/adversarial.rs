@@ -67,17 +67,20 @@ impl Mallory {
 
     /// Seals any content pairwise to the victim.
     fn seal_content(&mut self, content: &Content) -> Envelope {
+        self.seal_content_as(content, false)
+    }
+
+    /// Seals content signed on its own, or left for [`dingo_crypto::batch::sign_batch`].
+    fn seal_content_as(&mut self, content: &Content, for_batch: bool) -> Envelope {
         self.seq += 1;
-        let conv = self.conv();
-        self.sessions
-            .seal(
-                &self.me,
-                Recipient { cert: &self.victim.cert, prekey: Some(&self.victim.prekey) },
-                conv,
-                self.seq,
-                &content.encode(),
-            )
-            .expect("seal")
+        let (conv, seq, plaintext) = (self.conv(), self.seq, content.encode());
+        let to = Recipient { cert: &self.victim.cert, prekey: Some(&self.victim.prekey) };
+        let sealed = if for_batch {
+            self.sessions.seal_for_batch(&self.me, to, conv, seq, &plaintext)
+        } else {
+            self.sessions.seal(&self.me, to, conv, seq, &plaintext)
+        };
+        sealed.expect("seal")
     }
 
     fn resign(&self, env: &mut Envelope) {
@@ -118,21 +121,11 @@ impl Mallory {
 
     /// Seals `texts` as one batch under one signature, as a node's run of sends is.
     fn seal_batch(&mut self, texts: &[&str]) -> Vec<Envelope> {
-        let conv = self.conv();
         let mut envs: Vec<Envelope> = texts
             .iter()
             .map(|text| {
-                self.seq += 1;
                 let content = Content::Text { id: MsgId::random(), sent_at: 1, text: (*text).into() };
-                self.sessions
-                    .seal_for_batch(
-                        &self.me,
-                        Recipient { cert: &self.victim.cert, prekey: Some(&self.victim.prekey) },
-                        conv,
-                        self.seq,
-                        &content.encode(),
-                    )
-                    .expect("seal")
+                self.seal_content_as(&content, true)
             })
             .collect();
         dingo_crypto::batch::sign_batch(&self.me, &mut envs).expect("sign");

@@ -47,15 +47,21 @@ async fn both_ways_with_delivery_and_read_receipts() {
     assert_eq!(alice.stats().rejected + bob.stats().rejected, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_offline_recipient_gets_everything_when_it_starts() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob_home = Home::new(dir.path().join("bob"));
+/// Alice online, and bob, her contact, not yet on the network.
+async fn alice_and_offline_bob(dir: &std::path::Path) -> (Node, Node) {
+    let alice = started_node(dir, "alice").await;
+    let bob_home = Home::new(dir.join("bob"));
     Node::init(&bob_home, "bob", None).expect("init");
     let bob = Node::open(&bob_home, None).expect("open");
     alice.add_contact(&bob.id().invite, None).await.expect("add");
     bob.add_contact(&alice.id().invite, None).await.expect("add");
+    (alice, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_recipient_gets_everything_when_it_starts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (alice, bob) = alice_and_offline_bob(dir.path()).await;
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(alice.send("bob", &format!("while you were out {i}")).await.expect("send").id);
@@ -74,12 +80,7 @@ async fn an_offline_recipient_gets_everything_when_it_starts() {
 async fn a_run_of_concurrent_sends_shares_signatures_and_arrives_once_each() {
     use dingo_types::envelope::{Auth, Envelope};
     let dir = tempfile::tempdir().expect("tmp");
-    let alice = started_node(dir.path(), "alice").await;
-    let bob_home = Home::new(dir.path().join("bob"));
-    Node::init(&bob_home, "bob", None).expect("init");
-    let bob = Node::open(&bob_home, None).expect("open");
-    alice.add_contact(&bob.id().invite, None).await.expect("add");
-    bob.add_contact(&alice.id().invite, None).await.expect("add");
+    let (alice, bob) = alice_and_offline_bob(dir.path()).await;
     // Bob is offline: the envelopes wait in alice's outbox, as sealed.
     let sends: Vec<_> = (0..200)
         .map(|i| {
