@@ -2,8 +2,7 @@
 
 use dingo_types::{ConvId, MsgId, UserId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// A contact as stored: the pinned device certificate and what is needed to reach them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -977,11 +976,6 @@ mod tests {
         let back: OutboxItem = postcard::from_bytes(&bytes).expect("decode");
         assert_eq!((back.envelope, back.msg_key), (item.envelope, item.msg_key));
     }
-}
-
-#[cfg(test)]
-mod delivered_tests {
-    use super::*;
 
     #[test]
     fn delivery_runs_collapse_into_ranges_and_the_earliest_acknowledgement_wins() {

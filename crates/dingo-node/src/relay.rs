@@ -17,7 +17,7 @@ use crate::chat::Core;
 use crate::records::{ContactRec, OutboxItem};
 use crate::sync::{Budget, Entry, LogSource, Priority, SeqWindow};
 use crate::NodeError;
-use dingo_crypto::session::verify_envelope;
+use dingo_crypto::batch::Verifier;
 use dingo_store::{Batch, Store, StoreError, Table};
 use dingo_types::envelope::{Envelope, EnvelopeKind};
 use dingo_types::limits::{MAX_ENVELOPES_PER_REQUEST, MAX_FRAME_BYTES, MAX_SYNC_GROUPS};
@@ -232,8 +232,19 @@ impl Core {
         let mut b = Batch::default();
         let mut statuses = Vec::with_capacity(envs.len());
         let mut taken = Vec::new();
+        // Envelopes an author sealed in one run share a signature: check each batch root once.
+        let mut verifier = Verifier::default();
         for bytes in envs {
-            statuses.push(self.carry_one(s, &mut b, depositor, bytes, now, &mut total, &mut taken)?);
+            statuses.push(self.carry_one(
+                s,
+                &mut b,
+                &mut verifier,
+                depositor,
+                bytes,
+                now,
+                &mut total,
+                &mut taken,
+            )?);
         }
         self.apply(s, b)?;
         Ok((statuses, taken.into_iter().map(|(recipient, _)| recipient).collect()))
@@ -244,6 +255,7 @@ impl Core {
         &self,
         s: &Store,
         b: &mut Batch,
+        verifier: &mut Verifier,
         depositor: &DeviceKey,
         bytes: Vec<u8>,
         now: u64,
@@ -258,7 +270,7 @@ impl Core {
         let known = |d: &DeviceKey| -> Result<bool, NodeError> {
             Ok(self.contact_by_device(s, d)?.is_some_and(|c: ContactRec| !c.removed))
         };
-        if !known(&env.recipient)? || !known(&env.sender)? || verify_envelope(env.clone()).is_err() {
+        if !known(&env.recipient)? || !known(&env.sender)? || verifier.verify(env.clone()).is_err() {
             return Ok(DeliveryStatus::Rejected);
         }
         let key = mail_key(&env);
