@@ -25,14 +25,6 @@ async fn team_of(dir: &Path, names: &[&str]) -> Vec<Node> {
     nodes
 }
 
-/// Reopens a stopped node and dials `peers` (and nobody else).
-async fn restart(dir: &Path, name: &str, peers: &[&Node]) -> Node {
-    let node = Node::open(&Home::new(dir.join(name)), None).expect("reopen");
-    let addrs = peers.iter().map(|p| p.id().addrs[0].parse().expect("addr")).collect();
-    node.start_network(NetConfig::loopback(), addrs).await.expect("network");
-    node
-}
-
 async fn texts(node: &Node, who: &str) -> Vec<String> {
     node.messages(who).await.map(|m| m.into_iter().map(|m| m.text).collect()).unwrap_or_default()
 }

@@ -182,3 +182,11 @@ pub fn count_at_least(msgs: &[MessageView], status: Status) -> usize {
         })
         .count()
 }
+
+/// Reopens a stopped node and dials `peers` (and nobody else).
+pub async fn restart(dir: &Path, name: &str, peers: &[&Node]) -> Node {
+    let node = Node::open(&Home::new(dir.join(name)), None).expect("reopen");
+    let addrs = peers.iter().map(|p| p.id().addrs[0].parse().expect("addr")).collect();
+    node.start_network(NetConfig::loopback(), addrs).await.expect("network");
+    node
+}

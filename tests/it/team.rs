@@ -336,3 +336,46 @@ async fn after_a_removal_the_new_channel_key_rides_in_the_next_message() {
         n.shutdown().await.expect("stop");
     }
 }
+
+/// Channel messages for a member who is away wait as one cursor over the sender's group log
+/// (not an entry each): they count in the sender's queue, survive its restart, and all arrive
+/// once, in order, each answered "delivered" for that member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_messages_wait_for_an_away_member_across_a_restart_and_arrive_once_in_order() {
+    const N: usize = 300;
+    let dir = tempfile::tempdir().expect("tmp");
+    let [alice, bob] = team_of(dir.path(), ["alice", "bob"]).await;
+    // Bob gets alice's chain with her first message.
+    alice.send("#general", "first").await.expect("send");
+    eventually("bob to get it", async || channel_text(&bob, "#general", "first").await.then_some(())).await;
+    eventually("alice's queue to bob to empty", async || (queue_to(&alice, "bob").await == 0).then_some(()))
+        .await;
+    bob.shutdown().await.expect("bob stops");
+    drop(bob);
+    for i in 0..N {
+        alice.send("#general", &format!("m{i:03}")).await.expect("send");
+    }
+    assert_eq!(queue_to(&alice, "bob").await, N);
+    alice.shutdown().await.expect("alice stops");
+    drop(alice);
+
+    let alice = restart(dir.path(), "alice", &[]).await;
+    assert_eq!(queue_to(&alice, "bob").await, N, "the queue survives a restart");
+    let bob = restart(dir.path(), "bob", &[&alice]).await;
+    let want: Vec<String> =
+        std::iter::once("first".to_owned()).chain((0..N).map(|i| format!("m{i:03}"))).collect();
+    eventually("bob to have every message once, in order", async || {
+        let got: Vec<String> = bob.messages("#general").await.ok()?.into_iter().map(|m| m.text).collect();
+        (got.len() >= want.len()).then_some(())
+    })
+    .await;
+    let got: Vec<String> =
+        bob.messages("#general").await.expect("messages").into_iter().map(|m| m.text).collect();
+    assert_eq!(got, want);
+    eventually("every message delivered to bob, and the queue empty", async || {
+        let all = alice.messages("#general").await.ok()?;
+        let done = all.iter().all(|m| m.delivered_to == Some(1));
+        (done && all.len() == N + 1 && queue_to(&alice, "bob").await == 0).then_some(())
+    })
+    .await;
+}

@@ -2,9 +2,9 @@
 //! function runs inside a store job, like `chat` and `team`.
 //!
 //! Sending to a channel: my sender chain for the channel is rotated if anyone who holds it is
-//! no longer a member (removal), its current key is sent pairwise to members who lack it, then
-//! the message is encrypted and signed once, stored once in the group log, and each member's
-//! outbox gets a small entry pointing at it. Members answer "stored" per envelope, which is that
+//! no longer a member (removal), its current key goes to members who lack it, then the message
+//! is encrypted and signed once and stored once in the group log, from which each member's
+//! cursor ([`crate::fanout`]) delivers it. Members answer "stored" per envelope, which is that
 //! member's "delivered"; read receipts come back pairwise to the author.
 
 use crate::chat::{message_key, preview, replay_key, AcceptCtx, Accepted, Core, SealCtx};
@@ -140,7 +140,8 @@ impl Core {
     }
 
     /// Seals `content` for a channel: rotates and distributes my chain as needed, stores the
-    /// envelope once and queues a pointer to it for each member. Returns the message key and
+    /// envelope once, and starts a delivery cursor for members who get my chain with it (the
+    /// others' cursors deliver it as they stand). Returns the message key and
     /// the recipients.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn seal_group(
@@ -218,18 +219,9 @@ impl Core {
         let key = message_key(&group, sent_at, seq, &id);
         self.log_group_envelope(s, &mut ctx.batch, &env, priority);
         let recipients: Vec<UserId> = others.iter().filter(|u| mine.holders.contains(*u)).copied().collect();
-        for uid in &recipients {
-            let okey = self.next_outbox_key(s, uid)?;
-            let item = OutboxItem {
-                envelope: Vec::new(),
-                msg_id: Some(id),
-                msg_key: Some(key.clone()),
-                conv: group,
-                group: true,
-            };
-            s.put(&mut ctx.batch, Table::Outbox, &okey, &item);
-            ctx.effects.kick.insert(*uid);
-        }
+        let newly_keyed: Vec<UserId> = lacking.into_iter().filter(|u| mine.holders.contains(u)).collect();
+        self.queue_group(s, &mut ctx.batch, (group, seq), (Some(id), Some(key.clone())), &newly_keyed)?;
+        ctx.effects.kick.extend(recipients.iter().copied());
         let conv = self.ctx_conv(s, ctx, group)?;
         conv.next_seq = seq + 1;
         if state.channel_by_id(&group).is_some() {
@@ -1067,7 +1059,7 @@ impl Core {
 
     /// Records a member's "stored" answer for one of my group envelopes.
     /// `from` stored messages of mine that reached it through another node: they are
-    /// delivered, and their outbox entries for `from` are done.
+    /// delivered, and their outbox entries (or its group cursor) move past them.
     fn accept_delivered(
         &self,
         s: &Store,
@@ -1082,6 +1074,7 @@ impl Core {
             if direct { envelopes.into_iter().collect() } else { Default::default() };
         let mut events = Vec::new();
         let mut done = std::collections::HashSet::new();
+        let mut done_seqs = std::collections::HashSet::new();
         for r in delivered {
             let key = message_key(&conv, r.sent_at, r.seq, &r.id);
             let Some(mut m) = s.get::<MessageRec>(Table::Messages, &key)? else { continue };
@@ -1089,6 +1082,7 @@ impl Core {
                 continue;
             }
             done.insert(r.id);
+            done_seqs.insert(r.seq);
             let newly = if direct {
                 let newly = m.delivered_at.is_none();
                 m.status = m.status.max(Status::Delivered);
@@ -1103,10 +1097,13 @@ impl Core {
                 events.push(NodeEvent::Delivered { id: r.id.to_hex(), to: from.name.clone(), at });
             }
         }
+        if !direct {
+            self.cursor_past(s, &mut ctx.batch, &from.user_id, &conv, &done_seqs)?;
+            return Ok(Accepted::Stored(events));
+        }
         for item in s.scan::<OutboxItem>(Table::Outbox, &from.user_id.0) {
             let (okey, it) = item?;
-            let arrived = !it.envelope.is_empty()
-                && Envelope::decode(&it.envelope).is_ok_and(|e| envelopes.contains(&e.seq));
+            let arrived = Envelope::decode(&it.envelope).is_ok_and(|e| envelopes.contains(&e.seq));
             if arrived || it.msg_id.is_some_and(|id| done.contains(&id)) {
                 s.delete(&mut ctx.batch, Table::Outbox, &okey);
             }

@@ -2,6 +2,7 @@
 //! job), so its read-modify-write of sessions, counters and messages is atomic with respect to
 //! every other job. Nothing here does network I/O.
 
+use crate::fanout::{RunCursor, Sent, Source};
 use crate::records::*;
 use crate::sync::SeqWindow;
 use crate::{NodeError, NodeEvent};
@@ -26,12 +27,8 @@ pub(crate) const SIGN_BATCH: usize = 32;
 /// Most envelope bytes sent to one peer in one request.
 pub(crate) const DELIVERY_BATCH_BYTES: usize = 1024 * 1024;
 
-/// One transmitted outbox entry: its key, the message (id and record key) it carries, if any,
-/// and whether it is a group message (whose status is kept per member).
-pub(crate) type SentEntry = (Vec<u8>, Option<MsgId>, Option<Vec<u8>>, bool);
-
-/// Outbox entries (key and item) in send order.
-pub(crate) type OutboxBatch = Vec<(Vec<u8>, OutboxItem)>;
+/// A member's next envelopes, with where each came from, in send order.
+pub(crate) type OutgoingBatch = Vec<(Sent, Vec<u8>)>;
 
 /// What happened to one inbound envelope.
 #[derive(Debug)]
@@ -174,13 +171,13 @@ pub(crate) fn message_key(conv: &ConvId, sent_at: u64, seq: u64, id: &MsgId) -> 
 }
 
 /// The conversation and sequence number a [`message_key`] names.
-fn split_message_key(key: &[u8]) -> Option<(ConvId, u64)> {
+pub(crate) fn split_message_key(key: &[u8]) -> Option<(ConvId, u64)> {
     let conv = ConvId(key.get(..32)?.try_into().ok()?);
     let seq = u64::from_be_bytes(key.get(40..48)?.try_into().ok()?);
     Some((conv, seq))
 }
 
-fn outbox_key(uid: &UserId, n: u64) -> Vec<u8> {
+pub(crate) fn outbox_key(uid: &UserId, n: u64) -> Vec<u8> {
     [uid.0.as_slice(), &n.to_be_bytes()].concat()
 }
 
@@ -536,7 +533,6 @@ impl Core {
             msg_id: message.map(|(id, _)| id),
             msg_key: message.map(|(id, sent_at)| message_key(&convid, sent_at, seq, &id)),
             conv: convid,
-            group: false,
         };
         if ctx.sign_as_batch {
             ctx.unsigned.push((okey, item, env));
@@ -1133,38 +1129,37 @@ impl Core {
                 out.insert(UserId(uid));
             }
         }
+        out.extend(self.pending_group_members(s)?);
         Ok(out)
     }
 
-    /// The next envelopes for `uid`, oldest first, within the batch bounds, and whether they are
-    /// all there is.
+    /// The next envelopes for `uid` from where `run` stands: its 1:1 outbox oldest first, then
+    /// my group envelopes from its cursors, within the batch bounds; and whether they are all
+    /// there is. `run` moves past them.
     pub(crate) fn outbox_batch(
         &self,
         s: &Store,
         uid: &UserId,
-        after: Option<&[u8]>,
-    ) -> Result<Option<(DeviceKey, OutboxBatch, bool)>, NodeError> {
+        run: &mut RunCursor,
+    ) -> Result<Option<(DeviceKey, OutgoingBatch, bool)>, NodeError> {
         let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { return Ok(None) };
         let mut items = Vec::new();
         let mut bytes = 0;
+        let room = (DELIVERY_BATCH, DELIVERY_BATCH_BYTES);
         let mut exhausted = true;
-        for item in s.scan_after::<OutboxItem>(Table::Outbox, &uid.0, after) {
-            let (key, mut it) = item?;
-            if it.envelope.is_empty() {
-                // A group message: its one stored envelope.
-                let Some(mkey) = &it.msg_key else { continue };
-                match self.my_logged_envelope(s, mkey)? {
-                    Some(env) => it.envelope = env,
-                    None => continue,
-                }
-                it.group = true;
-            }
+        for item in s.scan_after::<OutboxItem>(Table::Outbox, &uid.0, run.outbox.as_deref()) {
+            let (key, it) = item?;
             bytes += it.envelope.len();
-            if !items.is_empty() && (items.len() >= DELIVERY_BATCH || bytes > DELIVERY_BATCH_BYTES) {
+            if !items.is_empty() && (items.len() >= room.0 || bytes > room.1) {
                 exhausted = false;
                 break;
             }
-            items.push((key, it));
+            run.outbox = Some(key.clone());
+            let sent = Sent { source: Source::Outbox(key), msg_id: it.msg_id, msg_key: it.msg_key };
+            items.push((sent, it.envelope));
+        }
+        if exhausted {
+            exhausted = self.group_items(s, uid, run, &mut items, &mut bytes, room)?;
         }
         // `exhausted`: nothing else was queued when this batch was read (saves a second look).
         Ok(Some((contact.device_key()?, items, exhausted)))
@@ -1175,22 +1170,42 @@ impl Core {
         &self,
         s: &Store,
         uid: &UserId,
-        sent: &[SentEntry],
+        sent: &[Sent],
         results: &[DeliveryStatus],
     ) -> Result<Vec<NodeEvent>, NodeError> {
         let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
         let mut b = Batch::default();
         let mut events = Vec::new();
         let mut delivered: HashMap<(ConvId, u64), Vec<u64>> = HashMap::new();
-        for ((key, msg_id, msg_key, group), status) in sent.iter().zip(results) {
+        // Per group, where the member's cursor moves: past every answered envelope up to the
+        // first one it could not take now.
+        let mut cursors: std::collections::BTreeMap<ConvId, u64> = Default::default();
+        let mut held: HashSet<ConvId> = HashSet::new();
+        for (entry, status) in sent.iter().zip(results) {
             let (new_status, at) = match *status {
                 DeliveryStatus::Stored(at) | DeliveryStatus::Duplicate(at) => (Status::Delivered, at),
                 DeliveryStatus::Rejected => (Status::Failed, 0),
-                DeliveryStatus::Retry => continue,
+                DeliveryStatus::Retry => {
+                    if let Source::Group(group, _) = entry.source {
+                        held.insert(group);
+                    }
+                    continue;
+                }
             };
-            s.delete(&mut b, Table::Outbox, key);
-            let (Some(id), Some(mkey)) = (msg_id, msg_key) else { continue };
-            if *group {
+            let group = match &entry.source {
+                Source::Outbox(key) => {
+                    s.delete(&mut b, Table::Outbox, key);
+                    false
+                }
+                Source::Group(group, seq) => {
+                    if !held.contains(group) {
+                        cursors.insert(*group, seq + 1);
+                    }
+                    true
+                }
+            };
+            let (Some(id), Some(mkey)) = (&entry.msg_id, &entry.msg_key) else { continue };
+            if group {
                 // Per member: the message record stays as it is.
                 if new_status == Status::Delivered && self.group_delivered(s, &mut b, mkey, uid, at)? {
                     events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
@@ -1214,6 +1229,7 @@ impl Core {
             }
             s.put(&mut b, Table::Messages, mkey, &m);
         }
+        self.advance_cursors(s, &mut b, uid, &cursors)?;
         // One record per conversation and batch says which messages were delivered, rather
         // than a rewrite of each message record.
         for ((conv, at), seqs) in delivered {

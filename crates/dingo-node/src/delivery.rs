@@ -365,7 +365,7 @@ async fn delivery_loop(node: Node) {
 /// previous one.
 pub(crate) const PIPELINE: usize = 2;
 
-type Sent = Vec<crate::chat::SentEntry>;
+type Sent = Vec<crate::fanout::Sent>;
 
 /// Starts delivering to `uid` at once (no hop through the delivery loop) if the network runs
 /// and no run for `uid` is active or backing off.
@@ -411,30 +411,29 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
     let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
     let state = &node.inner.delivery;
     let mut in_flight = futures::stream::FuturesOrdered::new();
-    let mut cursor: Option<Vec<u8>> = None;
+    let mut run = crate::fanout::RunCursor::default();
     let mut drained_generation = None;
     loop {
         while in_flight.len() < PIPELINE && drained_generation.is_none() {
             let generation = locked(&state.pending).get(&uid).copied();
-            let after = cursor.clone();
-            let Some((device, items, exhausted)) =
-                node.job(move |c, s| c.outbox_batch(s, &uid, after.as_deref())).await?
+            let mut at = run.clone();
+            let Some((device, items, exhausted, at)) = node
+                .job(move |c, s| Ok(c.outbox_batch(s, &uid, &mut at)?.map(|(d, i, e)| (d, i, e, at))))
+                .await?
             else {
                 locked(&state.pending).remove(&uid);
                 return Ok(());
             };
-            let Some((last, _)) = items.last() else {
+            if items.is_empty() {
                 drained_generation = Some(generation);
                 break;
-            };
-            cursor = Some(last.clone());
+            }
+            run = at;
             if exhausted {
                 drained_generation = Some(generation);
             }
             let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
-            let sent: Sent =
-                items.iter().map(|(k, it)| (k.clone(), it.msg_id, it.msg_key.clone(), it.group)).collect();
-            let envs: Vec<Vec<u8>> = items.into_iter().map(|(_, it)| it.envelope).collect();
+            let (sent, envs): (Sent, Vec<Vec<u8>>) = items.into_iter().unzip();
             let net = net.clone();
             in_flight.push_back(async move {
                 let started = Instant::now();
@@ -484,7 +483,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             Err(e) => {
                 // Anything but "unreachable" may have reached the recipient: say "sent".
                 if !matches!(e, dingo_net::NetError::Unreachable { .. }) {
-                    let keys: Vec<Vec<u8>> = sent.iter().filter_map(|(_, _, key, _)| key.clone()).collect();
+                    let keys: Vec<Vec<u8>> = sent.iter().filter_map(|e| e.msg_key.clone()).collect();
                     let _ = node.job(move |c, s| c.mark_sent(s, &keys)).await;
                 }
                 return Err(e.into());

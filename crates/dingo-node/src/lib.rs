@@ -17,6 +17,7 @@ mod delivery;
 mod docsync;
 mod documents;
 mod error;
+mod fanout;
 mod files;
 pub mod home;
 mod projects;
@@ -138,11 +139,13 @@ impl Node {
         let lock = lock_waiting(home, role)?;
         let identity = home.load_identity(passphrase)?;
         let store = open_store(home, &identity)?;
+        let core = Core::new(identity);
+        core.migrate_group_outbox(&store)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(Node {
             inner: Arc::new(Inner {
                 home: home.clone(),
-                core: Arc::new(Core::new(identity)),
+                core: Arc::new(core),
                 store: StoreHandle::spawn(store),
                 net: OnceLock::new(),
                 events,

@@ -101,9 +101,6 @@ pub(crate) struct OutboxItem {
     #[serde(with = "serde_bytes")]
     pub msg_key: Option<Vec<u8>>,
     pub conv: ConvId,
-    /// Set when loaded for delivery: the envelope came from the group log.
-    #[serde(skip)]
-    pub group: bool,
 }
 
 /// Where a message came from.
@@ -712,7 +709,7 @@ pub struct PeerView {
     pub last_seen: Option<u64>,
     /// When the last sync with it finished (ms), this run.
     pub last_sync: Option<u64>,
-    /// Messages waiting in this node's outbox for it.
+    /// Envelopes waiting for it: its 1:1 outbox and my group envelopes it has not taken.
     pub queue: usize,
     /// Envelopes this node carries for it (others' mail).
     pub mailbox: usize,
@@ -963,7 +960,6 @@ mod tests {
             msg_id: Some(MsgId([7; 16])),
             msg_key: Some(vec![1, 2, 3]),
             conv: ConvId([9; 32]),
-            group: false,
         };
         let plain = PlainOutboxItem {
             envelope: item.envelope.clone(),

@@ -140,18 +140,6 @@ impl Core {
         s.put(b, Table::GroupLog, &group_log_key(&env.group, &env.sender, env.seq), &rec);
     }
 
-    /// My own group envelope that an outbox pointer (a message key) names.
-    pub(crate) fn my_logged_envelope(&self, s: &Store, msg_key: &[u8]) -> Result<Option<Vec<u8>>, NodeError> {
-        let (Some(group), Some(seq)) = (
-            msg_key.get(..32).and_then(|g| <[u8; 32]>::try_from(g).ok()),
-            msg_key.get(40..48).and_then(|q| <[u8; 8]>::try_from(q).ok()),
-        ) else {
-            return Ok(None);
-        };
-        let key = group_log_key(&ConvId(group), &self.me.device_key(), u64::from_be_bytes(seq));
-        Ok(s.get::<LoggedEnv>(Table::GroupLog, &key)?.map(|r| r.envelope))
-    }
-
     /// Groups (channels, projects, documents) both this node's user and `peer`'s are in.
     fn common_groups(&self, s: &Store, peer: &DeviceKey) -> Result<Vec<ConvId>, NodeError> {
         let Some((_, state)) = self.team_state(s)? else { return Ok(Vec::new()) };
@@ -357,7 +345,7 @@ impl Core {
                 address,
                 last_seen: l.map(|l| l.2).into_iter().chain(seen.get(&c.user_id).copied()).max(),
                 last_sync: l.and_then(|l| l.3),
-                queue: s.count(Table::Outbox, &c.user_id.0),
+                queue: s.count(Table::Outbox, &c.user_id.0) + self.group_queue_len(s, &c.user_id)?,
                 mailbox: s.count(Table::Mailbox, &device.0),
                 carried_for_others: l.map_or(0, |l| l.4),
                 member: members.members.contains_key(&c.user_id),

@@ -331,6 +331,7 @@ impl Core {
                 let (key, _) = item?;
                 s.delete(&mut ctx.batch, Table::Outbox, &key);
             }
+            self.drop_cursors(s, &mut ctx.batch, uid)?;
         }
         if contacts_changed {
             // Written in this batch: the cache must not serve the old list in the meantime.

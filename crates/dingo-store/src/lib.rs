@@ -82,6 +82,12 @@ pub enum Table {
     /// and first sequence number (so "delivered" costs one write per batch, not a rewrite of
     /// every message record).
     Delivered = 22,
+    /// My group messages by group and sequence number: which message (id and record key) each
+    /// of my group envelopes carries, for per-member receipts.
+    GroupSent = 23,
+    /// Per member and group: the sequence number of my next group envelope to deliver to that
+    /// member (one cursor over the group log instead of an outbox entry per member).
+    GroupCursors = 24,
 }
 
 /// Why a store operation failed.
