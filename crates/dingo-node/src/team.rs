@@ -143,8 +143,10 @@ impl Core {
         if *uid == self.me.user_id() {
             return self.me.name().to_owned();
         }
-        if let Ok(Some(c)) = s.get::<ContactRec>(Table::Contacts, &uid.0) {
-            return c.name;
+        // The cached list: a name is looked up for every channel message received.
+        let contacts = self.contacts(s).ok();
+        if let Some(c) = contacts.as_ref().and_then(|all| all.iter().find(|c| c.user_id == *uid)) {
+            return c.name.clone();
         }
         state.members.get(uid).map(|m| m.info.name.clone()).unwrap_or_else(|| uid.to_hex()[..8].to_owned())
     }
