@@ -297,6 +297,50 @@ mod tests {
     use dingo_crypto::at_rest::StorageKey;
     use dingo_crypto::Identity;
 
+    fn store_and_core() -> (tempfile::TempDir, Store, Core) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let me = Identity::generate("me");
+        let s = Store::open(dir.path(), StorageKey::new(me.storage_key().clone())).expect("store");
+        (dir, s, Core::new(me))
+    }
+
+    /// A member's answers move its cursor past what it took, up to the first envelope it could
+    /// not take now (that one is sent again), and never back.
+    #[test]
+    fn answers_move_a_cursor_only_past_envelopes_taken_in_order() {
+        use dingo_types::wire::DeliveryStatus::{Duplicate, Rejected, Retry, Stored};
+        let (_dir, s, core) = store_and_core();
+        let (bob, group) = (UserId([1; 16]), ConvId([10; 32]));
+        let cursor = || s.get::<u64>(Table::GroupCursors, &cursor_key(&bob, &group)).expect("get");
+        let sent = |seqs: &[u64]| -> Vec<Sent> {
+            seqs.iter()
+                .map(|q| Sent { source: Source::Group(group, *q), msg_id: None, msg_key: None })
+                .collect()
+        };
+        let mut b = Batch::default();
+        core.queue_group(&s, &mut b, (group, 5), (None, None), &[bob]).expect("queue");
+        s.apply(b).expect("apply");
+        assert_eq!(cursor(), Some(5));
+        // Getting the key again later does not move an existing cursor.
+        let mut b = Batch::default();
+        core.queue_group(&s, &mut b, (group, 9), (None, None), &[bob]).expect("queue");
+        s.apply(b).expect("apply");
+        assert_eq!(cursor(), Some(5));
+
+        core.delivery_results(&s, &bob, &sent(&[5, 6, 7]), &[Stored(1), Retry, Stored(1)]).expect("results");
+        assert_eq!(cursor(), Some(6), "held at the envelope to send again");
+        core.delivery_results(&s, &bob, &sent(&[6, 7, 8]), &[Duplicate(2), Stored(2), Rejected])
+            .expect("results");
+        assert_eq!(cursor(), Some(9), "a refused envelope is not sent again");
+        core.delivery_results(&s, &bob, &sent(&[5]), &[Stored(3)]).expect("results");
+        assert_eq!(cursor(), Some(9), "a late answer does not move it back");
+
+        let mut b = Batch::default();
+        core.drop_cursors(&s, &mut b, &bob).expect("drop");
+        s.apply(b).expect("apply");
+        assert_eq!(cursor(), None);
+    }
+
     fn pointer(group: ConvId, seq: u64) -> OutboxItem {
         let id = MsgId([seq as u8; 16]);
         let key = message_key(&group, 1_000 + seq, seq, &id);
@@ -308,10 +352,7 @@ mod tests {
     /// record; 1:1 entries stay; a second run changes nothing.
     #[test]
     fn group_outbox_entries_become_cursors_at_the_oldest_waiting_message() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let me = Identity::generate("me");
-        let s = Store::open(dir.path(), StorageKey::new(me.storage_key().clone())).expect("store");
-        let core = Core::new(me);
+        let (_dir, s, core) = store_and_core();
         let (bob, carol) = (UserId([1; 16]), UserId([2; 16]));
         let (general, eng) = (ConvId([10; 32]), ConvId([11; 32]));
         let direct =
