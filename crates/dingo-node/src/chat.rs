@@ -322,6 +322,17 @@ impl Core {
         Ok(out)
     }
 
+    /// `f` of `uid`'s contact record in the cached list (no store read: delivery and every
+    /// received channel message look contacts up).
+    pub(crate) fn with_contact<R>(
+        &self,
+        s: &Store,
+        uid: &UserId,
+        f: impl FnOnce(&ContactRec) -> R,
+    ) -> Result<Option<R>, NodeError> {
+        Ok(self.contacts(s)?.iter().find(|c| c.user_id == *uid).map(f))
+    }
+
     /// Finds a contact by name (case-insensitive) or a unique user-id prefix.
     pub(crate) fn contact(&self, s: &Store, who: &str) -> Result<ContactRec, NodeError> {
         let all = self.contacts(s)?;
@@ -1142,7 +1153,8 @@ impl Core {
         uid: &UserId,
         run: &mut RunCursor,
     ) -> Result<Option<(DeviceKey, OutgoingBatch, bool)>, NodeError> {
-        let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { return Ok(None) };
+        let Some(device) = self.with_contact(s, uid, |c| c.device_key())? else { return Ok(None) };
+        let device = device?;
         let mut items = Vec::new();
         let mut bytes = 0;
         let room = (DELIVERY_BATCH, DELIVERY_BATCH_BYTES);
@@ -1162,7 +1174,7 @@ impl Core {
             exhausted = self.group_items(s, uid, run, &mut items, &mut bytes, room)?;
         }
         // `exhausted`: nothing else was queued when this batch was read (saves a second look).
-        Ok(Some((contact.device_key()?, items, exhausted)))
+        Ok(Some((device, items, exhausted)))
     }
 
     /// Records the recipient's answers for a delivered batch.
@@ -1173,7 +1185,7 @@ impl Core {
         sent: &[Sent],
         results: &[DeliveryStatus],
     ) -> Result<Vec<NodeEvent>, NodeError> {
-        let name = s.get::<ContactRec>(Table::Contacts, &uid.0)?.map(|c| c.name).unwrap_or_default();
+        let name = self.with_contact(s, uid, |c| c.name.clone())?.unwrap_or_default();
         let mut b = Batch::default();
         let mut events = Vec::new();
         let mut delivered: HashMap<(ConvId, u64), Vec<u64>> = HashMap::new();

@@ -144,9 +144,8 @@ impl Core {
             return self.me.name().to_owned();
         }
         // The cached list: a name is looked up for every channel message received.
-        let contacts = self.contacts(s).ok();
-        if let Some(c) = contacts.as_ref().and_then(|all| all.iter().find(|c| c.user_id == *uid)) {
-            return c.name.clone();
+        if let Ok(Some(name)) = self.with_contact(s, uid, |c| c.name.clone()) {
+            return name;
         }
         state.members.get(uid).map(|m| m.info.name.clone()).unwrap_or_else(|| uid.to_hex()[..8].to_owned())
     }
