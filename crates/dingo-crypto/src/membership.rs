@@ -177,6 +177,11 @@ impl TeamState {
         self.docs.iter().find(|(_, c)| c.id == *id)
     }
 
+    /// The channel, project or document whose group id is `id`.
+    pub fn group_by_id(&self, id: &ConvId) -> Option<(&String, &Channel)> {
+        self.channel_by_id(id).or_else(|| self.project_by_id(id)).or_else(|| self.doc_by_id(id))
+    }
+
     fn name_of(&self, uid: &UserId) -> String {
         self.members.get(uid).map(|m| m.info.name.clone()).unwrap_or_else(|| uid.to_hex()[..8].to_owned())
     }

@@ -360,11 +360,7 @@ impl Core {
         let sender = *sender;
         let project = state.project_by_id(&env.group).is_some();
         let document = state.doc_by_id(&env.group).is_some();
-        let Some((chan_name, chan)) = state
-            .channel_by_id(&env.group)
-            .or_else(|| state.project_by_id(&env.group))
-            .or_else(|| state.doc_by_id(&env.group))
-        else {
+        let Some((chan_name, chan)) = state.group_by_id(&env.group) else {
             return Ok(Accepted::Retry(Vec::new()));
         };
         let members = state.channel_members(chan);
@@ -555,11 +551,7 @@ impl Core {
                     return Ok(Accepted::Rejected("channel key while not in a team".into()));
                 };
                 // Channels, projects and documents all have sender keys.
-                let Some((_, chan)) = state
-                    .channel_by_id(&group)
-                    .or_else(|| state.project_by_id(&group))
-                    .or_else(|| state.doc_by_id(&group))
-                else {
+                let Some((_, chan)) = state.group_by_id(&group) else {
                     return Ok(Accepted::Retry(Vec::new()));
                 };
                 if !state.channel_members(chan).contains(&from.user_id) {

@@ -98,11 +98,7 @@ impl Core {
             let Some(group) = key.get(16..48).and_then(|g| <[u8; 32]>::try_from(g).ok()).map(ConvId) else {
                 continue;
             };
-            let Some((_, chan)) = state
-                .channel_by_id(&group)
-                .or_else(|| state.project_by_id(&group))
-                .or_else(|| state.doc_by_id(&group))
-            else {
+            let Some((_, chan)) = state.group_by_id(&group) else {
                 continue;
             };
             let members = state.channel_members(chan);
@@ -186,41 +182,33 @@ impl Core {
         Ok(())
     }
 
+    /// The sequence number my next envelope in `group` takes (every one below is in my log).
+    fn my_next_seq(s: &Store, group: &ConvId) -> Result<u64, NodeError> {
+        let conv = s.get::<crate::records::ConversationRec>(Table::Conversations, &group.0)?;
+        Ok(conv.map_or(1, |c| c.next_seq.max(1)))
+    }
+
     /// How many of my group envelopes wait for `uid`.
     pub(crate) fn group_queue_len(&self, s: &Store, uid: &UserId) -> Result<usize, NodeError> {
         let mut n = 0;
         for (group, cursor) in self.live_cursors(s, uid)? {
-            let conv = s.get::<crate::records::ConversationRec>(Table::Conversations, &group.0)?;
-            n += conv.map_or(0, |c| c.next_seq.saturating_sub(cursor)) as usize;
+            n += Self::my_next_seq(s, &group)?.saturating_sub(cursor) as usize;
         }
         Ok(n)
     }
 
     /// Members with group envelopes of mine still to deliver.
     pub(crate) fn pending_group_members(&self, s: &Store) -> Result<HashSet<UserId>, NodeError> {
-        let mut out = HashSet::new();
-        let mut next_of: BTreeMap<ConvId, u64> = BTreeMap::new();
+        let mut members = std::collections::BTreeSet::new();
         for item in s.scan::<u64>(Table::GroupCursors, &[]) {
-            let (key, cursor) = item?;
-            let (Some(uid), Some(group)) = (
-                key.get(..16).and_then(|u| <[u8; 16]>::try_from(u).ok()).map(UserId),
-                key.get(16..48).and_then(|g| <[u8; 32]>::try_from(g).ok()).map(ConvId),
-            ) else {
-                continue;
-            };
-            let next = match next_of.get(&group) {
-                Some(n) => *n,
-                None => {
-                    let conv = s.get::<crate::records::ConversationRec>(Table::Conversations, &group.0)?;
-                    let n = conv.map_or(0, |c| c.next_seq);
-                    next_of.insert(group, n);
-                    n
-                }
-            };
-            if cursor < next
-                && !out.contains(&uid)
-                && self.live_cursors(s, &uid)?.iter().any(|(g, _)| *g == group)
-            {
+            let (key, _) = item?;
+            if let Some(uid) = key.get(..16).and_then(|u| <[u8; 16]>::try_from(u).ok()) {
+                members.insert(UserId(uid));
+            }
+        }
+        let mut out = HashSet::new();
+        for uid in members {
+            if self.group_queue_len(s, &uid)? > 0 {
                 out.insert(uid);
             }
         }
@@ -253,8 +241,7 @@ impl Core {
                 let Some(chain) = s.get::<crate::records::MyChainRec>(Table::GroupKeys, &key)? else {
                     continue;
                 };
-                let conv = s.get::<crate::records::ConversationRec>(Table::Conversations, &group.0)?;
-                let next = conv.map_or(1, |c| c.next_seq.max(1));
+                let next = Self::my_next_seq(s, &group)?;
                 for uid in chain.holders {
                     cursors.insert((uid, group), next);
                 }
