@@ -379,3 +379,44 @@ async fn channel_messages_wait_for_an_away_member_across_a_restart_and_arrive_on
     })
     .await;
 }
+
+/// A department channel follows the department: a member taken out of it gets nothing sent to
+/// the channel afterwards (its delivery cursor is ignored, and the senders' next messages are
+/// under chains it never gets), while the remaining members do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_taken_out_of_a_department_gets_none_of_its_channel_afterwards() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let [alice, bob, carol] = team_of(dir.path(), ["alice", "bob", "carol"]).await;
+    alice.dept_create("eng").await.expect("dept");
+    for who in ["alice", "bob", "carol"] {
+        alice.dept_add("eng", who).await.expect("add");
+    }
+    alice.channel_create("eng", vec!["eng".into()], vec![]).await.expect("channel");
+    for n in [&bob, &carol] {
+        eventually("the channel of three to be known", async || {
+            n.channels().await.ok()?.iter().find(|c| c.name == "eng" && c.members.len() == 3).map(|_| ())
+        })
+        .await;
+    }
+    bob.send("#eng", "before").await.expect("send");
+    for n in [&alice, &carol] {
+        eventually("both to get it", async || channel_text(n, "#eng", "before").await.then_some(())).await;
+    }
+
+    alice.dept_remove("eng", "carol").await.expect("remove from dept");
+    eventually("bob to see the channel of two", async || {
+        bob.channels().await.ok()?.iter().find(|c| c.name == "eng" && c.members.len() == 2).map(|_| ())
+    })
+    .await;
+    let id = bob.send("#eng", "after").await.expect("send").id;
+    eventually("alice to get it", async || channel_text(&alice, "#eng", "after").await.then_some(())).await;
+    let m = eventually("delivered to alice", async || {
+        let m = bob.messages("#eng").await.ok()?.into_iter().find(|m| m.id == id)?;
+        (m.delivered_to == Some(1)).then_some(m)
+    })
+    .await;
+    assert_eq!(m.recipients, Some(1), "only alice is a recipient");
+    assert_eq!(queue_to(&bob, "carol").await, 0, "nothing waits for carol");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!channel_text(&carol, "#eng", "after").await, "carol read a message sent after she left");
+}
