@@ -9,9 +9,10 @@
 //!   does nothing else: process CPU per message to seal once and queue for N-1 members (durable);
 //! - system CPU: process CPU per fan-out message with everyone running (sender, transport and all
 //!   N-1 receivers share the 2 cores);
-//! - rekey: after every member has sent once (sessions and chains in place), the admin removes a
-//!   member; measured until every remaining member knows, until each has sealed a message under
-//!   a new chain, and until all of those reached every remaining member.
+//! - rekey: after every member has sent once (sessions and chains in place) and the nodes have
+//!   settled (CPU use back near zero), the admin removes a member; measured until every
+//!   remaining member knows, until each has sealed a message under a new chain, and until all
+//!   of those reached every remaining member.
 //!
 //! Environment: `BENCH_TEAM_SIZES` (default `10,50,100,200`), `BENCH_REKEY_SIZES` (default
 //! `10,50,100`; a size whose full mesh of connections would not fit under the open-file limit is
@@ -21,16 +22,8 @@ mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{cpu_time, wait_until};
+use support::{cpu_time, env_list, wait_until, FanOut, Rekey};
 use tokio::sync::mpsc;
-
-fn env_list(name: &str, default: &str) -> Vec<usize> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
-}
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
@@ -107,14 +100,6 @@ async fn fan_out(team: &mut Team, from: usize, text: &str) -> Duration {
     last - t0
 }
 
-struct FanOut {
-    n: usize,
-    p50: f64,
-    p99: f64,
-    system_cpu_ms: f64,
-    sender_cpu_ms: f64,
-}
-
 async fn measure_fan_out(n: usize, k: usize) -> FanOut {
     let mut team = build_team(n).await;
     // Warm-up: the first message carries the sender's chain to every member.
@@ -142,11 +127,21 @@ async fn measure_fan_out(n: usize, k: usize) -> FanOut {
     FanOut { n, p50: pct(&mut lat.clone(), 0.5), p99: pct(&mut lat, 0.99), system_cpu_ms, sender_cpu_ms }
 }
 
-struct Rekey {
-    n: usize,
-    learned_ms: f64,
-    sealed_ms: f64,
-    converged_ms: f64,
+/// Waits until the `n` nodes are back to (nearly) idle: under 1% of a core each over half a
+/// second, checked for at most 30 s (idle nodes still run timers, pings and sled's flusher, and
+/// connections close after two idle minutes).
+async fn settle(n: usize) {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let started = Instant::now();
+    let mut before = cpu_time();
+    while started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(WINDOW).await;
+        let now = cpu_time();
+        if now - before < WINDOW / 100 * n as u32 {
+            return;
+        }
+        before = now;
+    }
 }
 
 async fn measure_rekey(n: usize) -> Rekey {
@@ -164,6 +159,9 @@ async fn measure_rekey(n: usize) -> Rekey {
         let (_, id, _) = team.rx.recv().await.expect("events");
         *seen.entry(id).or_default() += 1;
     }
+    // A live team is idle when someone is removed; right after everyone's first message the
+    // members are still comparing logs over their new connections.
+    settle(n).await;
     let victim = team.nodes.pop().expect("victim");
     let victim_name = victim.id().name;
     let mut changed = Vec::new();
@@ -212,18 +210,13 @@ fn main() {
     let sizes = env_list("BENCH_TEAM_SIZES", "10,50,100,200");
     let rekey_sizes = env_list("BENCH_REKEY_SIZES", "10,50,100");
     let k = env_list("BENCH_FANOUT_N", "50").first().copied().unwrap_or(50);
-    println!("| members | fan-out p50 | fan-out p99 | sender CPU / msg (seal once + queue for all, durable) | system CPU / msg (all nodes) |");
-    println!("|---|---|---|---|---|");
+    println!("{}", FanOut::HEADER);
     for n in sizes {
         let f = rt.block_on(measure_fan_out(n, k));
-        println!(
-            "| {} | {:.1} ms | {:.1} ms | {:.2} ms | {:.1} ms |",
-            f.n, f.p50, f.p99, f.sender_cpu_ms, f.system_cpu_ms
-        );
+        println!("{}", f.row());
     }
     println!();
-    println!("| members | removal known by all | all remaining sealed under new chains | all new messages received by all |");
-    println!("|---|---|---|---|");
+    println!("{}", Rekey::HEADER);
     for n in rekey_sizes {
         // Every member talks to every other, and two members who dial each other at once keep
         // both connections: up to N·(N-1) connections with both ends in this process, plus
@@ -238,6 +231,6 @@ fn main() {
             continue;
         }
         let r = rt.block_on(measure_rekey(n));
-        println!("| {} | {:.0} ms | {:.0} ms | {:.0} ms |", r.n, r.learned_ms, r.sealed_ms, r.converged_ms);
+        println!("{}", r.row());
     }
 }
