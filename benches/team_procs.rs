@@ -394,9 +394,8 @@ fn measure_fan_out(n: usize, k: usize) -> FanOut {
 fn measure_rekey(n: usize) -> Rekey {
     let mut team = Team::build(n);
     // Everyone sends once, one after another: pairwise sessions and sender chains are in
-    // place, as in a live team. (All at once, the members' first connections to each other
-    // each start a log comparison while dozens of first messages are still in flight, and
-    // tens of thousands of envelopes are handed over twice: minutes of CPU at 100 members.)
+    // place, as in a live team. (All at once, tens of thousands of envelopes are handed over
+    // twice at 50 members and the team is busy for ~20 s; BENCHMARKS.md.)
     for i in 0..n {
         let sent = team.members[i].call(&format!("send hello from {i}"));
         let id = sent.split(' ').next().expect("id").to_owned();
