@@ -159,8 +159,8 @@ async fn measure_rekey(n: usize) -> Rekey {
         let (_, id, _) = team.rx.recv().await.expect("events");
         *seen.entry(id).or_default() += 1;
     }
-    // A live team is idle when someone is removed; right after everyone's first message the
-    // members are still comparing logs over their new connections.
+    // A live team is idle when someone is removed; right after everyone's first message at
+    // once the members are busy for seconds (envelopes handed over twice; BENCHMARKS.md).
     settle(n).await;
     let victim = team.nodes.pop().expect("victim");
     let victim_name = victim.id().name;
