@@ -20,7 +20,9 @@
 //!
 //! Environment: `BENCH_TEAM_SIZES` (default `10,50,100,200`), `BENCH_REKEY_SIZES` (default
 //! `10,50,100`; 200 takes long to set up: each of its 200 first messages opens 199
-//! connections), `BENCH_FANOUT_N` (messages per size, default 50).
+//! connections), `BENCH_FANOUT_N` (messages per size, default 50), `BENCH_FIRST_AT_ONCE` (set:
+//! the members' first messages go all at once; the bench prints the envelopes handed over
+//! twice, answered "not yet" and handed to carriers while the team settles).
 
 mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
@@ -127,7 +129,7 @@ async fn member_command(slot: &mut Option<Node>, home: &Home, line: &str) -> Opt
         "cpu" => format!("ok {}", cpu_time().as_nanos()),
         "stats" => {
             let st = node.stats();
-            format!("ok {} {}", st.received, st.duplicates)
+            format!("ok {} {} {} {}", st.received, st.duplicates, st.retried, st.handed_off)
         }
         "quit" => {
             node.shutdown().await.expect("stop");
@@ -326,14 +328,15 @@ impl Team {
         last
     }
 
-    /// Envelopes all members stored, and all they were handed again, so far.
-    fn envelope_counts(&mut self) -> (u64, u64) {
-        let mut total = (0, 0);
+    /// Over all members so far: envelopes stored, handed again, answered "not yet", and
+    /// handed to carriers.
+    fn envelope_counts(&mut self) -> [u64; 4] {
+        let mut total = [0; 4];
         for m in &mut self.members {
             let a = m.call("stats");
-            let (r, d) = a.split_once(' ').expect("two counts");
-            total.0 += r.parse::<u64>().expect("count");
-            total.1 += d.parse::<u64>().expect("count");
+            for (t, n) in total.iter_mut().zip(a.split(' ')) {
+                *t += n.parse::<u64>().expect("count");
+            }
         }
         total
     }
@@ -393,20 +396,29 @@ fn measure_fan_out(n: usize, k: usize) -> FanOut {
 
 fn measure_rekey(n: usize) -> Rekey {
     let mut team = Team::build(n);
-    // Everyone sends once, one after another: pairwise sessions and sender chains are in
-    // place, as in a live team. (All at once, tens of thousands of envelopes are handed over
-    // twice at 50 members and the team is busy for ~20 s; BENCHMARKS.md.)
-    for i in 0..n {
-        let sent = team.members[i].call(&format!("send hello from {i}"));
-        let id = sent.split(' ').next().expect("id").to_owned();
-        team.arrivals(&[id], n - 1);
+    // Everyone sends once, one after another (or with `BENCH_FIRST_AT_ONCE`, all together):
+    // pairwise sessions and sender chains are in place, as in a live team.
+    if std::env::var("BENCH_FIRST_AT_ONCE").is_ok() {
+        for (i, m) in team.members.iter_mut().enumerate() {
+            m.tell(&format!("send hello from {i}"));
+        }
+        let ids: Vec<String> =
+            team.members.iter_mut().map(|m| m.answer().split(' ').nth(1).expect("id").to_owned()).collect();
+        team.arrivals(&ids, n - 1);
+    } else {
+        for i in 0..n {
+            let sent = team.members[i].call(&format!("send hello from {i}"));
+            let id = sent.split(' ').next().expect("id").to_owned();
+            team.arrivals(&[id], n - 1);
+        }
     }
     // A live team is idle when someone is removed.
     let (settled, last_window_ms) = team.settle();
-    let (received, duplicates) = team.envelope_counts();
+    let [received, duplicates, retried, handed_off] = team.envelope_counts();
     eprintln!(
         "rekey at {n}: waited {settled:.1?} to settle (last {QUIET_WINDOW:?}: {last_window_ms:.0} ms of CPU); \
-         envelopes stored {received}, received again {duplicates}"
+         envelopes stored {received}, received again {duplicates}, not yet {retried}, \
+         handed to carriers {handed_off}"
     );
     team.drain();
     let remaining = n - 1;
@@ -434,6 +446,15 @@ fn measure_rekey(n: usize) -> Rekey {
         sealed = sealed.max(parts[3].parse().expect("time"));
     }
     let converged = team.arrivals(&new_ids, remaining - 1);
+    let after = team.envelope_counts();
+    eprintln!(
+        "rekey at {n}, after the removal: envelopes stored {}, received again {}, not yet {}, \
+         handed to carriers {}",
+        after[0] - received,
+        after[1] - duplicates,
+        after[2] - retried,
+        after[3] - handed_off
+    );
     team.quit();
     Rekey { n, learned_ms: ms(learned - t0), sealed_ms: ms(sealed - t0), converged_ms: ms(converged - t0) }
 }

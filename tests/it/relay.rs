@@ -208,6 +208,51 @@ async fn writes_on_both_sides_of_a_split_converge_once_in_order() {
     }
 }
 
+/// A member back from away meets several teammates at once who all hold what it missed: it
+/// takes the history once, not once per teammate (pulls take turns, each asking with what the
+/// ones before it stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_from_away_takes_the_history_once_from_several_peers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let names = ["ann", "ben", "cat", "dan"];
+    let mut nodes = team_of(dir.path(), &names).await;
+    for (n, name) in nodes.iter().zip(names) {
+        n.send("#general", &format!("{name} hello")).await.expect("send");
+    }
+    for n in &nodes {
+        eventually("the greetings", async || (texts(n, "#general").await.len() == 4).then_some(())).await;
+    }
+    let dan = nodes.pop().expect("dan");
+    dan.shutdown().await.expect("stop");
+    drop(dan);
+    const MISSED: usize = 100;
+    for i in 0..MISSED {
+        nodes[0].send("#general", &format!("while dan was away {i}")).await.expect("send");
+    }
+    for n in &nodes[1..] {
+        eventually("ben and cat to hold ann's messages", async || {
+            (texts(n, "#general").await.len() == 4 + MISSED).then_some(())
+        })
+        .await;
+    }
+    // Ann leaves too: what dan missed is with ben and cat, and dan meets both at once.
+    let cat = nodes.pop().expect("cat");
+    let ben = nodes.pop().expect("ben");
+    let ann = nodes.pop().expect("ann");
+    ann.shutdown().await.expect("stop");
+    drop(ann);
+    let dan = restart(dir.path(), "dan", &[&ben, &cat]).await;
+    eventually("dan to catch up", async || (texts(&dan, "#general").await.len() == 4 + MISSED).then_some(()))
+        .await;
+    // Let a second, overlapping pull (the bug this guards against) finish before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stats = dan.stats();
+    assert!(stats.duplicates < 10, "dan was handed the history more than once: {stats:?}");
+    for n in [ben, cat, dan] {
+        n.shutdown().await.expect("stop");
+    }
+}
+
 /// Someone who joins after an author wrote more than a replay window's worth (8,192) in a
 /// channel gets that author's new messages at once: the author's first key for them says where
 /// its log starts for them. Slow (9,000 messages in a debug build): run by `.ci/run` with the

@@ -86,6 +86,8 @@ struct Counters {
     duplicates: AtomicU64,
     rejected: AtomicU64,
     delivered: AtomicU64,
+    retried: AtomicU64,
+    handed_off: AtomicU64,
 }
 
 struct Inner {
@@ -796,6 +798,8 @@ impl Node {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            handed_off: c.handed_off.load(Ordering::Relaxed),
         }
     }
 

@@ -401,6 +401,10 @@ pub struct Stats {
     pub rejected: u64,
     /// Envelopes acknowledged by recipients.
     pub delivered: u64,
+    /// Envelopes this node could not take yet (the sender tries again).
+    pub retried: u64,
+    /// Envelopes handed to carriers for contacts that could not be reached.
+    pub handed_off: u64,
 }
 
 /// Something that happened, for the API's event stream and the demo.
