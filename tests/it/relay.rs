@@ -25,6 +25,20 @@ async fn team_of(dir: &Path, names: &[&str]) -> Vec<Node> {
     nodes
 }
 
+/// A team whose members have each said hello in `#general`: everyone's channel key has reached
+/// everyone while all are together.
+async fn greeted_team(dir: &Path, names: &[&str]) -> Vec<Node> {
+    let nodes = team_of(dir, names).await;
+    for (n, name) in nodes.iter().zip(names) {
+        n.send("#general", &format!("{name} hello")).await.expect("send");
+    }
+    for n in &nodes {
+        eventually("the greetings", async || (texts(n, "#general").await.len() == names.len()).then_some(()))
+            .await;
+    }
+    nodes
+}
+
 async fn texts(node: &Node, who: &str) -> Vec<String> {
     node.messages(who).await.map(|m| m.into_iter().map(|m| m.text).collect()).unwrap_or_default()
 }
@@ -130,15 +144,7 @@ async fn writes_on_both_sides_of_a_split_converge_once_in_order() {
         let _ = tracing_subscriber::fmt().with_env_filter("dingo_node=debug").with_test_writer().try_init();
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let names = ["ann", "ben", "cat", "dan"];
-    let mut nodes = team_of(dir.path(), &names).await;
-    // Everyone's channel key reaches everyone while all are together.
-    for (n, name) in nodes.iter().zip(names) {
-        n.send("#general", &format!("{name} hello")).await.expect("send");
-    }
-    for n in &nodes {
-        eventually("the greetings", async || (texts(n, "#general").await.len() == 4).then_some(())).await;
-    }
+    let mut nodes = greeted_team(dir.path(), &["ann", "ben", "cat", "dan"]).await;
     // The split: cat and dan go away; ann and ben write.
     let dan = nodes.pop().expect("dan");
     let cat = nodes.pop().expect("cat");
@@ -214,14 +220,7 @@ async fn writes_on_both_sides_of_a_split_converge_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_back_from_away_takes_the_history_once_from_several_peers() {
     let dir = tempfile::tempdir().expect("tmp");
-    let names = ["ann", "ben", "cat", "dan"];
-    let mut nodes = team_of(dir.path(), &names).await;
-    for (n, name) in nodes.iter().zip(names) {
-        n.send("#general", &format!("{name} hello")).await.expect("send");
-    }
-    for n in &nodes {
-        eventually("the greetings", async || (texts(n, "#general").await.len() == 4).then_some(())).await;
-    }
+    let mut nodes = greeted_team(dir.path(), &["ann", "ben", "cat", "dan"]).await;
     let dan = nodes.pop().expect("dan");
     dan.shutdown().await.expect("stop");
     drop(dan);
