@@ -403,7 +403,7 @@ pub struct Stats {
     pub delivered: u64,
     /// Envelopes this node could not take yet (the sender tries again).
     pub retried: u64,
-    /// Envelopes handed to carriers for contacts that could not be reached.
+    /// Envelopes offered to carriers for contacts that could not be reached (per carrier).
     pub handed_off: u64,
 }
 
