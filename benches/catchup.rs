@@ -8,7 +8,8 @@
 //! - from the author: the author is online too; its outbox pushes to the member while the
 //!   member also pulls from the teammate (duplicates are dropped by the replay window).
 //!
-//! Prints a Markdown table for BENCHMARKS.md.
+//! Prints a Markdown table for BENCHMARKS.md, and on stderr the returning member's counters
+//! (envelopes stored, handed again, answered "not yet").
 
 mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
@@ -90,6 +91,11 @@ async fn catch_up(n: usize, author_online: bool) -> (Duration, Duration) {
     }
     let caught_up = t0.elapsed();
     assert_eq!(channel_count(&away).await, n + 3, "every message stored once");
+    let st = away.stats();
+    eprintln!(
+        "author online: {author_online}: the returning member stored {}, was handed again {}, answered \"not yet\" {}",
+        st.received, st.duplicates, st.retried
+    );
     for node in [away, carrier, writer] {
         let _ = node.shutdown().await;
     }
