@@ -252,6 +252,42 @@ async fn a_member_back_from_away_takes_the_history_once_from_several_peers() {
     }
 }
 
+/// The author is online when a member comes back: its delivery run pushes its own messages
+/// from the member's cursor, and neither a teammate's sync answers nor the author's own hand
+/// them over a second time (before, every one arrived twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_from_away_gets_the_author_s_messages_once_while_the_author_is_online() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut nodes = greeted_team(dir.path(), &["ann", "ben", "dan"]).await;
+    let dan = nodes.pop().expect("dan");
+    dan.shutdown().await.expect("stop");
+    drop(dan);
+    const MISSED: usize = 300;
+    for chunk in 0..MISSED / 50 {
+        let sends =
+            (0..50).map(|i| {
+                let ann = nodes[0].clone();
+                async move {
+                    ann.send("#general", &format!("while dan was away {chunk}/{i}")).await.expect("send")
+                }
+            });
+        futures::future::join_all(sends).await;
+    }
+    eventually("ben to hold ann's messages", async || {
+        (texts(&nodes[1], "#general").await.len() == 3 + MISSED).then_some(())
+    })
+    .await;
+    let dan = restart(dir.path(), "dan", &[&nodes[1], &nodes[0]]).await;
+    eventually("dan to catch up", async || (texts(&dan, "#general").await.len() == 3 + MISSED).then_some(()))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stats = dan.stats();
+    assert!(stats.duplicates < 10, "dan was handed ann's messages more than once: {stats:?}");
+    for n in nodes.into_iter().chain([dan]) {
+        n.shutdown().await.expect("stop");
+    }
+}
+
 /// Someone who joins after an author wrote more than a replay window's worth (8,192) in a
 /// channel gets that author's new messages at once: the author's first key for them says where
 /// its log starts for them. Slow (9,000 messages in a debug build): run by `.ci/run` with the

@@ -159,14 +159,16 @@ pub(crate) async fn pull(node: &Node, device: [u8; 32]) {
 async fn pull_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
     let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
     let peer = peer_id_of(&device).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
-    let mut groups: Vec<GroupHave> = node.job(move |c, s| c.sync_request(s, &DeviceKey(device))).await?;
+    let (mut groups, authors) = node.job(move |c, s| c.sync_request(s, &DeviceKey(device))).await?;
     if groups.is_empty() {
         return Ok(());
     }
     let mut storing: Option<tokio::task::JoinHandle<bool>> = None;
     let mut outcome = Ok(());
     for _ in 0..MAX_SYNC_ROUNDS {
-        let answer = net.request(peer, Request::Sync(groups.clone())).await;
+        let connected: HashSet<[u8; 32]> = node.inner.carrier.connected_peers().into_iter().collect();
+        let ask = leave_out_connected(&groups, &authors, &connected);
+        let answer = net.request(peer, Request::Sync(ask)).await;
         if let Some(previous) = storing.take() {
             // Nothing new in the previous page: what is left cannot be taken now.
             if !previous.await.unwrap_or(false) {
@@ -200,6 +202,32 @@ async fn pull_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
     outcome
 }
 
+/// The request for one round: `groups` with every author connected to this node now marked
+/// as fully held. A connected author's delivery run pushes its own envelopes to this node from
+/// its cursor (and serves any older gap when this node pulls from it), so taking them from a
+/// third member too had each one arrive twice.
+fn leave_out_connected(
+    groups: &[GroupHave],
+    authors: &[Vec<DeviceKey>],
+    connected: &HashSet<[u8; 32]>,
+) -> Vec<GroupHave> {
+    groups
+        .iter()
+        .zip(authors)
+        .map(|(g, members)| {
+            let mut g = g.clone();
+            for d in members.iter().filter(|d| connected.contains(&d.0)) {
+                match g.have.binary_search_by(|(a, _)| a.0.cmp(&d.0)) {
+                    Ok(i) => g.have[i].1 = u64::MAX,
+                    Err(i) if g.have.len() < MAX_SYNC_AUTHORS => g.have.insert(i, (*d, u64::MAX)),
+                    Err(_) => {}
+                }
+            }
+            g
+        })
+        .collect()
+}
+
 /// Stores one page of a sync answer; says whether anything in it was new.
 async fn store_page(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>) -> bool {
     let n = envs.len();
@@ -231,9 +259,13 @@ fn advance(groups: &mut [GroupHave], envs: &[Vec<u8>]) {
 pub(crate) async fn serve_sync(node: &Node, device: [u8; 32], groups: Vec<GroupHave>, responder: Responder) {
     let answer = node.job(move |c, s| c.serve_sync(s, &DeviceKey(device), &groups)).await;
     match answer {
-        Ok((envs, more, carried)) => {
-            node.inner.carrier.carried(device, carried);
-            responder.respond(Response::Envelopes { envs, more });
+        Ok(served) => {
+            node.inner.carrier.carried(device, served.carried);
+            responder.respond(Response::Envelopes { envs: served.envs, more: served.more });
+            if let Some(uid) = served.push_to {
+                node.inner.delivery.enqueued(uid);
+                crate::delivery::kick(node, uid);
+            }
         }
         Err(e) => {
             tracing::warn!("sync request not answered: {e}");
@@ -415,4 +447,26 @@ fn live_views(live: &HashMap<[u8; 32], PeerLive>) -> HashMap<[u8; 32], LivePeer>
     live.iter()
         .map(|(d, p)| (*d, (p.connected, p.addr.clone(), p.last_seen, p.last_sync, p.carried_for_others)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dingo_types::ConvId;
+
+    #[test]
+    fn connected_authors_are_asked_as_fully_held_and_the_rest_as_they_are() {
+        let (a, b, c) = (DeviceKey([1; 32]), DeviceKey([2; 32]), DeviceKey([3; 32]));
+        let groups = vec![
+            GroupHave { group: ConvId([7; 32]), have: vec![(a, 5), (c, 9)] },
+            GroupHave { group: ConvId([8; 32]), have: vec![(c, 2)] },
+        ];
+        // b is in the first group only; a and b are connected, c is not.
+        let authors = vec![vec![a, b, c], vec![c]];
+        let connected: HashSet<[u8; 32]> = [a.0, b.0].into_iter().collect();
+        let ask = leave_out_connected(&groups, &authors, &connected);
+        assert_eq!(ask[0].have, vec![(a, u64::MAX), (b, u64::MAX), (c, 9)]);
+        assert_eq!(ask[1], groups[1]);
+        assert_eq!(leave_out_connected(&groups, &authors, &HashSet::new()), groups);
+    }
 }

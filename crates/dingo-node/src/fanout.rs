@@ -182,8 +182,18 @@ impl Core {
         Ok(())
     }
 
+    /// `uid`'s stored cursor in `group`: my next envelope to deliver to it, if it has one.
+    pub(crate) fn stored_cursor(
+        &self,
+        s: &Store,
+        uid: &UserId,
+        group: &ConvId,
+    ) -> Result<Option<u64>, NodeError> {
+        Ok(s.get::<u64>(Table::GroupCursors, &cursor_key(uid, group))?)
+    }
+
     /// The sequence number my next envelope in `group` takes (every one below is in my log).
-    fn my_next_seq(s: &Store, group: &ConvId) -> Result<u64, NodeError> {
+    pub(crate) fn my_next_seq(s: &Store, group: &ConvId) -> Result<u64, NodeError> {
         let conv = s.get::<crate::records::ConversationRec>(Table::Conversations, &group.0)?;
         Ok(conv.map_or(1, |c| c.next_seq.max(1)))
     }

@@ -86,10 +86,23 @@ fn first_batch(
     Ok(out)
 }
 
+/// A sync answer, and what serving it leaves to do.
+pub(crate) struct ServedSync {
+    pub envs: Vec<Vec<u8>>,
+    pub more: bool,
+    /// How many of the envelopes other members wrote.
+    pub carried: usize,
+    /// The asker, whom my delivery run owes the rest of my own envelopes.
+    pub push_to: Option<UserId>,
+}
+
 /// A node's group logs in its sled store, as the sync rules see them.
 struct SledLog<'a> {
     core: &'a Core,
     s: &'a Store,
+    /// My own envelopes from this sequence number on are left out (my delivery run pushes them
+    /// to the asker).
+    mine_from: Option<u64>,
 }
 
 impl LogSource for SledLog<'_> {
@@ -107,7 +120,8 @@ impl LogSource for SledLog<'_> {
         let mine = self
             .s
             .get::<crate::records::ConversationRec>(Table::Conversations, &group.0)?
-            .map_or(0, |c| c.next_seq.saturating_sub(1));
+            .map_or(0, |c| c.next_seq.saturating_sub(1))
+            .min(self.mine_from.map_or(u64::MAX, |from| from.saturating_sub(1)));
         if mine > 0 {
             out.push((self.core.me.device_key(), SeqWindow { contiguous: mine, above: Default::default() }));
         }
@@ -123,10 +137,17 @@ impl LogSource for SledLog<'_> {
     ) -> Result<Vec<Entry>, StoreError> {
         let prefix = [group.0.as_slice(), &author.0].concat();
         let start = group_log_key(group, author, after);
+        let below = match self.mine_from {
+            Some(from) if *author == self.core.me.device_key() => from,
+            _ => u64::MAX,
+        };
         let mut out = Vec::new();
         for item in self.s.scan_after::<LoggedEnv>(Table::GroupLog, &prefix, Some(&start)).take(limit) {
             let (key, rec) = item?;
             let seq = key.get(64..72).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_be_bytes);
+            if seq >= below {
+                break;
+            }
             out.push(Entry { author: *author, seq, priority: rec.priority, bytes: rec.envelope });
         }
         Ok(out)
@@ -164,33 +185,70 @@ impl Core {
         Ok(groups)
     }
 
-    /// What to ask `peer` for: my have vector of every channel we share.
-    pub(crate) fn sync_request(&self, s: &Store, peer: &DeviceKey) -> Result<Vec<GroupHave>, NodeError> {
-        let log = SledLog { core: self, s };
-        self.common_groups(s, peer)?
-            .into_iter()
-            .map(|group| Ok(GroupHave { group, have: crate::sync::have(&log, &group)? }))
-            .collect()
+    /// What to ask `peer` for: my have vector of every channel we share; and per channel, the
+    /// devices of its other members (authors who push their own envelopes to me while we are
+    /// connected, so a pull from someone else can leave them out).
+    pub(crate) fn sync_request(
+        &self,
+        s: &Store,
+        peer: &DeviceKey,
+    ) -> Result<(Vec<GroupHave>, Vec<Vec<DeviceKey>>), NodeError> {
+        let log = SledLog { core: self, s, mine_from: None };
+        let groups = self.common_groups(s, peer)?;
+        let state = self.team_state(s)?.map(|(_, st)| st);
+        let me = self.me.device_key();
+        let mut asks = Vec::with_capacity(groups.len());
+        let mut authors = Vec::with_capacity(groups.len());
+        for group in groups {
+            asks.push(GroupHave { group, have: crate::sync::have(&log, &group)? });
+            let members = state.as_ref().and_then(|st| {
+                let (_, chan) = st.group_by_id(&group)?;
+                Some(
+                    st.channel_members(chan)
+                        .iter()
+                        .filter_map(|u| st.members.get(u).map(|m| DeviceKey(m.device_key)))
+                        .filter(|d| *d != me && d != peer)
+                        .collect(),
+                )
+            });
+            authors.push(members.unwrap_or_default());
+        }
+        Ok((asks, authors))
     }
 
     /// Answers `peer`'s sync request: envelopes of shared channels it lacks, most urgent first;
-    /// whether there is more; and how many of them other members wrote (carried for others).
+    /// whether there is more; how many of them other members wrote (carried for others); and
+    /// the peer's user id if my delivery run must push it the rest of my own envelopes.
+    ///
+    /// My own envelopes from the peer's delivery cursor on are left out: my delivery run sends
+    /// those, and answering them here too had each one reach a returning member twice.
     pub(crate) fn serve_sync(
         &self,
         s: &Store,
         peer: &DeviceKey,
         asked: &[GroupHave],
-    ) -> Result<(Vec<Vec<u8>>, bool, usize), NodeError> {
+    ) -> Result<ServedSync, NodeError> {
         let shared = self.common_groups(s, peer)?;
-        let log = SledLog { core: self, s };
+        let asker = self.contact_by_device(s, peer)?.map(|c| c.user_id);
         let me = self.me.device_key();
         let mut budget = SYNC_BUDGET;
         let (mut out, mut more, mut carried) = (Vec::new(), false, 0);
+        let mut push_to = None;
         for g in asked.iter().filter(|g| shared.binary_search(&g.group).is_ok()) {
             if budget.envelopes == 0 || budget.bytes == 0 {
                 more = true;
                 break;
             }
+            let mine_from = match &asker {
+                Some(uid) => self.stored_cursor(s, uid, &g.group)?,
+                None => None,
+            };
+            if let (Some(from), Some(uid)) = (mine_from, asker) {
+                if Self::my_next_seq(s, &g.group)? > from {
+                    push_to = Some(uid);
+                }
+            }
+            let log = SledLog { core: self, s, mine_from };
             let (entries, left) = crate::sync::missing(&log, &g.group, &g.have, budget)?;
             more |= left;
             for e in entries {
@@ -200,7 +258,7 @@ impl Core {
                 out.push(e.bytes);
             }
         }
-        Ok((out, more, carried))
+        Ok(ServedSync { envs: out, more, carried, push_to })
     }
 
     /// Takes 1:1 mail from `depositor` (a contact) to carry to other contacts.
