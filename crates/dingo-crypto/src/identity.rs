@@ -45,8 +45,31 @@ impl std::fmt::Debug for Identity {
 
 /// Verifies an Ed25519 signature strictly (rejects small-order keys and malleable signatures).
 pub fn verify(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> Result<(), CryptoError> {
-    let vk = VerifyingKey::from_bytes(key).map_err(|_| CryptoError::BadKey)?;
+    let vk = verifying_key(key)?;
     vk.verify_strict(msg, &Signature::from_bytes(sig)).map_err(|_| CryptoError::BadSignature)
+}
+
+/// Decompressed keys remembered by [`verifying_key`] (a team's devices, many times over).
+const KEYS_REMEMBERED: usize = 4096;
+
+/// `key` as a curve point. Decompressing costs about a fifth of a verification, and a node
+/// checks the same few hundred devices' signatures over and over, so points are remembered;
+/// the set is cleared when full (an attacker cycling keys only costs the decompressions).
+fn verifying_key(key: &[u8; 32]) -> Result<VerifyingKey, CryptoError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(vk) = keys.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+        return Ok(*vk);
+    }
+    let vk = VerifyingKey::from_bytes(key).map_err(|_| CryptoError::BadKey)?;
+    let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+    if keys.len() >= KEYS_REMEMBERED {
+        keys.clear();
+    }
+    keys.insert(*key, vk);
+    Ok(vk)
 }
 
 /// Checks that `cert` is signed by the user key it names.

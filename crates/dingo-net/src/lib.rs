@@ -195,7 +195,16 @@ pub fn peer_id_of(device_key: &[u8; 32]) -> Option<PeerId> {
 /// The device key behind a PeerId, if it is an Ed25519 identity.
 pub fn device_key_of(peer: &PeerId) -> Option<[u8; 32]> {
     let mh = peer.as_ref();
-    // Ed25519 PeerIds are identity multihashes of the protobuf-encoded public key.
+    // Ed25519 PeerIds are identity multihashes of the protobuf-encoded public key: key type 1
+    // (field 1), then the 32 key bytes (field 2). This runs for every request, so the bytes are
+    // read where libp2p's canonical encoding puts them, without decompressing the point (the
+    // key was checked when the connection's Noise handshake authenticated it).
+    const ED25519_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+    if mh.code() == 0 {
+        if let Some(key) = mh.digest().strip_prefix(&ED25519_PREFIX[..]) {
+            return <[u8; 32]>::try_from(key).ok();
+        }
+    }
     let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
     pk.try_into_ed25519().ok().map(|k| k.to_bytes())
 }
@@ -567,5 +576,20 @@ mod tests {
         let peer = kp.public().to_peer_id();
         let key = device_key_of(&peer).expect("ed25519 peer");
         assert_eq!(peer_id_of(&key), Some(peer));
+    }
+
+    #[test]
+    fn device_keys_read_from_peer_ids_match_libp2p_s_decoding() {
+        for _ in 0..64 {
+            let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+            let decoded = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest())
+                .expect("protobuf")
+                .try_into_ed25519()
+                .expect("ed25519")
+                .to_bytes();
+            assert_eq!(device_key_of(&peer), Some(decoded));
+        }
+        // A PeerId that is not an Ed25519 key has no device key.
+        assert_eq!(device_key_of(&PeerId::random()), None);
     }
 }
