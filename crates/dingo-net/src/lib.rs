@@ -102,12 +102,22 @@ pub enum NetError {
 
 /// Answers one inbound request.
 #[derive(Debug)]
-pub struct Responder(oneshot::Sender<Response>);
+pub struct Responder {
+    reply: oneshot::Sender<Response>,
+    received: std::time::Instant,
+}
 
 impl Responder {
     /// Sends the response.
     pub fn respond(self, response: Response) {
-        let _ = self.0.send(response);
+        let _ = self.reply.send(response);
+    }
+
+    /// How long ago the request was read off the connection. The requester stops waiting
+    /// after [`Config::request_timeout`]: work on a request that has waited about that long
+    /// is wasted, and its sender sends it again.
+    pub fn waited(&self) -> std::time::Duration {
+        self.received.elapsed()
     }
 }
 
@@ -538,7 +548,8 @@ impl Task {
                 request_response::Message::Request { request, channel, .. } => {
                     let (tx, rx) = oneshot::channel();
                     self.responses.push(Box::pin(async move { (channel, rx.await.ok()) }));
-                    self.emit(Event::Request { peer, request, responder: Responder(tx) });
+                    let responder = Responder { reply: tx, received: std::time::Instant::now() };
+                    self.emit(Event::Request { peer, request, responder });
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some((_, reply)) = self.outbound.remove(&request_id) {

@@ -27,6 +27,11 @@ pub(crate) const INLINE_VERIFY_MAX: usize = 2;
 pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An inbound delivery that waited this long for its turn (half the 10 s request timeout) is
+/// answered "not yet" instead of stored: its sender has likely stopped waiting and will send it
+/// again, and storing it now would only make that second copy a duplicate (at 100 member nodes
+/// on 2 cores, tens of thousands of them).
+pub(crate) const STALE_DELIVERY: Duration = Duration::from_secs(5);
 
 /// Which contacts have mail waiting, which are being served, and when to retry the others.
 #[derive(Default)]
@@ -191,7 +196,8 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
                     }
                     match (request, device) {
                         (Request::Deliver(envs), _) => {
-                            let statuses = accept_envelopes(&node, peer, envs).await;
+                            let deadline = Instant::now() + STALE_DELIVERY.saturating_sub(responder.waited());
+                            let statuses = accept_envelopes(&node, peer, envs, Some(deadline)).await;
                             responder.respond(Response::Results(statuses));
                         }
                         (Request::Sync(groups), Some(d)) => {
@@ -255,12 +261,20 @@ fn check_signatures(envs: &[Vec<u8>]) -> Vec<Result<VerifiedEnvelope, String>> {
 /// Verifies signatures off the runtime, then opens and stores the batch in one store job that
 /// also makes it durable, then returns the answer: "stored" is only ever said of flushed data.
 /// `peer` is whoever handed the batch over: the author, a carrier, or a member answering a sync.
+/// A request past its `deadline` when the store gets to it is answered "not yet", untouched
+/// ([`STALE_DELIVERY`]).
 pub(crate) async fn accept_envelopes(
     node: &Node,
     peer: dingo_net::Peer,
     envs: Vec<Vec<u8>>,
+    deadline: Option<Instant>,
 ) -> Vec<DeliveryStatus> {
     let n = envs.len();
+    let stale = move || deadline.is_some_and(|d| Instant::now() >= d);
+    if stale() {
+        node.inner.counters.retried.fetch_add(n as u64, Ordering::Relaxed);
+        return vec![DeliveryStatus::Retry; n];
+    }
     let started = Instant::now();
     // One or two signatures cost less than a hop to the blocking pool; larger batches are
     // checked there, split across cores, so a runtime thread is never held for milliseconds.
@@ -289,6 +303,9 @@ pub(crate) async fn accept_envelopes(
     let now = now_ms();
     let outcome = node
         .durable_job(move |core: &Core, s| {
+            if stale() {
+                return Ok(None);
+            }
             let mut ctx = via.map(AcceptCtx::from_peer).unwrap_or_default();
             let mut out = Vec::with_capacity(checked.len());
             for item in checked {
@@ -298,11 +315,16 @@ pub(crate) async fn accept_envelopes(
                 });
             }
             let effects = core.commit(s, ctx)?;
-            Ok((out, effects))
+            Ok(Some((out, effects)))
         })
         .await;
     let (outcome, effects) = match outcome {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            tracing::debug!(n, waited = ?started.elapsed(), "inbound batch too late to store: not yet");
+            node.inner.counters.retried.fetch_add(n as u64, Ordering::Relaxed);
+            return vec![DeliveryStatus::Retry; n];
+        }
         Err(e) => {
             tracing::warn!("store unavailable: {e}");
             return vec![DeliveryStatus::Retry; n];
