@@ -401,7 +401,8 @@ pub struct Stats {
     pub rejected: u64,
     /// Envelopes acknowledged by recipients.
     pub delivered: u64,
-    /// Envelopes this node could not take yet (the sender tries again).
+    /// Envelopes this node could not take yet (a key still on its way, or a delivery that
+    /// waited too long for the store); the sender tries again.
     pub retried: u64,
     /// Envelopes offered to carriers for contacts that could not be reached (per carrier).
     pub handed_off: u64,
