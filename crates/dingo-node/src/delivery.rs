@@ -271,9 +271,12 @@ pub(crate) async fn accept_envelopes(
 ) -> Vec<DeliveryStatus> {
     let n = envs.len();
     let stale = move || deadline.is_some_and(|d| Instant::now() >= d);
-    if stale() {
+    let not_yet = || {
         node.inner.counters.retried.fetch_add(n as u64, Ordering::Relaxed);
-        return vec![DeliveryStatus::Retry; n];
+        vec![DeliveryStatus::Retry; n]
+    };
+    if stale() {
+        return not_yet();
     }
     let started = Instant::now();
     // One or two signatures cost less than a hop to the blocking pool; larger batches are
@@ -322,8 +325,7 @@ pub(crate) async fn accept_envelopes(
         Ok(Some(o)) => o,
         Ok(None) => {
             tracing::debug!(n, waited = ?started.elapsed(), "inbound batch too late to store: not yet");
-            node.inner.counters.retried.fetch_add(n as u64, Ordering::Relaxed);
-            return vec![DeliveryStatus::Retry; n];
+            return not_yet();
         }
         Err(e) => {
             tracing::warn!("store unavailable: {e}");
