@@ -112,7 +112,11 @@ fn bare_swarm() -> Swarm<Bare> {
             )
         })
         .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| {
+            // The same stream set-up as Dingo's (dingo-net): protocol choice and data together.
+            c.with_idle_connection_timeout(Duration::from_secs(60))
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build()
 }
 

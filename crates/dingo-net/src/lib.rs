@@ -261,7 +261,13 @@ impl Net {
                 })
             })
             .map_err(|e| setup(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .with_swarm_config(|c| {
+                // Every outbound stream sends its protocol choice and its first bytes together
+                // instead of waiting a round trip for the listener to confirm it: every peer
+                // speaks all of Dingo's protocols, so the confirmation never says no.
+                c.with_idle_connection_timeout(config.idle_timeout)
+                    .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+            })
             .build();
         for addr in &config.listen {
             swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
