@@ -1,6 +1,8 @@
-//! `cargo bench --bench messaging`: Dingo 1:1 messaging against a bare libp2p request-response
-//! baseline on the same machine and transport (TCP + Noise + Yamux on 127.0.0.1), so the results
-//! are ratios as well as absolute numbers. Prints a Markdown table for BENCHMARKS.md.
+//! `cargo bench --bench messaging`: Dingo 1:1 messaging against two bare libp2p baselines on the
+//! same machine and transport (TCP + Noise + Yamux on 127.0.0.1), so the results are ratios as
+//! well as absolute numbers: request-response (a stream per request, the baseline) and
+//! frames on one open stream (how Dingo's `/dingo/msg/2` carries requests). Prints a Markdown
+//! table for BENCHMARKS.md.
 //!
 //! - latency: one message at a time, `send` until the recipient has decrypted and durably
 //!   stored it (its `Message` event fires after the flush);
@@ -160,6 +162,70 @@ async fn bare_baseline(n: usize) -> Summary {
                 _ => {}
             }
         }
+        if i >= 100 {
+            samples.push(start.elapsed());
+        }
+    }
+    summarize(samples)
+}
+
+/// Round trips of 256-byte frames on one open stream, echoed by a task on the other side: the
+/// transport Dingo's requests use, without Dingo.
+async fn bare_stream_baseline(n: usize) -> Summary {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let protocol = StreamProtocol::new("/bench/stream/1");
+    let swarm = || {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .expect("tcp")
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .expect("behaviour")
+            .with_swarm_config(|c| {
+                c.with_idle_connection_timeout(Duration::from_secs(60))
+                    .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+            })
+            .build()
+    };
+    let mut server = swarm();
+    server.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    let addr: Multiaddr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_id = *server.local_peer_id();
+    let mut incoming = server.behaviour().new_control().accept(protocol.clone()).expect("accept");
+    tokio::spawn(async move { while server.next().await.is_some() {} });
+    tokio::spawn(async move {
+        while let Some((_, stream)) = incoming.next().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.split();
+                while let Ok(frame) = read_raw(&mut reader).await {
+                    let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+                    out.extend_from_slice(&frame);
+                    if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut client = swarm();
+    let mut control = client.behaviour().new_control();
+    client.dial(addr).expect("dial");
+    while !matches!(client.select_next_some().await, SwarmEvent::ConnectionEstablished { .. }) {}
+    tokio::spawn(async move { while client.next().await.is_some() {} });
+    let stream = control.open_stream(server_id, protocol).await.expect("open");
+    let (mut reader, mut writer) = stream.split();
+    let mut frame = 256u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&[7u8; 256]);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + 100 {
+        let start = Instant::now();
+        writer.write_all(&frame).await.expect("write");
+        writer.flush().await.expect("flush");
+        read_raw(&mut reader).await.expect("read");
         if i >= 100 {
             samples.push(start.elapsed());
         }
@@ -336,6 +402,7 @@ fn main() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let bare = rt.block_on(bare_baseline(latency_n));
+    let bare_stream = rt.block_on(bare_stream_baseline(latency_n));
     let dingo = rt.block_on(dingo_latency(latency_n));
     let tput = rt.block_on(dingo_throughput(throughput_n));
     let (startup, rss) = run_node_startup_and_rss();
@@ -346,8 +413,13 @@ fn main() {
         "| bare libp2p request/response RTT, 256 B (n={latency_n}) | p50 {:.3} ms, p99 {:.3} ms | baseline |",
         bare.p50, bare.p99
     );
+    println!(
+        "| bare libp2p frames on one open stream RTT, 256 B (n={latency_n}) | p50 {:.3} ms, p99 {:.3} ms | baseline |",
+        bare_stream.p50, bare_stream.p99
+    );
     println!("| Dingo send → decrypted + durably stored at recipient (n={latency_n}) | p50 {:.3} ms, p99 {:.3} ms | p50 ≤ 0.5 ms, p99 ≤ 2 ms |", dingo.p50, dingo.p99);
-    println!("| Dingo p50 / bare p50 | {:.1}× | ≤ 3× |", dingo.p50 / bare.p50);
+    println!("| Dingo p50 / bare request/response p50 | {:.1}× | ≤ 3× |", dingo.p50 / bare.p50);
+    println!("| Dingo p50 / bare open-stream p50 | {:.1}× | |", dingo.p50 / bare_stream.p50);
     println!("| sustained 1:1 throughput, 256 B, durable + delivery receipts (n={throughput_n}) | {tput:.0} msg/s | ≥ 10,000 msg/s |");
     println!("| `dingo run` start → listening | {startup:.0} ms | ≤ 200 ms |");
     println!("| `dingo run` idle RSS after 3 s | {:.1} MB | ≤ 30 MB |", rss as f64 / 1024.0);

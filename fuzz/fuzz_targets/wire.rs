@@ -1,4 +1,4 @@
-//! `/dingo/msg/1` request and response frames, as read off a libp2p stream.
+//! `/dingo/msg/2` request and response bodies, as read off a peer's request stream.
 #![no_main]
 use dingo_types::wire::{Request, Response};
 use libfuzzer_sys::fuzz_target;

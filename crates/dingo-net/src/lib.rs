@@ -1,28 +1,31 @@
 //! Dingo's network actor: a libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, optional
-//! mDNS) with the `/dingo/msg/1` request-response protocol and plain streams for bulk transfers
-//! (`/dingo/file/1`), driven by one task.
+//! mDNS) driven by one task, with Dingo's requests on long-lived streams (`/dingo/msg/2`, see
+//! [`link`]) and plain streams for bulk transfers (`/dingo/file/1`).
 //!
-//! [`Net`] is a cheap handle: each command goes over a bounded channel with a oneshot reply.
+//! [`Net`] is a cheap handle: swarm commands go over a bounded channel with a oneshot reply.
 //! Inbound requests come out as [`Event::Request`] with a [`Responder`]; the node answers when it
 //! has stored what arrived. This crate sees envelopes only as opaque ciphertext frames.
 
 mod codec;
+pub mod link;
 
-use dingo_types::wire::{DeliveryStatus, Request, Response, MSG_PROTOCOL};
-use futures::stream::FuturesUnordered;
+use dingo_types::wire::{Request, Response, MSG_PROTOCOL};
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, identity, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use link::{CallError, Link};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 pub use libp2p::{Multiaddr as Addr, PeerId as Peer, Stream};
 pub use libp2p_stream::IncomingStreams;
+pub use link::Responder;
 
 /// Commands queued to the swarm task before callers wait.
 pub const COMMAND_QUEUE: usize = 1024;
@@ -100,27 +103,6 @@ pub enum NetError {
     Closed,
 }
 
-/// Answers one inbound request.
-#[derive(Debug)]
-pub struct Responder {
-    reply: oneshot::Sender<Response>,
-    received: std::time::Instant,
-}
-
-impl Responder {
-    /// Sends the response.
-    pub fn respond(self, response: Response) {
-        let _ = self.reply.send(response);
-    }
-
-    /// How long ago the request was read off the connection. The requester stops waiting
-    /// after [`Config::request_timeout`]: work on a request that has waited about that long
-    /// is wasted, and its sender sends it again.
-    pub fn waited(&self) -> std::time::Duration {
-        self.received.elapsed()
-    }
-}
-
 /// What the swarm reports to the node.
 #[derive(Debug)]
 pub enum Event {
@@ -155,7 +137,7 @@ pub enum Event {
 }
 
 enum Command {
-    Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, NetError>> },
+    Connect { peer: PeerId, reply: oneshot::Sender<Result<(), NetError>> },
     Dial { addr: Multiaddr, reply: oneshot::Sender<Result<(), NetError>> },
     AddAddress { peer: PeerId, addr: Multiaddr },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
@@ -168,11 +150,10 @@ enum Command {
 struct Behaviour {
     /// Refuses (and closes) connections of blocked peers, e.g. removed team members.
     blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
-    msg: request_response::Behaviour<codec::MsgCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Plain streams for bulk transfers (file chunks), outside request-response.
+    /// Streams: Dingo's request links and bulk transfers (file chunks).
     streams: libp2p_stream::Behaviour,
 }
 
@@ -182,7 +163,19 @@ pub struct Net {
     commands: mpsc::Sender<Command>,
     local: PeerId,
     streams: libp2p_stream::Control,
+    /// The outbound request link per peer. Each slot's lock is held while its link is opened,
+    /// so concurrent requests to a peer share one stream.
+    links: Arc<Mutex<HashMap<PeerId, LinkSlot>>>,
+    request_timeout: Duration,
+    idle_timeout: Duration,
 }
+
+type LinkSlot = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
+
+/// How often a request is tried on a new link when the previous one ended before answering
+/// anything (a peer drops inbound streams it cannot accept at once, e.g. many peers opening
+/// streams together).
+const LINK_ATTEMPTS: usize = 4;
 
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -229,9 +222,6 @@ impl Net {
         let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
         let mdns_on = config.mdns;
         let query_interval = config.mdns_query_interval;
-        let rr_config = request_response::Config::default()
-            .with_request_timeout(config.request_timeout)
-            .with_max_concurrent_streams(256);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -246,11 +236,6 @@ impl Net {
                 };
                 Ok(Behaviour {
                     blocked: Default::default(),
-                    msg: request_response::Behaviour::with_codec(
-                        codec::MsgCodec,
-                        [(StreamProtocol::new(MSG_PROTOCOL), ProtocolSupport::Full)],
-                        rr_config,
-                    ),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/dingo/id/1".into(),
                         key.public(),
@@ -286,11 +271,23 @@ impl Net {
                 Err(_) => return Err(NetError::Setup("timed out waiting for listeners".into())),
             }
         }
-        let streams = swarm.behaviour().streams.new_control();
+        let mut streams = swarm.behaviour().streams.new_control();
+        let incoming = streams
+            .accept(StreamProtocol::new(MSG_PROTOCOL))
+            .map_err(|_| NetError::Setup(format!("{MSG_PROTOCOL} is already being accepted")))?;
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(accept_requests(incoming, event_tx.clone()));
         tokio::spawn(run(swarm, command_rx, event_tx, early));
-        Ok((Net { commands, local, streams }, events))
+        let net = Net {
+            commands,
+            local,
+            streams,
+            links: Default::default(),
+            request_timeout: config.request_timeout,
+            idle_timeout: config.idle_timeout,
+        };
+        Ok((net, events))
     }
 
     /// This node's PeerId.
@@ -302,15 +299,56 @@ impl Net {
         self.commands.send(c).await.map_err(|_| NetError::Closed)
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a request and waits for its response (dialling the peer first if needed).
+    ///
+    /// [`NetError::Unreachable`] means nothing was transmitted; any other failure may have
+    /// reached the peer, so requests are safe to repeat (delivery answers a repeat "duplicate").
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NetError> {
+        let body = request.encode();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let link = self.link(peer).await?;
+            match link.call(&body, self.request_timeout).await {
+                Ok(response) => return Ok(response),
+                Err(CallError::Closed) => {}
+                Err(CallError::Failed(e)) if link.has_answered() || attempt >= LINK_ATTEMPTS => {
+                    return Err(e)
+                }
+                Err(CallError::Failed(e)) => {
+                    tracing::debug!(%peer, %e, "request link ended unanswered; trying a new one");
+                    tokio::time::sleep(Duration::from_millis(1 << (2 * attempt))).await;
+                }
+            }
+        }
+    }
+
+    /// The open request link to `peer`, or a new one.
+    async fn link(&self, peer: PeerId) -> Result<Arc<Link>, NetError> {
+        let slot = self.links.lock().unwrap_or_else(|p| p.into_inner()).entry(peer).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(link) = slot.as_ref().filter(|link| link.is_open()) {
+            return Ok(link.clone());
+        }
+        let stream =
+            tokio::time::timeout(self.request_timeout, self.open_stream(peer, MSG_PROTOCOL)).await.map_err(
+                |_| NetError::Unreachable { peer, reason: "no connection within the request timeout".into() },
+            )??;
+        let link = Link::start(peer, stream, self.idle_timeout);
+        *slot = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Waits until a connection to `peer` is open, dialling its known addresses if needed.
+    async fn connect(&self, peer: PeerId) -> Result<(), NetError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Request { peer, request, reply }).await?;
+        self.send(Command::Connect { peer, reply }).await?;
         rx.await.map_err(|_| NetError::Closed)?
     }
 
-    /// Opens a stream of `protocol` to a connected peer (for bulk transfers).
+    /// Opens a stream of `protocol` to a peer, dialling it first if needed.
     pub async fn open_stream(&self, peer: PeerId, protocol: &'static str) -> Result<Stream, NetError> {
+        self.connect(peer).await?;
         self.streams
             .clone()
             .open_stream(peer, StreamProtocol::new(protocol))
@@ -366,17 +404,46 @@ impl Net {
     }
 }
 
-type PendingResponse = futures::future::BoxFuture<'static, (ResponseChannel<Response>, Option<Response>)>;
+/// Inbound request streams one peer may have open at once. A node opens one per connection;
+/// the spare ones cover a reconnect racing the old stream's end.
+pub const MAX_INBOUND_LINKS_PER_PEER: usize = 4;
+
+/// Hands each inbound request stream to its own serving task, refusing a peer's streams past
+/// [`MAX_INBOUND_LINKS_PER_PEER`] (each may hold [`link::MAX_IN_FLIGHT`] requests).
+async fn accept_requests(mut incoming: IncomingStreams, events: mpsc::Sender<Event>) {
+    let open: Arc<Mutex<HashMap<PeerId, usize>>> = Default::default();
+    while let Some((peer, stream)) = incoming.next().await {
+        {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let count = open.entry(peer).or_default();
+            if *count >= MAX_INBOUND_LINKS_PER_PEER {
+                tracing::warn!(%peer, "too many request streams from one peer; refusing another");
+                continue;
+            }
+            *count += 1;
+        }
+        let (open, events) = (open.clone(), events.clone());
+        tokio::spawn(async move {
+            link::serve(peer, stream, events).await;
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = open.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&peer);
+                }
+            }
+        });
+    }
+}
 
 struct Task {
     swarm: Swarm<Behaviour>,
     events: mpsc::Sender<Event>,
-    outbound: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, NetError>>)>,
     dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NetError>>>,
-    responses: FuturesUnordered<PendingResponse>,
-    /// Every address learned per peer. libp2p's own book (in request-response) keeps only 100
-    /// peers and forgets an address after a failed dial; a team can be larger and a peer busy, so
-    /// requests to an unconnected peer dial with these addresses.
+    /// Requests waiting for a connection to a peer being dialled.
+    connecting: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetError>>>>,
+    /// Every address learned per peer. A team can be larger than libp2p's own address books and
+    /// a peer busy when dialled, so requests to an unconnected peer dial with these addresses.
     book: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
@@ -391,14 +458,8 @@ async fn run(
     events: mpsc::Sender<Event>,
     early: Vec<SwarmEvent<BehaviourEvent>>,
 ) {
-    let mut task = Task {
-        swarm,
-        events,
-        outbound: HashMap::new(),
-        dials: HashMap::new(),
-        responses: FuturesUnordered::new(),
-        book: HashMap::new(),
-    };
+    let mut task =
+        Task { swarm, events, dials: HashMap::new(), connecting: HashMap::new(), book: HashMap::new() };
     for event in early {
         task.swarm_event(event);
     }
@@ -413,11 +474,6 @@ async fn run(
                 }
                 Some(cmd) => task.command(cmd),
             },
-            Some((channel, response)) = task.responses.next(), if !task.responses.is_empty() => {
-                if let Some(response) = response {
-                    let _ = task.swarm.behaviour_mut().msg.send_response(channel, response);
-                }
-            }
             event = task.swarm.select_next_some() => task.swarm_event(event),
         }
     }
@@ -439,19 +495,25 @@ impl Task {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Request { peer, request, reply } => {
-                if !self.swarm.is_connected(&peer) {
-                    if let Some(addrs) = self.book.get(&peer) {
-                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                            .addresses(addrs.clone())
-                            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-                            .build();
-                        // Already dialling, or no usable address: request-response dials itself.
-                        let _ = self.swarm.dial(opts);
+            Command::Connect { peer, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let addrs = self.book.get(&peer).cloned().unwrap_or_default();
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                match self.swarm.dial(opts) {
+                    // Already being dialled: wait for that dial.
+                    Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+                        self.connecting.entry(peer).or_default().push(reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NetError::Unreachable { peer, reason: e.to_string() }));
                     }
                 }
-                let id = self.swarm.behaviour_mut().msg.send_request(&peer, request);
-                self.outbound.insert(id, (peer, reply));
             }
             Command::Dial { addr, reply } => {
                 let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
@@ -483,18 +545,9 @@ impl Task {
     }
 
     fn emit(&mut self, event: Event) {
-        // A full queue means the node is overloaded: drop discovery hints; requests are answered
-        // "retry" below so the sender backs off and nothing is lost.
-        if let Err(mpsc::error::TrySendError::Full(Event::Request { request, responder, .. })) =
-            self.events.try_send(event)
-        {
-            responder.respond(match request {
-                Request::Deliver(envs) | Request::Carry(envs) => {
-                    Response::Results(vec![DeliveryStatus::Retry; envs.len()])
-                }
-                Request::Sync(_) => Response::Envelopes { envs: Vec::new(), more: true },
-            });
-        }
+        // A full queue means the node is overloaded: connection and discovery hints are dropped
+        // (the node also learns of a peer when it next exchanges anything with it).
+        let _ = self.events.try_send(event);
     }
 
     fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -503,6 +556,9 @@ impl Task {
                 peer_id, connection_id, endpoint, num_established, ..
             } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+                for reply in self.connecting.remove(&peer_id).into_iter().flatten() {
                     let _ = reply.send(Ok(()));
                 }
                 let addr = match &endpoint {
@@ -516,12 +572,17 @@ impl Task {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.emit(Event::Disconnected { peer: peer_id });
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(NetError::Dial(error.to_string())));
                 }
+                if let Some(peer) = peer_id.filter(|peer| !self.swarm.is_connected(peer)) {
+                    for reply in self.connecting.remove(&peer).into_iter().flatten() {
+                        let reason = error.to_string();
+                        let _ = reply.send(Err(NetError::Unreachable { peer, reason }));
+                    }
+                }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Msg(ev)) => self.msg_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -545,40 +606,6 @@ impl Task {
                 }
             }
             _ => {}
-        }
-    }
-
-    fn msg_event(&mut self, ev: request_response::Event<Request, Response>) {
-        match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let (tx, rx) = oneshot::channel();
-                    self.responses.push(Box::pin(async move { (channel, rx.await.ok()) }));
-                    let responder = Responder { reply: tx, received: std::time::Instant::now() };
-                    self.emit(Event::Request { peer, request, responder });
-                }
-                request_response::Message::Response { request_id, response } => {
-                    if let Some((_, reply)) = self.outbound.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                if let Some((_, reply)) = self.outbound.remove(&request_id) {
-                    let reason = error.to_string();
-                    let err = match error {
-                        request_response::OutboundFailure::DialFailure => {
-                            NetError::Unreachable { peer, reason }
-                        }
-                        _ => NetError::Request { peer, reason },
-                    };
-                    let _ = reply.send(Err(err));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
 }

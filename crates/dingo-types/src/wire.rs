@@ -1,5 +1,7 @@
-//! Frames of the `/dingo/msg/1` request-response protocol (inside libp2p's length-delimited
-//! stream, which the net crate bounds by [`MAX_FRAME_BYTES`]).
+//! Requests and responses of the `/dingo/msg/2` protocol. The net crate carries them in frames
+//! on one long-lived stream per peer and direction (`len u32 | id u64 | body`, the length
+//! bounded by [`MAX_FRAME_BYTES`]); a response answers the request with the same id. (`/dingo/msg/1`
+//! sent the same bodies on a libp2p request-response stream per request.)
 //!
 //! ```text
 //! request  = 1u8 (deliver) | envelopes
@@ -23,8 +25,8 @@ use crate::limits::{
     MAX_ENVELOPES_PER_REQUEST, MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES, MAX_SYNC_AUTHORS, MAX_SYNC_GROUPS,
 };
 
-/// The protocol name negotiated by libp2p.
-pub const MSG_PROTOCOL: &str = "/dingo/msg/1";
+/// The protocol name negotiated by libp2p for a node's request stream.
+pub const MSG_PROTOCOL: &str = "/dingo/msg/2";
 
 /// A request from one node to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
