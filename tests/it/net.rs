@@ -161,3 +161,46 @@ async fn a_peer_cannot_open_request_streams_without_bound() {
     })
     .await;
 }
+
+/// A peer that negotiates Dingo's request protocol and drops every stream at once: a request
+/// to it fails after a few fresh attempts instead of hanging or retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_drops_every_request_stream_gets_an_error_not_a_hang() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    let mut rude = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(Default::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .expect("tcp")
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .build();
+    rude.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = rude.select_next_some().await {
+            break address;
+        }
+    };
+    let rude_id = *rude.local_peer_id();
+    let mut incoming =
+        rude.behaviour().new_control().accept(libp2p::StreamProtocol::new(MSG_PROTOCOL)).expect("accept");
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dropped.clone();
+    tokio::spawn(async move {
+        while let Some((_, stream)) = incoming.next().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    tokio::spawn(async move { while rude.next().await.is_some() {} });
+    let (me, _events) =
+        Net::spawn(libp2p::identity::Keypair::generate_ed25519(), Config::loopback()).await.expect("spawn");
+    me.add_address(rude_id, addr).await.expect("learn");
+    let answer =
+        tokio::time::timeout(Duration::from_secs(30), me.request(rude_id, Request::Deliver(Vec::new())))
+            .await
+            .expect("the request gives up");
+    assert!(matches!(answer, Err(dingo_net::NetError::Request { .. })), "{answer:?}");
+    let streams = dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=8).contains(&streams), "tried {streams} streams");
+}

@@ -173,8 +173,8 @@ pub struct Net {
 type LinkSlot = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
 
 /// How often a request is tried on a new link when the previous one ended before answering
-/// anything (a peer drops inbound streams it cannot accept at once, e.g. many peers opening
-/// streams together).
+/// anything, or before the request went out (a peer drops inbound streams it cannot accept at
+/// once, e.g. many peers opening streams together).
 const LINK_ATTEMPTS: usize = 4;
 
 impl std::fmt::Debug for Net {
@@ -311,6 +311,9 @@ impl Net {
             let link = self.link(peer).await?;
             match link.call(&body, self.request_timeout).await {
                 Ok(response) => return Ok(response),
+                Err(CallError::Closed) if attempt >= LINK_ATTEMPTS => {
+                    return Err(NetError::Request { peer, reason: "the request stream keeps closing".into() })
+                }
                 Err(CallError::Closed) => {}
                 Err(CallError::Failed(e)) if link.has_answered() || attempt >= LINK_ATTEMPTS => {
                     return Err(e)
