@@ -121,6 +121,13 @@ fn content_and_wire_frames_v1_are_frozen() {
 }
 
 #[test]
+fn request_stream_frame_v2_is_frozen() {
+    let body = Request::Deliver(vec![vec![1, 2, 3], vec![4]]).encode();
+    let frame = dingo_types::wire::encode_frame(0x0102_0304_0506_0708, &body).expect("frame");
+    assert_eq!(hex(&frame), format!("0000000f0102030405060708{REQUEST_V1}"));
+}
+
+#[test]
 fn invite_code_v1_is_frozen() {
     let inv = Invite {
         name: "alice".into(),

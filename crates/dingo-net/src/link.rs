@@ -14,9 +14,9 @@
 //!   task sends the answers. At most [`MAX_IN_FLIGHT`] requests per stream wait for an answer;
 //!   past that the stream is not read, and its flow control holds the sender back.
 
-use crate::codec::{encode_frame, read_frame};
+use crate::codec::read_frame;
 use crate::{Event, NetError};
-use dingo_types::wire::{DeliveryStatus, Request, Response};
+use dingo_types::wire::{encode_frame, DeliveryStatus, Request, Response};
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};

@@ -28,6 +28,33 @@ use crate::limits::{
 /// The protocol name negotiated by libp2p for a node's request stream.
 pub const MSG_PROTOCOL: &str = "/dingo/msg/2";
 
+/// Bytes before a frame's body on a request stream: `len u32 | id u64`, big-endian.
+pub const FRAME_HEAD: usize = 12;
+
+/// One frame of a request stream: the header (the body's length, then the id that pairs a
+/// response with its request), then the body (an encoded [`Request`] or [`Response`]).
+pub fn encode_frame(id: u64, body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge("frame"));
+    }
+    let mut frame = Vec::with_capacity(FRAME_HEAD + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(body);
+    Ok(frame)
+}
+
+/// A frame header's body length and id; the length is checked against [`MAX_FRAME_BYTES`], so
+/// a reader allocates the body only after this.
+pub fn decode_frame_head(head: &[u8; FRAME_HEAD]) -> Result<(usize, u64), DecodeError> {
+    let [l0, l1, l2, l3, id @ ..] = *head;
+    let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge("frame"));
+    }
+    Ok((len, u64::from_be_bytes(id)))
+}
+
 /// A request from one node to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -223,6 +250,18 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_frames_carry_length_and_id_and_refuse_oversized_bodies() {
+        let frame = encode_frame(0x0102_0304_0506_0708, b"ab").expect("encode");
+        assert_eq!(frame, [0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8, b'a', b'b']);
+        let head: [u8; FRAME_HEAD] = frame[..FRAME_HEAD].try_into().expect("head");
+        assert_eq!(decode_frame_head(&head), Ok((2, 0x0102_0304_0506_0708)));
+        assert!(encode_frame(1, &vec![0u8; MAX_FRAME_BYTES + 1]).is_err());
+        let mut huge = [0u8; FRAME_HEAD];
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode_frame_head(&huge), Err(DecodeError::TooLarge("frame")));
+    }
 
     #[test]
     fn frames_round_trip() {
