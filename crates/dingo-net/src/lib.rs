@@ -246,13 +246,12 @@ impl Net {
                 })
             })
             .map_err(|e| setup(&e))?
-            .with_swarm_config(|c| {
-                // Every outbound stream sends its protocol choice and its first bytes together
-                // instead of waiting a round trip for the listener to confirm it: every peer
-                // speaks all of Dingo's protocols, so the confirmation never says no.
-                c.with_idle_connection_timeout(config.idle_timeout)
-                    .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
-            })
+            // Streams wait a round trip for the listener to confirm their protocol (libp2p's
+            // default): with the protocol choice sent along with the first bytes (`V1Lazy`), a
+            // first frame larger than Yamux's window, written while the stream is also being
+            // read, sometimes stalled for good (tests/it/net.rs). Request streams are long-lived,
+            // so the round trip is paid once per link, not per request.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
             .build();
         for addr in &config.listen {
             swarm.listen_on(addr.clone()).map_err(|e| setup(&e))?;
@@ -315,10 +314,9 @@ impl Net {
                     return Err(NetError::Request { peer, reason: "the request stream keeps closing".into() })
                 }
                 Err(CallError::Closed) => {}
-                Err(CallError::Failed(e)) if link.has_answered() || attempt >= LINK_ATTEMPTS => {
-                    return Err(e)
-                }
-                Err(CallError::Failed(e)) => {
+                Err(CallError::Failed(e)) => return Err(e),
+                Err(CallError::Ended(e)) if link.has_answered() || attempt >= LINK_ATTEMPTS => return Err(e),
+                Err(CallError::Ended(e)) => {
                     tracing::debug!(%peer, %e, "request link ended unanswered; trying a new one");
                     tokio::time::sleep(Duration::from_millis(1 << (2 * attempt))).await;
                 }

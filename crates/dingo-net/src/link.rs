@@ -43,7 +43,9 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) enum CallError {
     /// The link had ended before the request was written: another link may carry it.
     Closed,
-    /// The request went out (or may have) and failed.
+    /// The stream ended while the request waited for its answer.
+    Ended(NetError),
+    /// The request went out (or may have) and failed otherwise (no answer in time).
     Failed(NetError),
 }
 
@@ -104,8 +106,11 @@ impl Link {
             return Err(CallError::Closed);
         }
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result.map_err(CallError::Failed),
-            Ok(Err(_)) => Err(self.failed("the stream closed".into())),
+            Ok(Ok(result)) => result.map_err(CallError::Ended),
+            Ok(Err(_)) => Err(CallError::Ended(NetError::Request {
+                peer: self.peer,
+                reason: "the stream closed".into(),
+            })),
             Err(_) => {
                 self.forget(id);
                 Err(self.failed(format!("no answer within {timeout:?}")))
