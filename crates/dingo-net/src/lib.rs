@@ -517,7 +517,7 @@ impl Task {
                 }
             }
             Command::Dial { addr, reply } => {
-                let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id().address(addr).build();
+                let opts = DialOpts::unknown_peer_id().address(addr).build();
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
