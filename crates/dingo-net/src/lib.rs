@@ -16,7 +16,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, identity, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
-use link::{CallError, Link};
+use link::{locked, CallError, Link};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -326,7 +326,7 @@ impl Net {
 
     /// The open request link to `peer`, or a new one.
     async fn link(&self, peer: PeerId) -> Result<Arc<Link>, NetError> {
-        let slot = self.links.lock().unwrap_or_else(|p| p.into_inner()).entry(peer).or_default().clone();
+        let slot = locked(&self.links).entry(peer).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(link) = slot.as_ref().filter(|link| link.is_open()) {
             return Ok(link.clone());
@@ -415,7 +415,7 @@ async fn accept_requests(mut incoming: IncomingStreams, events: mpsc::Sender<Eve
     let open: Arc<Mutex<HashMap<PeerId, usize>>> = Default::default();
     while let Some((peer, stream)) = incoming.next().await {
         {
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = locked(&open);
             let count = open.entry(peer).or_default();
             if *count >= MAX_INBOUND_LINKS_PER_PEER {
                 tracing::warn!(%peer, "too many request streams from one peer; refusing another");
@@ -426,7 +426,7 @@ async fn accept_requests(mut incoming: IncomingStreams, events: mpsc::Sender<Eve
         let (open, events) = (open.clone(), events.clone());
         tokio::spawn(async move {
             link::serve(peer, stream, events).await;
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = locked(&open);
             if let Some(count) = open.get_mut(&peer) {
                 *count -= 1;
                 if *count == 0 {

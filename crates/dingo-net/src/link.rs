@@ -21,7 +21,7 @@ use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -35,7 +35,8 @@ type Reply = oneshot::Sender<Result<Response, NetError>>;
 /// A frame for a writer task, with the in-flight slot it frees once written (answers only).
 type Queued = (Vec<u8>, Option<OwnedSemaphorePermit>);
 
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A lock whose data stays usable after a panic elsewhere (every update here is one step).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -57,8 +58,9 @@ pub(crate) struct Link {
     /// Requests waiting for their answer, by id; `None` once the link is closed.
     pending: Mutex<Option<HashMap<u64, Reply>>>,
     next_id: AtomicU64,
-    /// Responses read so far (a link that never answered may have been refused at accept).
-    answered: AtomicU64,
+    /// Whether a response was ever read (a link that never answered may have been refused at
+    /// accept).
+    answered: AtomicBool,
 }
 
 impl Link {
@@ -71,7 +73,7 @@ impl Link {
             frames: Mutex::new(Some(frames)),
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
+            answered: AtomicBool::new(false),
         });
         tokio::spawn(write_frames(writer, queue));
         tokio::spawn(link.clone().read_responses(reader, idle));
@@ -85,7 +87,7 @@ impl Link {
 
     /// Whether the peer ever answered on this link.
     pub(crate) fn has_answered(&self) -> bool {
-        self.answered.load(Ordering::Relaxed) > 0
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Sends one encoded request and waits up to `timeout` for its response.
@@ -107,10 +109,7 @@ impl Link {
         }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result.map_err(CallError::Ended),
-            Ok(Err(_)) => Err(CallError::Ended(NetError::Request {
-                peer: self.peer,
-                reason: "the stream closed".into(),
-            })),
+            Ok(Err(_)) => Err(CallError::Ended(self.error("the stream closed"))),
             Err(_) => {
                 self.forget(id);
                 Err(self.failed(format!("no answer within {timeout:?}")))
@@ -118,8 +117,12 @@ impl Link {
         }
     }
 
+    fn error(&self, reason: impl Into<String>) -> NetError {
+        NetError::Request { peer: self.peer, reason: reason.into() }
+    }
+
     fn failed(&self, reason: String) -> CallError {
-        CallError::Failed(NetError::Request { peer: self.peer, reason })
+        CallError::Failed(self.error(reason))
     }
 
     fn forget(&self, id: u64) {
@@ -133,7 +136,7 @@ impl Link {
         let pending = locked(&self.pending).take();
         locked(&self.frames).take();
         for (_, reply) in pending.into_iter().flatten() {
-            let _ = reply.send(Err(NetError::Request { peer: self.peer, reason: reason.to_owned() }));
+            let _ = reply.send(Err(self.error(reason)));
         }
     }
 
@@ -173,7 +176,7 @@ impl Link {
                 Ok(response) => response,
                 Err(e) => break format!("malformed response: {e}"),
             };
-            self.answered.fetch_add(1, Ordering::Relaxed);
+            self.answered.store(true, Ordering::Relaxed);
             let reply = locked(&self.pending).as_mut().and_then(|p| p.remove(&id));
             // No one waiting: that request timed out.
             if let Some(reply) = reply {
