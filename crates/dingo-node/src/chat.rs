@@ -61,6 +61,9 @@ pub(crate) struct SealCtx {
     pub(crate) sign_as_batch: bool,
     /// Outbox entries (key, entry) whose envelopes await their batch signature.
     pub(crate) unsigned: Vec<(Vec<u8>, OutboxItem, Envelope)>,
+    /// When set, every outbox entry written is also handed back in [`Effects::fresh`], so the
+    /// caller can send it once durable without reading it back (see `delivery::State`).
+    pub(crate) hand_back: bool,
 }
 
 /// Follow-ups of a committed job that need the network.
@@ -76,6 +79,9 @@ pub(crate) struct Effects {
     pub events: Vec<NodeEvent>,
     /// A channel key arrived: messages a sync could not open may open now.
     pub resync: bool,
+    /// The outbox entries written, by recipient and outbox key (only with
+    /// [`SealCtx::hand_back`]).
+    pub fresh: Vec<(UserId, Vec<u8>, OutboxItem)>,
 }
 
 /// What a batch of inbound envelopes changes, written once by [`Core::commit`].
@@ -550,6 +556,9 @@ impl Core {
         } else {
             item.envelope = env.encode();
             s.put(&mut ctx.batch, Table::Outbox, &okey, &item);
+            if ctx.hand_back {
+                ctx.effects.fresh.push((contact.user_id, okey, item));
+            }
         }
         ctx.sessions.insert(contact.user_id, sessions);
         Ok(seq)
@@ -566,6 +575,12 @@ impl Core {
         for ((okey, mut item), env) in entries.into_iter().zip(envs) {
             item.envelope = env.encode();
             s.put(&mut ctx.batch, Table::Outbox, &okey, &item);
+            if ctx.hand_back {
+                let uid = okey.get(..16).and_then(|u| <[u8; 16]>::try_from(u).ok()).map(UserId);
+                if let Some(uid) = uid {
+                    ctx.effects.fresh.push((uid, okey, item));
+                }
+            }
         }
         for (convid, conv) in &ctx.convs {
             s.put(&mut ctx.batch, Table::Conversations, &convid.0, conv);

@@ -13,11 +13,11 @@ use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{now_ms, DeviceKey, UserId};
 use futures::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 /// Inbound requests processed at once (beyond this they wait; libp2p bounds the streams).
 pub(crate) const INBOUND_CONCURRENCY: usize = 64;
@@ -39,10 +39,30 @@ pub(crate) struct State {
     /// Contact → generation, bumped on every enqueue (so a worker that found the queue empty
     /// cannot race a new message into oblivion).
     pending: Mutex<HashMap<UserId, u64>>,
-    in_flight: Mutex<HashSet<UserId>>,
+    /// Contacts with a delivery run, each with the run's wake-up for newly queued mail.
+    in_flight: Mutex<HashMap<UserId, Arc<Notify>>>,
     backoff: Mutex<HashMap<UserId, Backoff>>,
+    /// Outbox entries just made durable, handed over in memory so a delivery run can send them
+    /// without reading them back: per contact, each with the generation its enqueue produced.
+    /// A run uses them only when they account for every enqueue since its last complete read
+    /// of the outbox; otherwise it reads the outbox, which holds them too. Locked after
+    /// `pending`, never before.
+    fresh: Mutex<HashMap<UserId, Vec<Fresh>>>,
     wake: Notify,
 }
+
+/// An outbox entry handed over by the job that wrote it ([`State::enqueued_fresh`]).
+struct Fresh {
+    generation: u64,
+    sent: crate::fanout::Sent,
+    envelope: Vec<u8>,
+}
+
+/// An outbox entry as written: its key and the entry.
+pub(crate) type Written = (Vec<u8>, crate::records::OutboxItem);
+
+/// Most bytes of handed-over entries kept per contact; beyond it they are read from the outbox.
+const MAX_FRESH_BYTES: usize = 4 * 1024 * 1024;
 
 /// When to try a contact again, and why the last try failed.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +81,99 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl State {
     pub(crate) fn enqueued(&self, uid: UserId) {
         *locked(&self.pending).entry(uid).or_insert(0) += 1;
+        self.nudge(&uid);
         self.wake.notify_one();
+    }
+
+    /// Tells `uid`'s delivery run, if one is active, that mail was queued.
+    fn nudge(&self, uid: &UserId) {
+        if let Some(run) = locked(&self.in_flight).get(uid) {
+            run.notify_one();
+        }
+    }
+
+    /// The wake-up of `uid`'s active delivery run.
+    fn run_wakeup(&self, uid: &UserId) -> Arc<Notify> {
+        locked(&self.in_flight).get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Like [`State::enqueued`], for outbox entries that are durable already: `items` are
+    /// (outbox key, entry) for `uid`, in key order.
+    pub(crate) fn enqueued_fresh(&self, uid: UserId, items: Vec<Written>) {
+        let mut pending = locked(&self.pending);
+        let generation = pending.entry(uid).or_insert(0);
+        *generation += 1;
+        let mut fresh = locked(&self.fresh);
+        let queue = fresh.entry(uid).or_default();
+        // Past the cap the entries are only in the outbox, and this enqueue forces a read.
+        let held: usize = queue.iter().map(|f| f.envelope.len()).sum();
+        let adding: usize = items.iter().map(|(_, item)| item.envelope.len()).sum();
+        if held + adding <= MAX_FRESH_BYTES {
+            for (key, item) in items {
+                let sent = crate::fanout::Sent {
+                    source: crate::fanout::Source::Outbox(key),
+                    msg_id: item.msg_id,
+                    msg_key: item.msg_key,
+                };
+                queue.push(Fresh { generation: *generation, sent, envelope: item.envelope });
+            }
+        }
+        drop(fresh);
+        drop(pending);
+        self.nudge(&uid);
+        self.wake.notify_one();
+    }
+
+    /// The handed-over entries for `uid`, if they are all that was enqueued since generation
+    /// `read_at` (when a read found the outbox exhausted); with the generation they bring the
+    /// run up to. Entries from before `read_at` were in that read, and are dropped.
+    fn take_fresh(&self, uid: &UserId, read_at: u64) -> Option<(u64, Vec<Fresh>)> {
+        let pending = locked(&self.pending);
+        let mut fresh = locked(&self.fresh);
+        let queue = fresh.get_mut(uid)?;
+        queue.retain(|f| f.generation > read_at);
+        let now = pending.get(uid).copied().unwrap_or(0);
+        // Every enqueue since the read must be one of these (generations read_at+1..=now).
+        let mut expected = read_at;
+        for f in queue.iter() {
+            if f.generation != expected && f.generation != expected + 1 {
+                return None;
+            }
+            expected = f.generation;
+        }
+        if queue.is_empty() || expected != now {
+            return None;
+        }
+        Some((now, std::mem::take(queue)))
+    }
+
+    /// Forgets the handed-over entries for `uid` (its run failed; the outbox has them).
+    fn drop_fresh(&self, uid: &UserId) {
+        locked(&self.fresh).remove(uid);
+    }
+
+    /// How many enqueues for `uid` since its mail was last all delivered (0: none).
+    fn generation(&self, uid: &UserId) -> u64 {
+        locked(&self.pending).get(uid).copied().unwrap_or(0)
+    }
+
+    /// Ends `uid`'s run: nothing is pending.
+    fn finished(&self, uid: &UserId) {
+        let mut pending = locked(&self.pending);
+        pending.remove(uid);
+        // Whatever is left here was found by a read of the outbox.
+        locked(&self.fresh).remove(uid);
+    }
+
+    /// Ends `uid`'s run if nothing was enqueued after `generation`; says whether it did.
+    fn finish_if_at(&self, uid: &UserId, generation: u64) -> bool {
+        let mut pending = locked(&self.pending);
+        if pending.get(uid).copied().unwrap_or(0) != generation {
+            return false;
+        }
+        pending.remove(uid);
+        locked(&self.fresh).remove(uid);
+        true
     }
 
     pub(crate) fn wake_all(&self) {
@@ -95,7 +207,13 @@ impl State {
         if self.backing_off(&uid) {
             return false;
         }
-        locked(&self.in_flight).insert(uid)
+        match locked(&self.in_flight).entry(uid) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Arc::default());
+                true
+            }
+        }
     }
 
     fn due(&self) -> Vec<UserId> {
@@ -105,11 +223,11 @@ impl State {
         let backoff = locked(&self.backoff);
         let due: Vec<UserId> = pending
             .keys()
-            .filter(|u| !in_flight.contains(*u))
+            .filter(|u| !in_flight.contains_key(*u))
             .filter(|u| backoff.get(*u).is_none_or(|b| b.until <= now))
             .copied()
             .collect();
-        in_flight.extend(due.iter().copied());
+        in_flight.extend(due.iter().map(|u| (*u, Arc::default())));
         due
     }
 }
@@ -436,6 +554,7 @@ fn spawn_delivery(node: Node, uid: UserId) {
             }
             Err(e) => {
                 tracing::debug!(%uid, "delivery deferred: {e}");
+                state.drop_fresh(&uid);
                 // Someone else may meet them first; but a recipient who answered, or whose
                 // connection is up, gets the mail from us: carriers would only hand it to them
                 // again (at 100 members, a loaded team handed ~260,000 envelopes to carriers).
@@ -449,6 +568,62 @@ fn spawn_delivery(node: Node, uid: UserId) {
     });
 }
 
+/// What became of one delivery request.
+enum Answer {
+    Recorded(Recorded),
+    /// Answered, but not recorded: an earlier batch of the run was not taken whole.
+    Dropped,
+    Malformed,
+    Failed(dingo_net::NetError, Sent),
+}
+
+/// A recipient's answers to one batch, recorded.
+struct Recorded {
+    n: usize,
+    delivered: u64,
+    must_retry: bool,
+    events: Vec<NodeEvent>,
+}
+
+/// Records the recipient's answers to one batch (statuses, receipts, cursors).
+async fn record_answers(
+    node: &Node,
+    uid: UserId,
+    sent: Sent,
+    results: Vec<DeliveryStatus>,
+) -> Result<Recorded, NodeError> {
+    let n = results.len();
+    let must_retry = results.iter().any(|r| matches!(r, DeliveryStatus::Retry));
+    let delivered = results
+        .iter()
+        .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
+        .count() as u64;
+    let events = node.job(move |c, s| c.delivery_results(s, &uid, &sent, &results)).await?;
+    Ok(Recorded { n, delivered, must_retry, events })
+}
+
+/// The next delivery batch out of handed-over entries, skipping any at or before `read_to`
+/// (a read of the outbox found those).
+fn fresh_batch(backlog: &mut VecDeque<Fresh>, read_to: Option<&[u8]>) -> crate::chat::OutgoingBatch {
+    let mut items = Vec::new();
+    let mut bytes = 0;
+    while let Some(next) = backlog.front() {
+        if next.sent.outbox_key().is_some_and(|k| Some(k) <= read_to) {
+            backlog.pop_front();
+            continue;
+        }
+        let full = items.len() >= crate::chat::DELIVERY_BATCH
+            || bytes + next.envelope.len() > crate::chat::DELIVERY_BATCH_BYTES;
+        if full && !items.is_empty() {
+            break;
+        }
+        let Some(next) = backlog.pop_front() else { break };
+        bytes += next.envelope.len();
+        items.push((next.sent, next.envelope));
+    }
+    items
+}
+
 /// Sends `uid`'s outbox in batches, [`PIPELINE`] at a time, until it is empty or a delivery
 /// fails (the caller then backs off; the next run starts again from the oldest entry, and
 /// anything already stored comes back `Duplicate`).
@@ -457,56 +632,106 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
     let state = &node.inner.delivery;
     let mut in_flight = futures::stream::FuturesOrdered::new();
     let mut run = crate::fanout::RunCursor::default();
-    let mut drained_generation = None;
+    // `Some(g)`: the outbox was read to its end after enqueue generation `g` (0: none).
+    let mut read_to_end_at: Option<u64> = None;
+    // Handed-over entries not sent yet, and the outbox keys sent from them (a later read of
+    // the outbox skips those it still finds).
+    let mut backlog: VecDeque<Fresh> = VecDeque::new();
+    let mut sent_fresh: HashSet<Vec<u8>> = HashSet::new();
+    let mut device = None;
+    let wakeup = state.run_wakeup(&uid);
+    let (first, mut last_recorded) = oneshot::channel();
+    let _ = first.send(true);
     loop {
-        while in_flight.len() < PIPELINE && drained_generation.is_none() {
-            let generation = locked(&state.pending).get(&uid).copied();
-            let mut at = run.clone();
-            let Some((device, items, exhausted, at)) = node
-                .job(move |c, s| Ok(c.outbox_batch(s, &uid, &mut at)?.map(|(d, i, e)| (d, i, e, at))))
-                .await?
-            else {
-                locked(&state.pending).remove(&uid);
-                return Ok(());
+        while in_flight.len() < PIPELINE {
+            if let (true, Some(read_at)) = (backlog.is_empty(), read_to_end_at) {
+                if let Some((now, items)) = state.take_fresh(&uid, read_at) {
+                    backlog.extend(items);
+                    read_to_end_at = Some(now);
+                } else if state.generation(&uid) != read_at {
+                    // Something was enqueued that was not handed over: read the outbox.
+                    read_to_end_at = None;
+                }
+            }
+            let (to, items) = match device {
+                Some(to) if !backlog.is_empty() => {
+                    let items = fresh_batch(&mut backlog, run.outbox.as_deref());
+                    sent_fresh
+                        .extend(items.iter().filter_map(|(sent, _)| sent.outbox_key().map(<[u8]>::to_vec)));
+                    (to, items)
+                }
+                _ if read_to_end_at.is_some() => break,
+                _ => {
+                    let generation = state.generation(&uid);
+                    let mut at = run.clone();
+                    let Some((found, mut items, exhausted, at)) = node
+                        .job(move |c, s| Ok(c.outbox_batch(s, &uid, &mut at)?.map(|(d, i, e)| (d, i, e, at))))
+                        .await?
+                    else {
+                        state.finished(&uid);
+                        return Ok(());
+                    };
+                    device = Some(found);
+                    run = at;
+                    if exhausted {
+                        read_to_end_at = Some(generation);
+                    }
+                    if !sent_fresh.is_empty() {
+                        items.retain(|(sent, _)| !sent.outbox_key().is_some_and(|k| sent_fresh.contains(k)));
+                        let read_to = run.outbox.clone();
+                        sent_fresh.retain(|k| Some(k) > read_to.as_ref());
+                    }
+                    (found, items)
+                }
             };
             if items.is_empty() {
-                drained_generation = Some(generation);
-                break;
+                continue;
             }
-            run = at;
-            if exhausted {
-                drained_generation = Some(generation);
-            }
-            let peer = peer_id_of(&device.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+            let peer = peer_id_of(&to.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
             let (sent, envs): (Sent, Vec<Vec<u8>>) = items.into_iter().unzip();
-            let net = net.clone();
+            let (net, node) = (net.clone(), node.clone());
+            let (recorded, next_may_record) = oneshot::channel();
+            let may_record = std::mem::replace(&mut last_recorded, next_may_record);
             in_flight.push_back(async move {
                 let started = Instant::now();
                 let result = net.request(peer, Request::Deliver(envs)).await;
-                (peer, sent, result, started.elapsed())
+                let rtt = started.elapsed();
+                // Answers are recorded in the order their batches went out, and only while every
+                // earlier batch was taken whole: a group cursor must not move past an envelope
+                // still to be sent again. Recording runs beside the run's next requests.
+                let answer = match result {
+                    Ok(Response::Results(results)) if results.len() == sent.len() => {
+                        if may_record.await.unwrap_or(false) {
+                            let answer = record_answers(&node, uid, sent, results).await;
+                            let _ = recorded.send(answer.as_ref().is_ok_and(|a| !a.must_retry));
+                            answer.map(Answer::Recorded)
+                        } else {
+                            Ok(Answer::Dropped)
+                        }
+                    }
+                    Ok(_) => Ok(Answer::Malformed),
+                    Err(e) => Ok(Answer::Failed(e, sent)),
+                };
+                (peer, answer, rtt)
             });
         }
-        let Some((peer, sent, result, rtt)) = in_flight.next().await else {
+        // New mail goes out while earlier batches are still answered or recorded.
+        let room = in_flight.len() < PIPELINE && !in_flight.is_empty();
+        let next = tokio::select! {
+            next = in_flight.next() => next,
+            () = wakeup.notified(), if room => continue,
+        };
+        let Some((peer, answer, rtt)) = next else {
             // Nothing in flight and nothing left to load: done, unless something was queued
-            // since the outbox was last found empty.
-            let mut pending = locked(&state.pending);
-            if pending.get(&uid).copied() == drained_generation.flatten() {
-                pending.remove(&uid);
+            // since the outbox was last read to its end.
+            if read_to_end_at.is_some_and(|g| state.finish_if_at(&uid, g)) {
                 return Ok(());
             }
-            drop(pending);
-            drained_generation = None;
             continue;
         };
-        match result {
-            Ok(Response::Results(results)) if results.len() == sent.len() => {
-                tracing::debug!(n = results.len(), ?rtt, "outbound batch answered");
-                let must_retry = results.iter().any(|r| matches!(r, DeliveryStatus::Retry));
-                let delivered = results
-                    .iter()
-                    .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
-                    .count() as u64;
-                let events = node.job(move |c, s| c.delivery_results(s, &uid, &sent, &results)).await?;
+        match answer? {
+            Answer::Recorded(Recorded { n, delivered, must_retry, events }) => {
+                tracing::debug!(n, ?rtt, "outbound batch answered");
                 node.inner.counters.delivered.fetch_add(delivered, Ordering::Relaxed);
                 node.emit(events);
                 if must_retry {
@@ -519,13 +744,20 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 }
                 locked(&state.backoff).remove(&uid);
             }
-            Ok(_) => {
+            // An earlier batch ended the run before this answer could be recorded.
+            Answer::Dropped => {
+                return Err(NodeError::Net(dingo_net::NetError::Request {
+                    peer,
+                    reason: "recipient busy".into(),
+                }))
+            }
+            Answer::Malformed => {
                 return Err(NodeError::Net(dingo_net::NetError::Request {
                     peer,
                     reason: "malformed response".into(),
                 }));
             }
-            Err(e) => {
+            Answer::Failed(e, sent) => {
                 // Anything but "unreachable" may have reached the recipient: say "sent".
                 if !matches!(e, dingo_net::NetError::Unreachable { .. }) {
                     let keys: Vec<Vec<u8>> = sent.iter().filter_map(|e| e.msg_key.clone()).collect();
@@ -534,5 +766,66 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 return Err(e.into());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::OutboxItem;
+    use dingo_types::ConvId;
+
+    fn written(n: u8) -> Written {
+        let item = OutboxItem { envelope: vec![n; 10], msg_id: None, msg_key: None, conv: ConvId([0; 32]) };
+        (vec![n], item)
+    }
+
+    fn keys(items: &[Fresh]) -> Vec<Vec<u8>> {
+        items.iter().filter_map(|f| f.sent.outbox_key().map(<[u8]>::to_vec)).collect()
+    }
+
+    #[test]
+    fn handed_over_entries_are_used_only_when_they_are_all_that_was_queued() {
+        let state = State::default();
+        let uid = UserId([1; 16]);
+        // Nothing handed over: nothing to take.
+        assert!(state.take_fresh(&uid, 0).is_none());
+        state.enqueued_fresh(uid, vec![written(1), written(2)]);
+        state.enqueued_fresh(uid, vec![written(3)]);
+        let (now, items) = state.take_fresh(&uid, 0).expect("all queued mail was handed over");
+        assert_eq!((now, keys(&items)), (2, vec![vec![1], vec![2], vec![3]]));
+        assert!(state.take_fresh(&uid, now).is_none(), "taken once");
+
+        // An enqueue that was not handed over in between: the outbox must be read instead.
+        state.enqueued(uid);
+        state.enqueued_fresh(uid, vec![written(4)]);
+        assert!(state.take_fresh(&uid, now).is_none());
+        assert_eq!(state.generation(&uid), 4);
+
+        // After a read at generation 4 the entry it found is dropped; later ones are taken.
+        state.enqueued_fresh(uid, vec![written(5)]);
+        let (now, items) = state.take_fresh(&uid, 4).expect("handed over after the read");
+        assert_eq!((now, keys(&items)), (5, vec![vec![5]]));
+        assert!(state.finish_if_at(&uid, 5));
+        assert_eq!(state.generation(&uid), 0);
+    }
+
+    #[test]
+    fn a_batch_of_handed_over_entries_skips_what_a_read_of_the_outbox_found() {
+        let mut backlog: VecDeque<Fresh> = (1..=3u8)
+            .map(|n| {
+                let (key, item) = written(n);
+                let sent = crate::fanout::Sent {
+                    source: crate::fanout::Source::Outbox(key),
+                    msg_id: None,
+                    msg_key: None,
+                };
+                Fresh { generation: 1, sent, envelope: item.envelope }
+            })
+            .collect();
+        let batch = fresh_batch(&mut backlog, Some(&[1]));
+        let sent: Vec<_> = batch.iter().filter_map(|(s, _)| s.outbox_key().map(<[u8]>::to_vec)).collect();
+        assert_eq!(sent, vec![vec![2], vec![3]]);
+        assert!(backlog.is_empty());
     }
 }

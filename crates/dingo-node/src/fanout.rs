@@ -56,6 +56,16 @@ pub(crate) struct Sent {
     pub msg_key: Option<Vec<u8>>,
 }
 
+impl Sent {
+    /// The outbox entry this came from, if it did.
+    pub(crate) fn outbox_key(&self) -> Option<&[u8]> {
+        match &self.source {
+            Source::Outbox(key) => Some(key),
+            Source::Group(..) => None,
+        }
+    }
+}
+
 /// How far one member's delivery run has read: past this outbox key, and per group up to
 /// (not including) this sequence number. Positions only move forward; the stored cursors move
 /// when answers come.

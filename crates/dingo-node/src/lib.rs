@@ -326,7 +326,20 @@ impl Node {
     }
 
     /// Starts deliveries, blocks removed devices and emits events after a durable job.
-    pub(crate) async fn apply_effects(&self, effects: Effects) {
+    pub(crate) async fn apply_effects(&self, mut effects: Effects) {
+        // Entries handed back go to their delivery runs in memory, in the order written.
+        let mut fresh: Vec<(dingo_types::UserId, Vec<delivery::Written>)> = Vec::new();
+        for (uid, key, item) in std::mem::take(&mut effects.fresh) {
+            match fresh.iter_mut().find(|(u, _)| *u == uid) {
+                Some((_, items)) => items.push((key, item)),
+                None => fresh.push((uid, vec![(key, item)])),
+            }
+        }
+        for (uid, items) in fresh {
+            effects.kick.remove(&uid);
+            self.inner.delivery.enqueued_fresh(uid, items);
+            delivery::kick(self, uid);
+        }
         for uid in effects.kick {
             self.inner.delivery.enqueued(uid);
             delivery::kick(self, uid);
@@ -893,23 +906,21 @@ async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendReq
         let sealed = node
             .durable_job(move |c, s| {
                 // A lone send is signed at once; a run shares signatures.
-                let mut ctx = chat::SealCtx { sign_as_batch: items.len() > 1, ..Default::default() };
+                let mut ctx =
+                    chat::SealCtx { sign_as_batch: items.len() > 1, hand_back: true, ..Default::default() };
                 let now = now_ms();
                 let out: Vec<_> =
                     items.iter().map(|(who, text)| c.send_text(s, &mut ctx, who, text, now)).collect();
-                c.commit_seals(s, ctx)?;
-                Ok(out)
+                let effects = c.commit_seals(s, ctx)?;
+                Ok((out, effects))
             })
             .await;
         tracing::debug!(n, took = ?started.elapsed(), "sends sealed and durable");
         let sealed = sealed.map_err(|e| e.to_string());
         match sealed {
-            Ok(out) => {
+            Ok((out, effects)) => {
+                node.apply_effects(effects).await;
                 for (req, result) in run.into_iter().zip(out) {
-                    if let Ok((_, uid)) = &result {
-                        node.inner.delivery.enqueued(*uid);
-                        delivery::kick(&node, *uid);
-                    }
                     let _ = req.reply.send(result.map(|(id, _)| id));
                 }
             }
