@@ -124,6 +124,39 @@ async fn a_run_of_concurrent_sends_shares_signatures_and_arrives_once_each() {
     assert_eq!(bob.stats().rejected, 0);
 }
 
+/// A send whose caller stops waiting (an API client that went away) after its message was
+/// sealed still delivers it, with nothing else sent after it to trigger delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cancelled_after_sealing_is_still_delivered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    befriend(&alice, &bob).await;
+    let sealed_count = async || {
+        let all = alice.messages("bob").await.expect("messages");
+        all.iter().filter(|m| m.direction == Direction::Out).count()
+    };
+    // Cut sends off ever later until one is cut off after its store job sealed it.
+    let mut found = None;
+    for i in 0..2000u64 {
+        let before = sealed_count().await;
+        let cut = std::time::Duration::from_micros(i % 400);
+        let text = format!("m{i}");
+        let cancelled = tokio::time::timeout(cut, alice.send("bob", &text)).await.is_err();
+        // Give a cut-off store job time to finish.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        if cancelled && sealed_count().await > before {
+            found = Some(text);
+            break;
+        }
+    }
+    let text = found.expect("a send cut off after sealing");
+    eventually("the cut-off message to reach bob", async || {
+        bob.messages("alice").await.ok()?.into_iter().find(|m| m.text == text).map(|_| ())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_with_our_invite_becomes_an_unverified_contact() {
     let dir = tempfile::tempdir().expect("tmp");

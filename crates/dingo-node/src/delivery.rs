@@ -640,10 +640,18 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
     let mut sent_fresh: HashSet<Vec<u8>> = HashSet::new();
     let mut device = None;
     let wakeup = state.run_wakeup(&uid);
+    // Requests sent and not answered yet.
+    let unanswered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (first, mut last_recorded) = oneshot::channel();
     let _ = first.send(true);
     loop {
         while in_flight.len() < PIPELINE {
+            // Mail queued after the outbox was read to its end goes out once everything before
+            // it was answered: the recipient takes requests side by side, and must see a
+            // sender's envelopes in the order they were sealed.
+            if read_to_end_at.is_some() && unanswered.load(Ordering::Acquire) > 0 {
+                break;
+            }
             if let (true, Some(read_at)) = (backlog.is_empty(), read_to_end_at) {
                 if let Some((now, items)) = state.take_fresh(&uid, read_at) {
                     backlog.extend(items);
@@ -692,10 +700,14 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             let (net, node) = (net.clone(), node.clone());
             let (recorded, next_may_record) = oneshot::channel();
             let may_record = std::mem::replace(&mut last_recorded, next_may_record);
+            let (unanswered, wakeup) = (unanswered.clone(), wakeup.clone());
+            unanswered.fetch_add(1, Ordering::AcqRel);
             in_flight.push_back(async move {
                 let started = Instant::now();
                 let result = net.request(peer, Request::Deliver(envs)).await;
                 let rtt = started.elapsed();
+                unanswered.fetch_sub(1, Ordering::AcqRel);
+                wakeup.notify_one();
                 // Answers are recorded in the order their batches went out, and only while every
                 // earlier batch was taken whole: a group cursor must not move past an envelope
                 // still to be sent again. Recording runs beside the run's next requests.

@@ -103,6 +103,9 @@ struct Inner {
     counters: Counters,
     listen_addrs: Mutex<Vec<String>>,
     sealer: OnceLock<mpsc::Sender<SendRequest>>,
+    /// Held while sends are being sealed: a send that finds it free and nothing queued seals
+    /// itself at once instead of handing over to the sealer task.
+    sealing: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     _lock: home::HomeLock,
 }
@@ -158,6 +161,7 @@ impl Node {
                 counters: Counters::default(),
                 listen_addrs: Mutex::new(Vec::new()),
                 sealer: OnceLock::new(),
+                sealing: tokio::sync::Mutex::new(()),
                 tasks: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
@@ -258,6 +262,15 @@ impl Node {
             tokio::spawn(sealer(Arc::downgrade(&self.inner), rx));
             tx
         });
+        // A lone send skips the hop to the sealer task; sends that come together queue up and
+        // are sealed in runs.
+        if queue.capacity() == SEND_QUEUE {
+            if let Ok(_sealing) = self.inner.sealing.try_lock() {
+                let mut sealed = seal_texts(self, vec![(who.to_owned(), text.to_owned())]).await?;
+                let id = sealed.pop().ok_or_else(|| NodeError::Unavailable("nothing sealed".into()))??;
+                return Ok(SendResult { id: id.to_hex(), status: Status::Queued });
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let request = SendRequest { who: who.to_owned(), text: text.to_owned(), reply };
         queue.send(request).await.map_err(|_| NodeError::Unavailable("the sealer stopped".into()))?;
@@ -290,14 +303,24 @@ impl Node {
         &self,
         f: impl FnOnce(&Core, &Store, &mut SealCtx) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
-        let (r, effects) = self
+        let unsent = RequeueUnlessDone(Some(self.clone()));
+        let sealed = self
             .durable_job(move |c, s| {
                 let mut ctx = SealCtx::default();
                 let r = f(c, s, &mut ctx)?;
                 Ok((r, c.commit_seals(s, ctx)?))
             })
-            .await?;
+            .await;
+        let (r, effects) = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                // A job that failed wrote nothing to deliver.
+                unsent.done();
+                return Err(e);
+            }
+        };
         self.apply_effects(effects).await;
+        unsent.done();
         Ok(r)
     }
 
@@ -891,6 +914,9 @@ struct SendRequest {
 /// [`Node`] ends it (and releases the home).
 async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendRequest>) {
     while let Some(first) = queue.recv().await {
+        let Some(inner) = inner.upgrade() else { break };
+        let node = Node { inner };
+        let _sealing = node.inner.sealing.lock().await;
         let mut run = vec![first];
         while run.len() < SEND_RUN {
             match queue.try_recv() {
@@ -898,38 +924,83 @@ async fn sealer(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<SendReq
                 Err(_) => break,
             }
         }
-        let Some(inner) = inner.upgrade() else { break };
-        let node = Node { inner };
         let items: Vec<(String, String)> = run.iter().map(|r| (r.who.clone(), r.text.clone())).collect();
-        let started = std::time::Instant::now();
-        let n = items.len();
-        let sealed = node
-            .durable_job(move |c, s| {
-                // A lone send is signed at once; a run shares signatures.
-                let mut ctx =
-                    chat::SealCtx { sign_as_batch: items.len() > 1, hand_back: true, ..Default::default() };
-                let now = now_ms();
-                let out: Vec<_> =
-                    items.iter().map(|(who, text)| c.send_text(s, &mut ctx, who, text, now)).collect();
-                let effects = c.commit_seals(s, ctx)?;
-                Ok((out, effects))
-            })
-            .await;
-        tracing::debug!(n, took = ?started.elapsed(), "sends sealed and durable");
-        let sealed = sealed.map_err(|e| e.to_string());
-        match sealed {
-            Ok((out, effects)) => {
-                node.apply_effects(effects).await;
+        match seal_texts(&node, items).await {
+            Ok(out) => {
                 for (req, result) in run.into_iter().zip(out) {
-                    let _ = req.reply.send(result.map(|(id, _)| id));
+                    let _ = req.reply.send(result);
                 }
             }
             Err(e) => {
+                let e = e.to_string();
                 for req in run {
                     let _ = req.reply.send(Err(NodeError::Unavailable(e.clone())));
                 }
             }
         }
+    }
+}
+
+/// Seals texts (recipient, text) into the outbox in one durable store job and hands them to
+/// delivery; one result per text.
+async fn seal_texts(
+    node: &Node,
+    items: Vec<(String, String)>,
+) -> Result<Vec<Result<dingo_types::MsgId, NodeError>>, NodeError> {
+    let started = std::time::Instant::now();
+    let n = items.len();
+    let unsent = RequeueUnlessDone(Some(node.clone()));
+    let sealed = node
+        .durable_job(move |c, s| {
+            // A lone send is signed at once; a run shares signatures.
+            let mut ctx =
+                chat::SealCtx { sign_as_batch: items.len() > 1, hand_back: true, ..Default::default() };
+            let now = now_ms();
+            let out: Vec<_> = items
+                .iter()
+                .map(|(who, text)| c.send_text(s, &mut ctx, who, text, now).map(|(id, _)| id))
+                .collect();
+            let effects = c.commit_seals(s, ctx)?;
+            Ok((out, effects))
+        })
+        .await;
+    let (out, effects) = match sealed {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            unsent.done();
+            return Err(e);
+        }
+    };
+    tracing::debug!(n, took = ?started.elapsed(), "sends sealed and durable");
+    node.apply_effects(effects).await;
+    unsent.done();
+    Ok(out)
+}
+
+/// Makes sure sealed mail is delivered even when the send that sealed it is cancelled (say,
+/// its API client went away) before handing it to delivery: dropped before [`Self::done`], it
+/// queues every contact with mail in the outbox.
+struct RequeueUnlessDone(Option<Node>);
+
+impl RequeueUnlessDone {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RequeueUnlessDone {
+    fn drop(&mut self) {
+        let (Some(node), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Ok(uids) = node.job(|c, s| c.pending_contacts(s)).await {
+                for uid in uids {
+                    node.inner.delivery.enqueued(uid);
+                    delivery::kick(&node, uid);
+                }
+            }
+        });
     }
 }
 
