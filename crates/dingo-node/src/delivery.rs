@@ -1,6 +1,11 @@
 //! Moving envelopes: the outbox loop that retries each contact's queue until the recipient's
 //! node answers "stored", and the handler that verifies, opens and stores each inbound batch in
 //! one store job that flushes before it answers, so "delivered" always means durable.
+//!
+//! Sends hand their sealed, durable envelopes to the contact's run in memory ([`State`]'s
+//! `fresh`), so the common case (one new message to a contact whose outbox was empty) costs no
+//! read of the outbox; the outbox stays the record, read whenever the hand-over does not
+//! account for everything queued.
 
 use crate::carrier;
 use crate::chat::{AcceptCtx, Accepted, Core};
