@@ -303,10 +303,19 @@ impl Node {
         &self,
         f: impl FnOnce(&Core, &Store, &mut SealCtx) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
+        self.sealing_job_with(SealCtx::default(), f).await
+    }
+
+    /// [`Node::sealing_job`] starting from `ctx` (how to sign, whether to hand entries back).
+    async fn sealing_job_with<R: Send + 'static>(
+        &self,
+        ctx: SealCtx,
+        f: impl FnOnce(&Core, &Store, &mut SealCtx) -> Result<R, NodeError> + Send + 'static,
+    ) -> Result<R, NodeError> {
         let unsent = RequeueUnlessDone(Some(self.clone()));
         let sealed = self
             .durable_job(move |c, s| {
-                let mut ctx = SealCtx::default();
+                let mut ctx = ctx;
                 let r = f(c, s, &mut ctx)?;
                 Ok((r, c.commit_seals(s, ctx)?))
             })
@@ -949,32 +958,19 @@ async fn seal_texts(
 ) -> Result<Vec<Result<dingo_types::MsgId, NodeError>>, NodeError> {
     let started = std::time::Instant::now();
     let n = items.len();
-    let unsent = RequeueUnlessDone(Some(node.clone()));
-    let sealed = node
-        .durable_job(move |c, s| {
-            // A lone send is signed at once; a run shares signatures.
-            let mut ctx =
-                chat::SealCtx { sign_as_batch: items.len() > 1, hand_back: true, ..Default::default() };
+    // A lone send is signed at once; a run shares signatures.
+    let ctx = chat::SealCtx { sign_as_batch: n > 1, hand_back: true, ..Default::default() };
+    let out = node
+        .sealing_job_with(ctx, move |c, s, ctx| {
             let now = now_ms();
-            let out: Vec<_> = items
+            Ok(items
                 .iter()
-                .map(|(who, text)| c.send_text(s, &mut ctx, who, text, now).map(|(id, _)| id))
-                .collect();
-            let effects = c.commit_seals(s, ctx)?;
-            Ok((out, effects))
+                .map(|(who, text)| c.send_text(s, ctx, who, text, now).map(|(id, _)| id))
+                .collect())
         })
         .await;
-    let (out, effects) = match sealed {
-        Ok(sealed) => sealed,
-        Err(e) => {
-            unsent.done();
-            return Err(e);
-        }
-    };
-    tracing::debug!(n, took = ?started.elapsed(), "sends sealed and durable");
-    node.apply_effects(effects).await;
-    unsent.done();
-    Ok(out)
+    tracing::debug!(n, took = ?started.elapsed(), "sends sealed, durable and handed to delivery");
+    out
 }
 
 /// Makes sure sealed mail is delivered even when the send that sealed it is cancelled (say,
