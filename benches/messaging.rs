@@ -124,14 +124,19 @@ fn bare_swarm() -> Swarm<Bare> {
         .build()
 }
 
-async fn bare_baseline(n: usize) -> Summary {
-    let mut server = bare_swarm();
-    server.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
-    let addr: Multiaddr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+/// Starts `swarm` listening on 127.0.0.1 (a free port) and returns the address.
+async fn listen_on_loopback<B: libp2p::swarm::NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
             break address;
         }
-    };
+    }
+}
+
+async fn bare_baseline(n: usize) -> Summary {
+    let mut server = bare_swarm();
+    let addr = listen_on_loopback(&mut server).await;
     let server_id = *server.local_peer_id();
     tokio::spawn(async move {
         loop {
@@ -188,12 +193,7 @@ async fn bare_stream_baseline(n: usize) -> Summary {
             .build()
     };
     let mut server = swarm();
-    server.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
-    let addr: Multiaddr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_on_loopback(&mut server).await;
     let server_id = *server.local_peer_id();
     let mut incoming = server.behaviour().new_control().accept(protocol.clone()).expect("accept");
     tokio::spawn(async move { while server.next().await.is_some() {} });

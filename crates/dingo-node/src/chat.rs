@@ -183,6 +183,11 @@ pub(crate) fn split_message_key(key: &[u8]) -> Option<(ConvId, u64)> {
     Some((conv, seq))
 }
 
+/// The recipient an [`outbox_key`] files its entry under.
+pub(crate) fn outbox_recipient(key: &[u8]) -> Option<UserId> {
+    Some(UserId(key.get(..16)?.try_into().ok()?))
+}
+
 pub(crate) fn outbox_key(uid: &UserId, n: u64) -> Vec<u8> {
     [uid.0.as_slice(), &n.to_be_bytes()].concat()
 }
@@ -576,8 +581,7 @@ impl Core {
             item.envelope = env.encode();
             s.put(&mut ctx.batch, Table::Outbox, &okey, &item);
             if ctx.hand_back {
-                let uid = okey.get(..16).and_then(|u| <[u8; 16]>::try_from(u).ok()).map(UserId);
-                if let Some(uid) = uid {
+                if let Some(uid) = outbox_recipient(&okey) {
                     ctx.effects.fresh.push((uid, okey, item));
                 }
             }
@@ -1149,11 +1153,7 @@ impl Core {
         let mut out = HashSet::new();
         for item in s.scan::<OutboxItem>(Table::Outbox, &[]) {
             let (key, _) = item?;
-            if key.len() >= 16 {
-                let mut uid = [0u8; 16];
-                uid.copy_from_slice(&key[..16]);
-                out.insert(UserId(uid));
-            }
+            out.extend(outbox_recipient(&key));
         }
         out.extend(self.pending_group_members(s)?);
         Ok(out)

@@ -273,12 +273,10 @@ impl Core {
                 continue;
             }
             s.delete(&mut b, Table::Outbox, &okey);
-            let (Some(uid), Some(mkey)) = (okey.get(..16), &it.msg_key) else { continue };
-            let (Ok(uid), Some((group, seq))) =
-                (<[u8; 16]>::try_from(uid).map(UserId), crate::chat::split_message_key(mkey))
-            else {
+            let (Some(uid), Some(mkey)) = (crate::chat::outbox_recipient(&okey), &it.msg_key) else {
                 continue;
             };
+            let Some((group, seq)) = crate::chat::split_message_key(mkey) else { continue };
             let at = cursors.entry((uid, group)).or_insert(seq);
             *at = (*at).min(seq);
             let rec = GroupSentRec { msg_id: it.msg_id, msg_key: it.msg_key.clone() };
