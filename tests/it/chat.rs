@@ -157,6 +157,36 @@ async fn a_send_cancelled_after_sealing_is_still_delivered() {
     .await;
 }
 
+/// A `read` whose caller stops waiting after the messages were marked read still sends the read
+/// receipts, with nothing else queued for that contact to trigger delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cancelled_after_marking_still_sends_its_receipts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alice = started_node(dir.path(), "alice").await;
+    let bob = started_node(dir.path(), "bob").await;
+    befriend(&alice, &bob).await;
+    let unread = async || bob.inbox().await.expect("inbox").first().map_or(0, |c| c.unread);
+    // Cut reads off ever later until one is cut off after its store job marked the message read.
+    let mut found = None;
+    for i in 0..2000u64 {
+        let id = alice.send("bob", &format!("m{i}")).await.expect("send").id;
+        eventually("bob to have it", async || (unread().await == 1).then_some(())).await;
+        let cut = std::time::Duration::from_micros(i % 400);
+        let cancelled = tokio::time::timeout(cut, bob.read("alice")).await.is_err();
+        // Give a cut-off store job time to finish.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        if cancelled && unread().await == 0 {
+            found = Some(id);
+            break;
+        }
+        if cancelled {
+            bob.read("alice").await.expect("read");
+        }
+    }
+    let id = found.expect("a read cut off after marking");
+    wait_status(&alice, "bob", &id, Status::Read).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_with_our_invite_becomes_an_unverified_contact() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -292,9 +292,7 @@ impl Node {
     /// A conversation; marks incoming messages read and sends read receipts.
     pub async fn read(&self, who: &str) -> Result<Vec<MessageView>, NodeError> {
         let who = who.to_owned();
-        let (views, effects) = self.durable_job(move |c, s| c.read(s, &who, now_ms())).await?;
-        self.apply_effects(effects).await;
-        Ok(views)
+        self.effects_job(move |c, s| c.read(s, &who, now_ms())).await
     }
 
     /// Runs `f` with a sealing context on the store thread; commits, makes it durable, then
@@ -312,16 +310,24 @@ impl Node {
         ctx: SealCtx,
         f: impl FnOnce(&Core, &Store, &mut SealCtx) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
+        self.effects_job(move |c, s| {
+            let mut ctx = ctx;
+            let r = f(c, s, &mut ctx)?;
+            Ok((r, c.commit_seals(s, ctx)?))
+        })
+        .await
+    }
+
+    /// Runs `f` as a [`Node::durable_job`], then carries out the effects it returns. Mail the
+    /// job queued is delivered even if the caller stops waiting (an API client that went away)
+    /// between the job and its effects.
+    async fn effects_job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core, &Store) -> Result<(R, Effects), NodeError> + Send + 'static,
+    ) -> Result<R, NodeError> {
         let unsent = RequeueUnlessDone(Some(self.clone()));
-        let sealed = self
-            .durable_job(move |c, s| {
-                let mut ctx = ctx;
-                let r = f(c, s, &mut ctx)?;
-                Ok((r, c.commit_seals(s, ctx)?))
-            })
-            .await;
-        let (r, effects) = match sealed {
-            Ok(sealed) => sealed,
+        let (r, effects) = match self.durable_job(f).await {
+            Ok(done) => done,
             Err(e) => {
                 // A job that failed wrote nothing to deliver.
                 unsent.done();
@@ -973,9 +979,9 @@ async fn seal_texts(
     out
 }
 
-/// Makes sure sealed mail is delivered even when the send that sealed it is cancelled (say,
-/// its API client went away) before handing it to delivery: dropped before [`Self::done`], it
-/// queues every contact with mail in the outbox.
+/// Makes sure queued mail (messages, receipts) is delivered even when the call that queued it is
+/// cancelled (say, its API client went away) before handing it to delivery: dropped before
+/// [`Self::done`], it queues every contact with mail in the outbox.
 struct RequeueUnlessDone(Option<Node>);
 
 impl RequeueUnlessDone {
