@@ -138,6 +138,10 @@ type Relayed = (Vec<MsgRef>, Vec<u64>);
 /// The team id and membership, or `None` when not in a team.
 pub(crate) type TeamSnapshot = Option<([u8; 32], Arc<dingo_crypto::membership::TeamState>)>;
 
+/// Most replay windows kept in memory (one per conversation and sender device; beyond it the
+/// cache starts over, and windows are read from the store again).
+const MAX_CACHED_WINDOWS: usize = 10_000;
+
 /// A received DING's alarm: next alert time (ms), interval (ms), alerts so far.
 pub(crate) type DingAlarm = (u64, u64, u32);
 
@@ -147,6 +151,12 @@ pub(crate) struct Core {
     sessions: Mutex<HashMap<UserId, PeerSessions>>,
     /// All contacts, sorted by name; dropped whenever a contact is written.
     contacts: Mutex<Option<Arc<Vec<ContactRec>>>>,
+    /// Device key → user (the `ContactByDevice` index), cached and dropped with `contacts`:
+    /// every received envelope looks its sender up.
+    by_device: Mutex<Option<Arc<HashMap<DeviceKey, UserId>>>>,
+    /// Replay windows as last committed, so a received envelope costs no read of its window;
+    /// written only after the batch that changes them is applied.
+    windows: Mutex<HashMap<Vec<u8>, SeqWindow>>,
     /// The team log, loaded on first use (`None` inside: not in a team).
     pub(crate) team: Mutex<Option<Option<dingo_crypto::membership::TeamLog>>>,
     /// The membership computed from `team`, shared (dropped whenever the log may change).
@@ -232,6 +242,8 @@ impl Core {
             me,
             sessions: Mutex::new(HashMap::new()),
             contacts: Mutex::new(None),
+            by_device: Mutex::new(None),
+            windows: Mutex::new(HashMap::new()),
             team: Mutex::new(None),
             team_cache: Mutex::new(None),
             outbox_next: Mutex::new(None),
@@ -290,6 +302,7 @@ impl Core {
 
     pub(crate) fn forget_cache(&self) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.windows.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.forget_work();
         self.contacts_changed();
     }
@@ -303,6 +316,7 @@ impl Core {
 
     pub(crate) fn contacts_changed(&self) {
         *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.by_device.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub(crate) fn apply(&self, s: &Store, mut b: Batch) -> Result<(), NodeError> {
@@ -368,8 +382,27 @@ impl Core {
         s: &Store,
         device: &DeviceKey,
     ) -> Result<Option<ContactRec>, NodeError> {
-        match s.get::<UserId>(Table::ContactByDevice, &device.0)? {
-            Some(uid) => Ok(s.get::<ContactRec>(Table::Contacts, &uid.0)?),
+        let cached = self.by_device.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let index = match cached {
+            Some(index) => index,
+            None => {
+                let index = s
+                    .scan::<UserId>(Table::ContactByDevice, &[])
+                    .map(|r| {
+                        let (key, uid) = r?;
+                        let device = key
+                            .try_into()
+                            .map_err(|_| dingo_store::StoreError::Corrupt(Table::ContactByDevice))?;
+                        Ok((DeviceKey(device), uid))
+                    })
+                    .collect::<Result<HashMap<_, _>, dingo_store::StoreError>>()?;
+                let index = Arc::new(index);
+                *self.by_device.lock().unwrap_or_else(|p| p.into_inner()) = Some(index.clone());
+                index
+            }
+        };
+        match index.get(device) {
+            Some(uid) => self.with_contact(s, uid, |c| c.clone()),
             None => Ok(None),
         }
     }
@@ -820,11 +853,7 @@ impl Core {
             return Ok(Accepted::Rejected("addressed to another device".into()));
         }
         let rkey = replay_key(&env.group, &env.sender);
-        if !ctx.windows.contains_key(&rkey) {
-            let w = s.get::<SeqWindow>(Table::Replay, &rkey)?.unwrap_or_default();
-            ctx.windows.insert(rkey.clone(), w);
-        }
-        let window = &ctx.windows[&rkey];
+        let window = self.load_window(s, ctx, &rkey)?;
         if window.contains(env.seq) {
             return Ok(Accepted::Duplicate);
         }
@@ -1065,11 +1094,7 @@ impl Core {
         rkey: &[u8],
         seq: u64,
     ) -> Result<Result<bool, String>, NodeError> {
-        if !ctx.windows.contains_key(rkey) {
-            let w = s.get::<SeqWindow>(Table::Replay, rkey)?.unwrap_or_default();
-            ctx.windows.insert(rkey.to_vec(), w);
-        }
-        let window = &ctx.windows[rkey];
+        let window = self.load_window(s, ctx, rkey)?;
         if window.contains(seq) {
             return Ok(Ok(false));
         }
@@ -1088,10 +1113,7 @@ impl Core {
         rkey: Vec<u8>,
         floor: u64,
     ) -> Result<(), NodeError> {
-        if !ctx.windows.contains_key(&rkey) {
-            let w = s.get::<SeqWindow>(Table::Replay, &rkey)?.unwrap_or_default();
-            ctx.windows.insert(rkey.clone(), w);
-        }
+        self.load_window(s, ctx, &rkey)?;
         if let Some(w) = ctx.windows.get_mut(&rkey) {
             if w.contiguous < floor {
                 w.contiguous = floor;
@@ -1103,6 +1125,25 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// The replay window `rkey` names, loaded into the context (from the cache of committed
+    /// windows, else the store) on first use in a job.
+    fn load_window<'c>(
+        &self,
+        s: &Store,
+        ctx: &'c mut AcceptCtx,
+        rkey: &[u8],
+    ) -> Result<&'c SeqWindow, NodeError> {
+        if !ctx.windows.contains_key(rkey) {
+            let cached = self.windows.lock().unwrap_or_else(|p| p.into_inner()).get(rkey).cloned();
+            let w = match cached {
+                Some(w) => w,
+                None => s.get::<SeqWindow>(Table::Replay, rkey)?.unwrap_or_default(),
+            };
+            ctx.windows.insert(rkey.to_vec(), w);
+        }
+        Ok(&ctx.windows[rkey])
     }
 
     pub(crate) fn mark_received(&self, ctx: &mut AcceptCtx, rkey: Vec<u8>, seq: u64) {
@@ -1121,7 +1162,7 @@ impl Core {
             }
         }
         for ((author, conv), (refs, seqs)) in std::mem::take(&mut ctx.relayed) {
-            let Some(contact) = s.get::<ContactRec>(Table::Contacts, &author.0)? else { continue };
+            let Some(contact) = self.with_contact(s, &author, |c| c.clone())? else { continue };
             if contact.removed {
                 continue;
             }
@@ -1139,7 +1180,14 @@ impl Core {
             }
         }
         let new_contacts = ctx.new_contacts;
+        let windows = std::mem::take(&mut ctx.windows);
         let effects = self.commit_seals(s, ctx.seal)?;
+        let mut cached = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() + windows.len() > MAX_CACHED_WINDOWS {
+            cached.clear();
+        }
+        cached.extend(windows);
+        drop(cached);
         if new_contacts {
             self.contacts_changed();
         }
