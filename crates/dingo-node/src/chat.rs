@@ -138,9 +138,49 @@ type Relayed = (Vec<MsgRef>, Vec<u64>);
 /// The team id and membership, or `None` when not in a team.
 pub(crate) type TeamSnapshot = Option<([u8; 32], Arc<dingo_crypto::membership::TeamState>)>;
 
-/// Most replay windows kept in memory (one per conversation and sender device; beyond it the
-/// cache starts over, and windows are read from the store again).
-const MAX_CACHED_WINDOWS: usize = 10_000;
+/// A write-through cache of records as last committed: filled when a record is read, updated
+/// only after the batch that changes it was applied, emptied when a batch fails. Bounded: past
+/// [`Committed::MAX`] entries it starts over, and records are read from the store again.
+pub(crate) struct Committed<K, V>(Mutex<HashMap<K, V>>);
+
+impl<K, V> Default for Committed<K, V> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Committed<K, V> {
+    const MAX: usize = 10_000;
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committed record `key` names: cached, else read by `load` (and then cached).
+    fn get_or_load<E>(&self, key: &K, load: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        if let Some(v) = self.locked().get(key) {
+            return Ok(v.clone());
+        }
+        let v = load()?;
+        self.put(std::iter::once((key.clone(), v.clone())));
+        Ok(v)
+    }
+
+    /// Records just applied to the store.
+    fn put(&self, applied: impl IntoIterator<Item = (K, V)>) {
+        let mut map = self.locked();
+        for (k, v) in applied {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(k, v);
+        }
+    }
+
+    fn clear(&self) {
+        self.locked().clear();
+    }
+}
 
 /// A received DING's alarm: next alert time (ms), interval (ms), alerts so far.
 pub(crate) type DingAlarm = (u64, u64, u32);
@@ -154,9 +194,10 @@ pub(crate) struct Core {
     /// Device key → user (the `ContactByDevice` index), cached and dropped with `contacts`:
     /// every received envelope looks its sender up.
     by_device: Mutex<Option<Arc<HashMap<DeviceKey, UserId>>>>,
-    /// Replay windows as last committed, so a received envelope costs no read of its window;
-    /// written only after the batch that changes them is applied.
-    windows: Mutex<HashMap<Vec<u8>, SeqWindow>>,
+    /// Replay windows as last committed, so a received envelope costs no read of its window.
+    windows: Committed<Vec<u8>, SeqWindow>,
+    /// Conversation records as last committed (every message sent or received updates one).
+    convs: Committed<ConvId, ConversationRec>,
     /// The team log, loaded on first use (`None` inside: not in a team).
     pub(crate) team: Mutex<Option<Option<dingo_crypto::membership::TeamLog>>>,
     /// The membership computed from `team`, shared (dropped whenever the log may change).
@@ -243,7 +284,8 @@ impl Core {
             sessions: Mutex::new(HashMap::new()),
             contacts: Mutex::new(None),
             by_device: Mutex::new(None),
-            windows: Mutex::new(HashMap::new()),
+            windows: Committed::default(),
+            convs: Committed::default(),
             team: Mutex::new(None),
             team_cache: Mutex::new(None),
             outbox_next: Mutex::new(None),
@@ -302,7 +344,8 @@ impl Core {
 
     pub(crate) fn forget_cache(&self) {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.windows.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.windows.clear();
+        self.convs.clear();
         self.forget_work();
         self.contacts_changed();
     }
@@ -541,9 +584,14 @@ impl Core {
     ) -> Result<&'a mut ConversationRec, NodeError> {
         Ok(match ctx.convs.entry(convid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.committed_conv(s, &convid)?),
+        })
+    }
+
+    /// A conversation's record as last committed (cached).
+    fn committed_conv(&self, s: &Store, convid: &ConvId) -> Result<ConversationRec, NodeError> {
+        self.convs.get_or_load(convid, || {
+            Ok(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
         })
     }
 
@@ -637,6 +685,7 @@ impl Core {
             s.put(&mut ctx.batch, Table::GroupKeys, &crate::channels::chain_key(group, device), chains);
         }
         self.apply(s, ctx.batch)?;
+        self.convs.put(ctx.convs);
         Ok(ctx.effects)
     }
 
@@ -987,9 +1036,7 @@ impl Core {
         }
         let conv = match ctx.seal.convs.entry(convid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.committed_conv(s, &convid)?),
         };
         conv.contact = Some(contact.user_id);
         match content {
@@ -1136,11 +1183,9 @@ impl Core {
         rkey: &[u8],
     ) -> Result<&'c SeqWindow, NodeError> {
         if !ctx.windows.contains_key(rkey) {
-            let cached = self.windows.lock().unwrap_or_else(|p| p.into_inner()).get(rkey).cloned();
-            let w = match cached {
-                Some(w) => w,
-                None => s.get::<SeqWindow>(Table::Replay, rkey)?.unwrap_or_default(),
-            };
+            let w = self.windows.get_or_load(&rkey.to_vec(), || {
+                Ok::<_, NodeError>(s.get::<SeqWindow>(Table::Replay, rkey)?.unwrap_or_default())
+            })?;
             ctx.windows.insert(rkey.to_vec(), w);
         }
         Ok(&ctx.windows[rkey])
@@ -1182,12 +1227,7 @@ impl Core {
         let new_contacts = ctx.new_contacts;
         let windows = std::mem::take(&mut ctx.windows);
         let effects = self.commit_seals(s, ctx.seal)?;
-        let mut cached = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.len() + windows.len() > MAX_CACHED_WINDOWS {
-            cached.clear();
-        }
-        cached.extend(windows);
-        drop(cached);
+        self.windows.put(windows);
         if new_contacts {
             self.contacts_changed();
         }
@@ -1328,5 +1368,36 @@ impl Core {
             }
         }
         self.apply(s, b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Committed;
+
+    #[test]
+    fn a_committed_cache_loads_once_takes_applied_records_and_stays_bounded() {
+        let cache: Committed<u64, &str> = Committed::default();
+        let mut loads = 0;
+        let mut load = |v| {
+            loads += 1;
+            Ok::<_, ()>(v)
+        };
+        assert_eq!(cache.get_or_load(&1, || load("stored")), Ok("stored"));
+        assert_eq!(cache.get_or_load(&1, || load("not read again")), Ok("stored"));
+        cache.put([(1, "applied")]);
+        assert_eq!(cache.get_or_load(&1, || load("not read again")), Ok("applied"));
+        // A failed load caches nothing.
+        assert_eq!(cache.get_or_load(&2, || Err(())), Err(()));
+        assert_eq!(cache.get_or_load(&2, || load("read")), Ok("read"));
+        cache.clear();
+        assert_eq!(
+            cache.get_or_load(&1, || load("read after a failed batch")),
+            Ok("read after a failed batch")
+        );
+        assert_eq!(loads, 3);
+
+        cache.put((0..Committed::<u64, &str>::MAX as u64 + 10).map(|k| (k, "x")));
+        assert!(cache.locked().len() <= Committed::<u64, &str>::MAX);
     }
 }
