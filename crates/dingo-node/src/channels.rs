@@ -164,7 +164,7 @@ impl Core {
         let group = chan.id;
         let stored = match ctx.my_chains.get(&group) {
             Some(c) => Some(c.clone()),
-            None => s.get::<MyChainRec>(Table::GroupKeys, &chain_key(&group, &self.me.device_key()))?,
+            None => self.committed_my_chain(s, &group)?,
         };
         let mut mine = match stored {
             // Everyone holding the chain is still a member: keep it.
@@ -383,9 +383,7 @@ impl Core {
         let ck = (env.group, env.sender);
         let mut chains = match ctx.seal.peer_chains.get(&ck) {
             Some(c) => c.clone(),
-            None => s
-                .get::<PeerChainsRec>(Table::GroupKeys, &chain_key(&env.group, &env.sender))?
-                .unwrap_or_default(),
+            None => self.committed_peer_chains(s, &env.group, &env.sender)?,
         };
         let Ok(header) = GroupHeader::decode(&env.crypto_header) else {
             return Ok(Accepted::Rejected("bad group header".into()));
@@ -560,9 +558,7 @@ impl Core {
                 let ck = (group, env.sender);
                 let mut chains = match ctx.peer_chains.get(&ck) {
                     Some(c) => c.clone(),
-                    None => s
-                        .get::<PeerChainsRec>(Table::GroupKeys, &chain_key(&group, &env.sender))?
-                        .unwrap_or_default(),
+                    None => self.committed_peer_chains(s, &group, &env.sender)?,
                 };
                 if !chains.chains.iter().any(|c| c.chain_id() == chain_id) {
                     // The first key from this sender: nothing before it can ever be read here.

@@ -198,6 +198,10 @@ pub(crate) struct Core {
     windows: Committed<Vec<u8>, SeqWindow>,
     /// Conversation records as last committed (every message sent or received updates one).
     convs: Committed<ConvId, ConversationRec>,
+    /// Other members' group chains as last committed (every channel message received opens one).
+    peer_chains: Committed<(ConvId, DeviceKey), PeerChainsRec>,
+    /// My own chain per group as last committed (every channel message sent advances it).
+    my_chains: Committed<ConvId, Option<MyChainRec>>,
     /// The team log, loaded on first use (`None` inside: not in a team).
     pub(crate) team: Mutex<Option<Option<dingo_crypto::membership::TeamLog>>>,
     /// The membership computed from `team`, shared (dropped whenever the log may change).
@@ -286,6 +290,8 @@ impl Core {
             by_device: Mutex::new(None),
             windows: Committed::default(),
             convs: Committed::default(),
+            peer_chains: Committed::default(),
+            my_chains: Committed::default(),
             team: Mutex::new(None),
             team_cache: Mutex::new(None),
             outbox_next: Mutex::new(None),
@@ -346,6 +352,8 @@ impl Core {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.windows.clear();
         self.convs.clear();
+        self.peer_chains.clear();
+        self.my_chains.clear();
         self.forget_work();
         self.contacts_changed();
     }
@@ -588,6 +596,31 @@ impl Core {
         })
     }
 
+    /// Another member's chains in `group` as last committed (cached).
+    pub(crate) fn committed_peer_chains(
+        &self,
+        s: &Store,
+        group: &ConvId,
+        device: &DeviceKey,
+    ) -> Result<PeerChainsRec, NodeError> {
+        self.peer_chains.get_or_load(&(*group, *device), || {
+            let key = crate::channels::chain_key(group, device);
+            Ok(s.get::<PeerChainsRec>(Table::GroupKeys, &key)?.unwrap_or_default())
+        })
+    }
+
+    /// My chain in `group` as last committed (cached), if I ever sent there.
+    pub(crate) fn committed_my_chain(
+        &self,
+        s: &Store,
+        group: &ConvId,
+    ) -> Result<Option<MyChainRec>, NodeError> {
+        self.my_chains.get_or_load(group, || {
+            let key = crate::channels::chain_key(group, &self.me.device_key());
+            Ok(s.get::<MyChainRec>(Table::GroupKeys, &key)?)
+        })
+    }
+
     /// A conversation's record as last committed (cached).
     fn committed_conv(&self, s: &Store, convid: &ConvId) -> Result<ConversationRec, NodeError> {
         self.convs.get_or_load(convid, || {
@@ -686,6 +719,8 @@ impl Core {
         }
         self.apply(s, ctx.batch)?;
         self.convs.put(ctx.convs);
+        self.peer_chains.put(ctx.peer_chains);
+        self.my_chains.put(ctx.my_chains.into_iter().map(|(group, chain)| (group, Some(chain))));
         Ok(ctx.effects)
     }
 
