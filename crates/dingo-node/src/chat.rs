@@ -1323,8 +1323,23 @@ impl Core {
         sent: &[Sent],
         results: &[DeliveryStatus],
     ) -> Result<Vec<NodeEvent>, NodeError> {
-        let name = self.with_contact(s, uid, |c| c.name.clone())?.unwrap_or_default();
         let mut b = Batch::default();
+        let events = self.delivery_results_into(s, &mut b, uid, sent, results)?;
+        self.apply(s, b)?;
+        Ok(events)
+    }
+
+    /// [`Core::delivery_results`] into `b`: it writes only keys of `uid`'s (its outbox entries,
+    /// cursors and receipts), so several contacts' answers can share one batch.
+    pub(crate) fn delivery_results_into(
+        &self,
+        s: &Store,
+        b: &mut Batch,
+        uid: &UserId,
+        sent: &[Sent],
+        results: &[DeliveryStatus],
+    ) -> Result<Vec<NodeEvent>, NodeError> {
+        let name = self.with_contact(s, uid, |c| c.name.clone())?.unwrap_or_default();
         let mut events = Vec::new();
         let mut delivered: HashMap<(ConvId, u64), Vec<u64>> = HashMap::new();
         // Per group, where the member's cursor moves: past every answered envelope up to the
@@ -1344,7 +1359,7 @@ impl Core {
             };
             let group = match &entry.source {
                 Source::Outbox(key) => {
-                    s.delete(&mut b, Table::Outbox, key);
+                    s.delete(b, Table::Outbox, key);
                     false
                 }
                 Source::Group(group, seq) => {
@@ -1357,7 +1372,7 @@ impl Core {
             let (Some(id), Some(mkey)) = (&entry.msg_id, &entry.msg_key) else { continue };
             if group {
                 // Per member: the message record stays as it is.
-                if new_status == Status::Delivered && self.group_delivered(s, &mut b, mkey, uid, at)? {
+                if new_status == Status::Delivered && self.group_delivered(s, b, mkey, uid, at)? {
                     events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
                 }
                 continue;
@@ -1377,18 +1392,17 @@ impl Core {
                 m.delivered_at.get_or_insert(at);
                 events.push(NodeEvent::Delivered { id: id.to_hex(), to: name.clone(), at });
             }
-            s.put(&mut b, Table::Messages, mkey, &m);
+            s.put(b, Table::Messages, mkey, &m);
         }
-        self.advance_cursors(s, &mut b, uid, &cursors)?;
+        self.advance_cursors(s, b, uid, &cursors)?;
         // One record per conversation and batch says which messages were delivered, rather
         // than a rewrite of each message record.
         for ((conv, at), seqs) in delivered {
             let run = DeliveredRun::new(at, seqs);
             let first = run.seqs.first().map(|(lo, _)| *lo).unwrap_or(0);
             let key = [conv.0.as_slice(), &first.to_be_bytes(), &rand::random::<[u8; 8]>()].concat();
-            s.put(&mut b, Table::Delivered, &key, &run);
+            s.put(b, Table::Delivered, &key, &run);
         }
-        self.apply(s, b)?;
         Ok(events)
     }
 

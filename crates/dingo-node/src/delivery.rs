@@ -53,7 +53,26 @@ pub(crate) struct State {
     /// of the outbox; otherwise it reads the outbox, which holds them too. Locked after
     /// `pending`, never before.
     fresh: Mutex<HashMap<UserId, Vec<Fresh>>>,
+    /// Recipients' answers waiting to be recorded, from every contact's run.
+    answers: Mutex<Answers>,
     wake: Notify,
+}
+
+/// Answers waiting for the store job that records them. The first to arrive queues that job;
+/// all that arrive before it runs are recorded by it in one batch: at 50 members, a channel
+/// message's 49 answers take a few store jobs instead of 49.
+#[derive(Default)]
+struct Answers {
+    waiting: Vec<ToRecord>,
+    job_queued: bool,
+}
+
+/// One batch's answers, and who waits for them to be recorded.
+struct ToRecord {
+    uid: UserId,
+    sent: Sent,
+    results: Vec<DeliveryStatus>,
+    done: oneshot::Sender<Result<Vec<NodeEvent>, NodeError>>,
 }
 
 /// An outbox entry handed over by the job that wrote it ([`State::enqueued_fresh`]).
@@ -84,6 +103,13 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl State {
+    /// The answers waiting to be recorded; the next to arrive queues a new job.
+    fn take_answers(&self) -> Vec<ToRecord> {
+        let mut answers = locked(&self.answers);
+        answers.job_queued = false;
+        std::mem::take(&mut answers.waiting)
+    }
+
     pub(crate) fn enqueued(&self, uid: UserId) {
         *locked(&self.pending).entry(uid).or_insert(0) += 1;
         self.nudge(&uid);
@@ -603,8 +629,54 @@ async fn record_answers(
         .iter()
         .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
         .count() as u64;
-    let events = node.job(move |c, s| c.delivery_results(s, &uid, &sent, &results)).await?;
+    let (done, recorded) = oneshot::channel();
+    let lead = {
+        let mut answers = locked(&node.inner.delivery.answers);
+        answers.waiting.push(ToRecord { uid, sent, results, done });
+        !std::mem::replace(&mut answers.job_queued, true)
+    };
+    if lead {
+        // Spawned, so the job is queued even if this run is dropped meanwhile.
+        let node = node.clone();
+        tokio::spawn(async move {
+            let state = node.clone();
+            let ran = node
+                .job(move |c, s| {
+                    let waiting = state.inner.delivery.take_answers();
+                    record_together(c, s, waiting);
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = ran {
+                for w in node.inner.delivery.take_answers() {
+                    let _ = w.done.send(Err(NodeError::Unavailable(format!("answers not recorded: {e}"))));
+                }
+            }
+        });
+    }
+    let events = recorded
+        .await
+        .map_err(|_| NodeError::Unavailable("answers not recorded: store stopped".into()))??;
     Ok(Recorded { n, delivered, must_retry, events })
+}
+
+/// Records answers from several contacts in one batch; if that fails, each in its own, so a
+/// bad record holds up only its own contact's answers.
+fn record_together(core: &Core, s: &dingo_store::Store, waiting: Vec<ToRecord>) {
+    let mut batch = dingo_store::Batch::default();
+    let together: Result<Vec<Vec<NodeEvent>>, NodeError> = waiting
+        .iter()
+        .map(|w| core.delivery_results_into(s, &mut batch, &w.uid, &w.sent, &w.results))
+        .collect();
+    if let Ok(events) = together.and_then(|events| core.apply(s, batch).map(|()| events)) {
+        for (w, events) in waiting.into_iter().zip(events) {
+            let _ = w.done.send(Ok(events));
+        }
+        return;
+    }
+    for w in waiting {
+        let _ = w.done.send(core.delivery_results(s, &w.uid, &w.sent, &w.results));
+    }
 }
 
 /// The next delivery batch out of handed-over entries, skipping any at or before `read_to`
