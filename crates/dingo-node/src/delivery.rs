@@ -54,17 +54,59 @@ pub(crate) struct State {
     /// `pending`, never before.
     fresh: Mutex<HashMap<UserId, Vec<Fresh>>>,
     /// Recipients' answers waiting to be recorded, from every contact's run.
-    answers: Mutex<Answers>,
+    answers: Burst<ToRecord>,
+    /// Runs waiting for their next batch to be read from the outbox.
+    loads: Burst<ToLoad>,
     wake: Notify,
 }
 
-/// Answers waiting for the store job that records them. The first to arrive queues that job;
-/// all that arrive before it runs are recorded by it in one batch: at 50 members, a channel
-/// message's 49 answers take a few store jobs instead of 49.
-#[derive(Default)]
-struct Answers {
-    waiting: Vec<ToRecord>,
-    job_queued: bool,
+/// Store work that many delivery runs ask for at once (a channel message's answers from every
+/// member, say): the first request queues one store job, which does every request that came
+/// before it runs. At 50 members a message's 49 answers then take a few store jobs, not 49.
+struct Burst<T>(Mutex<(Vec<T>, bool)>);
+
+impl<T> Default for Burst<T> {
+    fn default() -> Self {
+        Self(Mutex::new((Vec::new(), false)))
+    }
+}
+
+impl<T: Send + 'static> Burst<T> {
+    /// Adds `item`; true if no job is queued for this burst yet (the caller queues one).
+    fn push(&self, item: T) -> bool {
+        let mut burst = locked(&self.0);
+        burst.0.push(item);
+        !std::mem::replace(&mut burst.1, true)
+    }
+
+    /// Everything asked so far; the next request queues a new job.
+    fn take(&self) -> Vec<T> {
+        let mut burst = locked(&self.0);
+        burst.1 = false;
+        std::mem::take(&mut burst.0)
+    }
+
+    /// Queues `item`, and if it is the first of a burst, the store job that does the burst with
+    /// `work`. Each item carries its own reply; a job that never runs drops them, unanswered.
+    fn join(node: &Node, which: fn(&State) -> &Self, item: T, work: fn(&Core, &dingo_store::Store, Vec<T>)) {
+        if !which(&node.inner.delivery).push(item) {
+            return;
+        }
+        // Spawned, so the job is queued even if the caller is dropped meanwhile.
+        let node = node.clone();
+        tokio::spawn(async move {
+            let inner = node.clone();
+            let ran = node
+                .job(move |c, s| {
+                    work(c, s, which(&inner.inner.delivery).take());
+                    Ok(())
+                })
+                .await;
+            if ran.is_err() {
+                drop(which(&node.inner.delivery).take());
+            }
+        });
+    }
 }
 
 /// One batch's answers, and who waits for them to be recorded.
@@ -73,6 +115,17 @@ struct ToRecord {
     sent: Sent,
     results: Vec<DeliveryStatus>,
     done: oneshot::Sender<Result<Vec<NodeEvent>, NodeError>>,
+}
+
+/// What a run's next batch out of the outbox is: the contact's device, the entries, whether
+/// that was all, and where the run now stands.
+type Loaded = Option<(DeviceKey, crate::chat::OutgoingBatch, bool, crate::fanout::RunCursor)>;
+
+/// A run's request for its next batch out of the outbox, from where it stands.
+struct ToLoad {
+    uid: UserId,
+    at: crate::fanout::RunCursor,
+    done: oneshot::Sender<Result<Loaded, NodeError>>,
 }
 
 /// An outbox entry handed over by the job that wrote it ([`State::enqueued_fresh`]).
@@ -103,13 +156,6 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl State {
-    /// The answers waiting to be recorded; the next to arrive queues a new job.
-    fn take_answers(&self) -> Vec<ToRecord> {
-        let mut answers = locked(&self.answers);
-        answers.job_queued = false;
-        std::mem::take(&mut answers.waiting)
-    }
-
     pub(crate) fn enqueued(&self, uid: UserId) {
         *locked(&self.pending).entry(uid).or_insert(0) += 1;
         self.nudge(&uid);
@@ -630,34 +676,29 @@ async fn record_answers(
         .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
         .count() as u64;
     let (done, recorded) = oneshot::channel();
-    let lead = {
-        let mut answers = locked(&node.inner.delivery.answers);
-        answers.waiting.push(ToRecord { uid, sent, results, done });
-        !std::mem::replace(&mut answers.job_queued, true)
-    };
-    if lead {
-        // Spawned, so the job is queued even if this run is dropped meanwhile.
-        let node = node.clone();
-        tokio::spawn(async move {
-            let state = node.clone();
-            let ran = node
-                .job(move |c, s| {
-                    let waiting = state.inner.delivery.take_answers();
-                    record_together(c, s, waiting);
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = ran {
-                for w in node.inner.delivery.take_answers() {
-                    let _ = w.done.send(Err(NodeError::Unavailable(format!("answers not recorded: {e}"))));
-                }
-            }
-        });
-    }
+    Burst::join(node, |d| &d.answers, ToRecord { uid, sent, results, done }, record_together);
     let events = recorded
         .await
         .map_err(|_| NodeError::Unavailable("answers not recorded: store stopped".into()))??;
     Ok(Recorded { n, delivered, must_retry, events })
+}
+
+/// `uid`'s next batch out of the outbox from `at`, read in one store job with other runs'.
+async fn load_batch(node: &Node, uid: UserId, at: crate::fanout::RunCursor) -> Result<Loaded, NodeError> {
+    let (done, loaded) = oneshot::channel();
+    Burst::join(
+        node,
+        |d| &d.loads,
+        ToLoad { uid, at, done },
+        |c, s, loads| {
+            for mut l in loads {
+                let _ = l
+                    .done
+                    .send(c.outbox_batch(s, &l.uid, &mut l.at).map(|b| b.map(|(d, i, e)| (d, i, e, l.at))));
+            }
+        },
+    );
+    loaded.await.map_err(|_| NodeError::Unavailable("outbox not read: store stopped".into()))?
 }
 
 /// Records answers from several contacts in one batch; if that fails, each in its own, so a
@@ -748,10 +789,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 _ if read_to_end_at.is_some() => break,
                 _ => {
                     let generation = state.generation(&uid);
-                    let mut at = run.clone();
-                    let Some((found, mut items, exhausted, at)) = node
-                        .job(move |c, s| Ok(c.outbox_batch(s, &uid, &mut at)?.map(|(d, i, e)| (d, i, e, at))))
-                        .await?
+                    let Some((found, mut items, exhausted, at)) = load_batch(node, uid, run.clone()).await?
                     else {
                         state.finished(&uid);
                         return Ok(());
@@ -863,6 +901,18 @@ mod tests {
     use super::*;
     use crate::records::OutboxItem;
     use dingo_types::ConvId;
+
+    #[test]
+    fn a_burst_queues_one_job_for_everything_asked_before_it_runs() {
+        let burst: Burst<u32> = Burst::default();
+        assert!(burst.push(1), "the first request queues the job");
+        assert!(!burst.push(2), "later ones ride on it");
+        assert!(!burst.push(3));
+        assert_eq!(burst.take(), [1, 2, 3], "the job does all three, in order");
+        assert!(burst.push(4), "a request after the job took its share queues the next");
+        assert_eq!(burst.take(), [4]);
+        assert!(burst.take().is_empty());
+    }
 
     fn written(n: u8) -> Written {
         let item = OutboxItem { envelope: vec![n; 10], msg_id: None, msg_key: None, conv: ConvId([0; 32]) };
