@@ -55,14 +55,13 @@ pub(crate) struct State {
     fresh: Mutex<HashMap<UserId, Vec<Fresh>>>,
     /// Recipients' answers waiting to be recorded, from every contact's run.
     answers: Burst<ToRecord>,
-    /// Runs waiting for their next batch to be read from the outbox.
-    loads: Burst<ToLoad>,
     wake: Notify,
 }
 
 /// Store work that many delivery runs ask for at once (a channel message's answers from every
-/// member, say): the first request queues one store job, which does every request that came
-/// before it runs. At 50 members a message's 49 answers then take a few store jobs, not 49.
+/// member): the first request queues one store job, which does every request that came before
+/// it runs. At 50 members a message's 49 answers then take a few store jobs, not 49. (Reading
+/// the runs' next batches this way too was tried: no difference measured.)
 struct Burst<T>(Mutex<(Vec<T>, bool)>);
 
 impl<T> Default for Burst<T> {
@@ -115,17 +114,6 @@ struct ToRecord {
     sent: Sent,
     results: Vec<DeliveryStatus>,
     done: oneshot::Sender<Result<Vec<NodeEvent>, NodeError>>,
-}
-
-/// What a run's next batch out of the outbox is: the contact's device, the entries, whether
-/// that was all, and where the run now stands.
-type Loaded = Option<(DeviceKey, crate::chat::OutgoingBatch, bool, crate::fanout::RunCursor)>;
-
-/// A run's request for its next batch out of the outbox, from where it stands.
-struct ToLoad {
-    uid: UserId,
-    at: crate::fanout::RunCursor,
-    done: oneshot::Sender<Result<Loaded, NodeError>>,
 }
 
 /// An outbox entry handed over by the job that wrote it ([`State::enqueued_fresh`]).
@@ -683,24 +671,6 @@ async fn record_answers(
     Ok(Recorded { n, delivered, must_retry, events })
 }
 
-/// `uid`'s next batch out of the outbox from `at`, read in one store job with other runs'.
-async fn load_batch(node: &Node, uid: UserId, at: crate::fanout::RunCursor) -> Result<Loaded, NodeError> {
-    let (done, loaded) = oneshot::channel();
-    Burst::join(
-        node,
-        |d| &d.loads,
-        ToLoad { uid, at, done },
-        |c, s, loads| {
-            for mut l in loads {
-                let _ = l
-                    .done
-                    .send(c.outbox_batch(s, &l.uid, &mut l.at).map(|b| b.map(|(d, i, e)| (d, i, e, l.at))));
-            }
-        },
-    );
-    loaded.await.map_err(|_| NodeError::Unavailable("outbox not read: store stopped".into()))?
-}
-
 /// Records answers from several contacts in one batch; if that fails, each in its own, so a
 /// bad record holds up only its own contact's answers.
 fn record_together(core: &Core, s: &dingo_store::Store, waiting: Vec<ToRecord>) {
@@ -789,7 +759,10 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
                 _ if read_to_end_at.is_some() => break,
                 _ => {
                     let generation = state.generation(&uid);
-                    let Some((found, mut items, exhausted, at)) = load_batch(node, uid, run.clone()).await?
+                    let mut at = run.clone();
+                    let Some((found, mut items, exhausted, at)) = node
+                        .job(move |c, s| Ok(c.outbox_batch(s, &uid, &mut at)?.map(|(d, i, e)| (d, i, e, at))))
+                        .await?
                     else {
                         state.finished(&uid);
                         return Ok(());
