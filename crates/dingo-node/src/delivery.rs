@@ -54,7 +54,7 @@ pub(crate) struct State {
     /// `pending`, never before.
     fresh: Mutex<HashMap<UserId, Vec<Fresh>>>,
     /// Recipients' answers waiting to be recorded, from every contact's run.
-    answers: Burst<ToRecord>,
+    answers: Arc<Burst<ToRecord>>,
     wake: Notify,
 }
 
@@ -87,22 +87,20 @@ impl<T: Send + 'static> Burst<T> {
 
     /// Queues `item`, and if it is the first of a burst, the store job that does the burst with
     /// `work`. Each item carries its own reply; a job that never runs drops them, unanswered.
-    fn join(node: &Node, which: fn(&State) -> &Self, item: T, work: fn(&Core, &dingo_store::Store, Vec<T>)) {
-        if !which(&node.inner.delivery).push(item) {
+    fn join(self: &Arc<Self>, node: &Node, item: T, work: fn(&Core, &dingo_store::Store, Vec<T>)) {
+        if !self.push(item) {
             return;
         }
         // Spawned, so the job is queued even if the caller is dropped meanwhile.
-        let node = node.clone();
+        let (node, burst) = (node.clone(), self.clone());
         tokio::spawn(async move {
-            let inner = node.clone();
-            let ran = node
-                .job(move |c, s| {
-                    work(c, s, which(&inner.inner.delivery).take());
-                    Ok(())
-                })
-                .await;
-            if ran.is_err() {
-                drop(which(&node.inner.delivery).take());
+            let for_job = burst.clone();
+            let job = move |c: &Core, s: &dingo_store::Store| {
+                work(c, s, for_job.take());
+                Ok(())
+            };
+            if node.job(job).await.is_err() {
+                drop(burst.take());
             }
         });
     }
@@ -664,7 +662,7 @@ async fn record_answers(
         .filter(|r| matches!(r, DeliveryStatus::Stored(_) | DeliveryStatus::Duplicate(_)))
         .count() as u64;
     let (done, recorded) = oneshot::channel();
-    Burst::join(node, |d| &d.answers, ToRecord { uid, sent, results, done }, record_together);
+    node.inner.delivery.answers.join(node, ToRecord { uid, sent, results, done }, record_together);
     let events = recorded
         .await
         .map_err(|_| NodeError::Unavailable("answers not recorded: store stopped".into()))??;
