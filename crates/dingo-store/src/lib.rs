@@ -8,12 +8,15 @@
 //! values are never stored in clear, so a copied store directory shows no plaintext.
 
 pub mod chunks;
+mod durable;
 
 use dingo_crypto::at_rest::StorageKey;
+use durable::Syncer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -114,6 +117,7 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     key: StorageKey,
+    syncer: Arc<Syncer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -182,7 +186,8 @@ impl Store {
             }
             Ok(r) => r?,
         };
-        let store = Self { db, key };
+        let syncer = Arc::new(Syncer::open(dir).map_err(|e| StoreError::Io(e.into()))?);
+        let store = Self { db, key, syncer };
         match store.get::<u32>(Table::Meta, b"format") {
             Ok(Some(FORMAT_VERSION)) => {}
             Ok(Some(_)) => return Err(StoreError::Foreign(dir.display().to_string())),
@@ -190,7 +195,7 @@ impl Store {
                 let mut b = Batch::default();
                 store.put(&mut b, Table::Meta, b"format", &FORMAT_VERSION);
                 store.apply(b)?;
-                store.db.flush()?;
+                store.flush()?;
             }
             Ok(None) | Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
         }
@@ -274,10 +279,10 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every applied write durable.
+    /// Makes every applied write durable (on stable storage: see [`durable`]).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.syncer.sync().map_err(|e| StoreError::Io(e.into()))
     }
 }
 
@@ -299,7 +304,7 @@ impl std::fmt::Debug for StoreHandle {
 impl StoreHandle {
     /// Starts the store thread and the flusher thread for `store`.
     pub fn spawn(store: Store) -> Self {
-        let db = store.db.clone();
+        let (db, syncer) = (store.db.clone(), store.syncer.clone());
         let (jobs, job_rx) = sync_channel::<Job>(JOB_QUEUE);
         let (flushes, flush_rx) = sync_channel(FLUSH_QUEUE);
         std::thread::Builder::new()
@@ -310,7 +315,10 @@ impl StoreHandle {
                 }
             })
             .ok();
-        std::thread::Builder::new().name("dingo-flush".into()).spawn(move || flush_loop(db, flush_rx)).ok();
+        std::thread::Builder::new()
+            .name("dingo-flush".into())
+            .spawn(move || flush_loop(db, syncer, flush_rx))
+            .ok();
         Self { jobs, flushes }
     }
 
@@ -354,13 +362,16 @@ async fn send_waiting<T>(queue: &SyncSender<T>, mut item: T) -> Result<(), Store
     }
 }
 
-fn flush_loop(db: sled::Db, rx: Receiver<oneshot::Sender<Result<(), String>>>) {
+fn flush_loop(db: sled::Db, syncer: Arc<Syncer>, rx: Receiver<oneshot::Sender<Result<(), String>>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        let result = match db.flush() {
+            Ok(_) => syncer.sync().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         for w in waiting {
             let _ = w.send(result.clone());
         }
@@ -405,6 +416,32 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let _first = Store::open(dir.path(), key(1)).expect("open");
         assert!(matches!(Store::open(dir.path(), key(1)), Err(StoreError::Locked)));
+    }
+
+    #[test]
+    fn a_flush_syncs_the_blob_files_sled_wrote() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        let blobs = || -> std::collections::HashSet<std::ffi::OsString> {
+            std::fs::read_dir(dir.path().join("blobs"))
+                .expect("blob dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect()
+        };
+        assert!(blobs().is_empty());
+        // A value far over sled's inline limit (a quarter of its 512 KiB segment) is a blob.
+        let mut b = Batch::default();
+        store.put(&mut b, Table::Docs, b"big", &vec![7u8; 400 * 1024]);
+        store.apply(b).expect("apply");
+        store.flush().expect("flush");
+        let on_disk = blobs();
+        assert!(!on_disk.is_empty(), "sled wrote no blob: the test no longer covers blobs");
+        let synced = store.syncer.synced_blobs();
+        assert!(on_disk.is_subset(&synced), "unsynced blobs: {on_disk:?} vs {synced:?}");
+        assert_eq!(
+            store.get::<Vec<u8>>(Table::Docs, b"big").expect("get").map(|v| v.len()),
+            Some(400 * 1024)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
