@@ -393,7 +393,6 @@ fn seal_file(path: &Path, name: &str, chunks: &ChunkStore, t: &Transfer) -> Resu
     let key = new_file_key();
     let count = FileManifest::chunk_count(size, chunk_size);
     let mut hashes = Vec::with_capacity(count as usize);
-    let mut written = Vec::with_capacity(count as usize);
     for index in 0..count {
         let len = size.saturating_sub(index * u64::from(chunk_size)).min(u64::from(chunk_size)) as usize;
         let mut buf = Vec::with_capacity(len + 16);
@@ -407,13 +406,10 @@ fn seal_file(path: &Path, name: &str, chunks: &ChunkStore, t: &Transfer) -> Resu
         let hash = seal_chunk(&key, index, &mut buf)?;
         chunks.write(&hash, &buf, false).map_err(io_err(chunks.dir()))?;
         hashes.push(hash);
-        written.push(chunks.path(&hash));
         t.done.fetch_add(len as u64, Ordering::Relaxed);
     }
-    // The manifest goes out only once every chunk it names is on disk.
-    for p in &written {
-        std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(io_err(p))?;
-    }
+    // The manifest goes out only once every chunk it names is on disk, names included.
+    chunks.make_durable(&hashes).map_err(io_err(chunks.dir()))?;
     let manifest =
         FileManifest { name: name.to_owned(), size, chunk_size, chunks: hashes, key: *key.expose() };
     manifest.check().map_err(|e| NodeError::BadName(e.to_string()))?;

@@ -133,7 +133,15 @@ impl Home {
             return Err(NodeError::AlreadyInitialized(self.dir.display().to_string()));
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| NodeError::io(&self.dir, e))?;
-        write_private(&self.key_file(), &wrap_key_file(&identity.to_secret_bytes(), passphrase))
+        write_private(&self.key_file(), &wrap_key_file(&identity.to_secret_bytes(), passphrase))?;
+        // The key file's name (and a new home's own) must survive a power cut too.
+        for dir in [Some(self.dir.as_path()), self.dir.parent()].into_iter().flatten() {
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| NodeError::io(dir, e))?;
+        }
+        Ok(())
     }
 
     /// Reads and unwraps the identity.

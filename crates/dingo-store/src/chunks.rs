@@ -44,7 +44,8 @@ impl ChunkStore {
         }
     }
 
-    /// Stores a chunk under its hash (the caller has checked it); `durable` waits for the disk.
+    /// Stores a chunk under its hash (the caller has checked it); `durable` waits for the disk
+    /// (or write many, then [`ChunkStore::make_durable`] them together).
     pub fn write(&self, hash: &ChunkHash, sealed: &[u8], durable: bool) -> io::Result<()> {
         let path = self.path(hash);
         let parent = path.parent().unwrap_or(&self.dir);
@@ -56,7 +57,35 @@ impl ChunkStore {
             f.sync_all()?;
         }
         drop(f);
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        if durable {
+            self.sync_dirs([parent])?;
+        }
+        Ok(())
+    }
+
+    /// Makes chunks written earlier durable: their bytes, and the directory entries naming
+    /// them (a file synced but not its name can be gone after a power cut).
+    pub fn make_durable<'a>(&self, hashes: impl IntoIterator<Item = &'a ChunkHash>) -> io::Result<()> {
+        let mut parents = std::collections::BTreeSet::new();
+        for hash in hashes {
+            let path = self.path(hash);
+            std::fs::File::open(&path)?.sync_all()?;
+            if let Some(parent) = path.parent() {
+                parents.insert(parent.to_path_buf());
+            }
+        }
+        self.sync_dirs(parents.iter().map(PathBuf::as_path))
+    }
+
+    /// Syncs `dirs` (chunk subdirectories), then the chunk directory and the one holding it,
+    /// which gained entries when the first chunks were written.
+    fn sync_dirs<'a>(&'a self, dirs: impl IntoIterator<Item = &'a Path>) -> io::Result<()> {
+        let root = [Some(self.dir.as_path()), self.dir.parent()];
+        for dir in dirs.into_iter().chain(root.into_iter().flatten()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Deletes a chunk found damaged.
@@ -86,6 +115,10 @@ mod tests {
         assert_eq!(store.read(&h).expect("read"), None);
         store.write(&h, b"sealed", true).expect("write");
         assert!(store.has(&h));
+        let h2 = [0x01; 32];
+        store.write(&h2, b"later", false).expect("write");
+        store.make_durable([&h, &h2]).expect("sync");
+        assert!(store.make_durable([&[0x02; 32]]).is_err(), "a missing chunk cannot be made durable");
         assert_eq!(store.read(&h).expect("read").as_deref(), Some(&b"sealed"[..]));
         store.remove(&h).expect("remove");
         store.remove(&h).expect("twice");
