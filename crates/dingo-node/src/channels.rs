@@ -63,35 +63,6 @@ fn learn_chain(chains: &mut PeerChainsRec, chain: ReceiverChain) {
 
 /// Room one key wrap may take in a group header (a session start included).
 const WRAP_ROOM: usize = 640;
-/// How long a prepared chain waits for my next message in its group (see [`PreparedChain`]).
-const PREPARED_TTL_MS: u64 = 10 * 60 * 1000;
-
-/// A rotated chain of mine, made ready as soon as a membership change means my next message
-/// in its group needs one. Its key wraps, one pairwise ratchet step per remaining member, are
-/// most of that message's cost (~2 ms at 50 members), so they are made when the change is
-/// learned instead of in the send. Only the envelope they were made for can use them: the
-/// wraps are bound to its sequence number and membership epoch ([`wrap_context`]). Kept in
-/// memory: the ratchet steps they took are committed, so losing one only skips ratchet
-/// message numbers, which the recipients' skipped keys cover.
-pub(crate) struct PreparedChain {
-    seq: u64,
-    epoch: u64,
-    made_at: u64,
-    rotation: Rotation,
-}
-
-/// A chain being handed to the members who lack it: wraps made so far and header room used.
-struct Rotation {
-    mine: MyChainRec,
-    wraps: Vec<KeyWrap>,
-    header_bytes: usize,
-}
-
-impl Rotation {
-    fn new(mine: MyChainRec) -> Self {
-        Self { mine, wraps: Vec::new(), header_bytes: GroupHeader::LEN + 2 }
-    }
-}
 
 /// How urgent a group message is when a sync has to choose.
 fn priority_of(content: &Content) -> Priority {
@@ -195,45 +166,51 @@ impl Core {
             Some(c) => Some(c.clone()),
             None => self.committed_my_chain(s, &group)?,
         };
+        let mut mine = match stored {
+            // Everyone holding the chain is still a member: keep it.
+            Some(c) if c.holders.is_subset(&others) => c,
+            // Someone left: a new chain, which only the remaining members get.
+            Some(c) => {
+                MyChainRec { chain: SenderChain::new(c.chain.chain_id() + 1), holders: BTreeSet::new() }
+            }
+            None => MyChainRec { chain: SenderChain::new(1), holders: BTreeSet::new() },
+        };
+        let lacking: Vec<UserId> = others.iter().filter(|u| !mine.holders.contains(*u)).copied().collect();
         // The envelope sealed below takes this number; the key starts there for its receivers.
         let seq = self.ctx_conv(s, ctx, group)?.next_seq.max(1);
         let epoch = epoch_of(&members);
-        let mut rotation = match stored {
-            // Everyone holding the chain is still a member: keep it.
-            Some(c) if c.holders.is_subset(&others) => Rotation::new(c),
-            // Someone left: a new chain, which only the remaining members get (made ready
-            // when the change was learned, if it was).
-            Some(c) => match self.take_prepared(&group, seq, epoch, &others, now) {
-                Some(ready) => ready,
-                None => Rotation::new(MyChainRec {
-                    chain: SenderChain::new(c.chain.chain_id() + 1),
-                    holders: BTreeSet::new(),
-                }),
-            },
-            None => Rotation::new(MyChainRec { chain: SenderChain::new(1), holders: BTreeSet::new() }),
-        };
-        let lacking: Vec<UserId> =
-            others.iter().filter(|u| !rotation.mine.holders.contains(*u)).copied().collect();
-        let (chain_id, n, chain_key_now) = rotation.mine.chain.distribution();
-        let unwrapped = self.wrap_chain_for(s, ctx, (group, epoch, seq), &mut rotation, &lacking)?;
-        for contact in &unwrapped {
+        let (chain_id, n, chain_key_now) = mine.chain.distribution();
+        let mut wraps = Vec::new();
+        let mut header_bytes = GroupHeader::LEN + 2;
+        for uid in &lacking {
+            let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
+            // Members we share a session with get the key inside the envelope itself.
+            if header_bytes + WRAP_ROOM <= MAX_CRYPTO_HEADER_BYTES {
+                let device = contact.device_key()?;
+                let context = wrap_context(&group, epoch, &self.me.device_key(), &device, seq, (chain_id, n));
+                if let Some(wrap) = self.wrap_chain_key(s, ctx, &contact, &context, &chain_key_now)? {
+                    header_bytes += wrap.encoded_len();
+                    wraps.push(wrap);
+                    mine.holders.insert(*uid);
+                    continue;
+                }
+            }
             let content = Content::SenderKeyAt { group, chain_id, n, key: chain_key_now, first_seq: seq };
-            match self.seal_into(s, ctx, contact, &content, None) {
+            match self.seal_into(s, ctx, &contact, &content, None) {
                 Ok(_) => {
-                    rotation.mine.holders.insert(contact.user_id);
+                    mine.holders.insert(*uid);
                 }
                 Err(e) => tracing::warn!(member = %contact.name, "channel key not sent: {e}"),
             }
         }
         if !lacking.is_empty() {
             tracing::debug!(
-                wrapped = rotation.wraps.len(),
-                pairwise = unwrapped.len(),
+                wrapped = wraps.len(),
+                pairwise = lacking.len() - wraps.len(),
                 chain_id,
                 "chain key sent"
             );
         }
-        let Rotation { mut mine, wraps, .. } = rotation;
         let conv = self.ctx_conv(s, ctx, group)?;
         let sent_at = now.max(conv.last_at);
         let content = make(sent_at);
@@ -253,103 +230,6 @@ impl Core {
         conv.last_at = sent_at;
         ctx.my_chains.insert(group, mine);
         Ok((key, seq, sent_at, recipients))
-    }
-
-    /// Wraps the rotation's chain key, in the envelope `seq` of `group` under `epoch`, for each
-    /// member of `uids` I share a session with while the header has room. Returns the members
-    /// left, who get the key pairwise instead.
-    fn wrap_chain_for(
-        &self,
-        s: &Store,
-        ctx: &mut SealCtx,
-        (group, epoch, seq): (ConvId, u64, u64),
-        rotation: &mut Rotation,
-        uids: &[UserId],
-    ) -> Result<Vec<ContactRec>, NodeError> {
-        let (chain_id, n, chain_key_now) = rotation.mine.chain.distribution();
-        let mut left = Vec::new();
-        for uid in uids {
-            let Some(contact) = s.get::<ContactRec>(Table::Contacts, &uid.0)? else { continue };
-            if rotation.header_bytes + WRAP_ROOM <= MAX_CRYPTO_HEADER_BYTES {
-                let device = contact.device_key()?;
-                let context = wrap_context(&group, epoch, &self.me.device_key(), &device, seq, (chain_id, n));
-                if let Some(wrap) = self.wrap_chain_key(s, ctx, &contact, &context, &chain_key_now)? {
-                    rotation.header_bytes += wrap.encoded_len();
-                    rotation.wraps.push(wrap);
-                    rotation.mine.holders.insert(*uid);
-                    continue;
-                }
-            }
-            left.push(contact);
-        }
-        Ok(left)
-    }
-
-    /// The chain made ready for the envelope `seq` of `group`, if it was made for exactly that
-    /// envelope and membership, recently, and only for current members.
-    fn take_prepared(
-        &self,
-        group: &ConvId,
-        seq: u64,
-        epoch: u64,
-        others: &BTreeSet<UserId>,
-        now: u64,
-    ) -> Option<Rotation> {
-        let p = self.prepared.lock().unwrap_or_else(|p| p.into_inner()).remove(group)?;
-        let fits = p.seq == seq
-            && p.epoch == epoch
-            && now.saturating_sub(p.made_at) < PREPARED_TTL_MS
-            && p.rotation.mine.holders.is_subset(others);
-        if fits {
-            self.prepared_used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        fits.then_some(p.rotation)
-    }
-
-    /// Makes my next chain ready in every group where someone holding my current chain is no
-    /// longer a member (see [`PreparedChain`]). Runs as its own store job after a membership
-    /// change; the ratchet steps of the wraps are written by [`Core::commit_seals`], and the
-    /// prepared chains are kept only once that batch is applied.
-    pub(crate) fn prepare_rotations(&self, s: &Store, now: u64) -> Result<usize, NodeError> {
-        let Some((_, state)) = self.team_state(s)? else { return Ok(0) };
-        let me = self.me.user_id();
-        let mut ctx = SealCtx::default();
-        let mut ready = Vec::new();
-        let groups = state.channels.values().chain(state.projects.values()).chain(state.docs.values());
-        for chan in groups {
-            let members = state.channel_members(chan);
-            if !members.contains(&me) {
-                continue;
-            }
-            let others: BTreeSet<UserId> = members.iter().filter(|u| **u != me).copied().collect();
-            let Some(current) = self.committed_my_chain(s, &chan.id)? else { continue };
-            if current.holders.is_subset(&others) {
-                continue;
-            }
-            let seq = self.committed_conv(s, &chan.id)?.next_seq.max(1);
-            let epoch = epoch_of(&members);
-            let already =
-                self.prepared.lock().unwrap_or_else(|p| p.into_inner()).get(&chan.id).is_some_and(|p| {
-                    p.seq == seq && p.epoch == epoch && now.saturating_sub(p.made_at) < PREPARED_TTL_MS
-                });
-            if already {
-                continue;
-            }
-            let mut rotation = Rotation::new(MyChainRec {
-                chain: SenderChain::new(current.chain.chain_id() + 1),
-                holders: BTreeSet::new(),
-            });
-            let lacking: Vec<UserId> = others.into_iter().collect();
-            self.wrap_chain_for(s, &mut ctx, (chan.id, epoch, seq), &mut rotation, &lacking)?;
-            ready.push((chan.id, PreparedChain { seq, epoch, made_at: now, rotation }));
-        }
-        if ready.is_empty() {
-            return Ok(0);
-        }
-        self.commit_seals(s, ctx)?;
-        let n = ready.len();
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).extend(ready);
-        Ok(n)
     }
 
     /// My chain key for `contact`, to ride in the group envelope named by `context`; `None`

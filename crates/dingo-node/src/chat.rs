@@ -79,9 +79,6 @@ pub(crate) struct Effects {
     pub events: Vec<NodeEvent>,
     /// A channel key arrived: messages a sync could not open may open now.
     pub resync: bool,
-    /// Membership changed: someone may hold a chain of mine who is no longer in its group, so
-    /// my next chains can be made ready ([`crate::channels::PreparedChain`]).
-    pub rotate: bool,
     /// The outbox entries written, by recipient and outbox key (only with
     /// [`SealCtx::hand_back`]).
     pub fresh: Vec<(UserId, Vec<u8>, OutboxItem)>,
@@ -205,10 +202,6 @@ pub(crate) struct Core {
     peer_chains: Committed<(ConvId, DeviceKey), PeerChainsRec>,
     /// My own chain per group as last committed (every channel message sent advances it).
     my_chains: Committed<ConvId, Option<MyChainRec>>,
-    /// Rotated chains made ready when membership changed, for my next message in each group.
-    pub(crate) prepared: Mutex<HashMap<ConvId, crate::channels::PreparedChain>>,
-    /// How many prepared chains a send has used (for tests and logs).
-    pub(crate) prepared_used: std::sync::atomic::AtomicU64,
     /// The team log, loaded on first use (`None` inside: not in a team).
     pub(crate) team: Mutex<Option<Option<dingo_crypto::membership::TeamLog>>>,
     /// The membership computed from `team`, shared (dropped whenever the log may change).
@@ -299,8 +292,6 @@ impl Core {
             convs: Committed::default(),
             peer_chains: Committed::default(),
             my_chains: Committed::default(),
-            prepared: Mutex::new(HashMap::new()),
-            prepared_used: Default::default(),
             team: Mutex::new(None),
             team_cache: Mutex::new(None),
             outbox_next: Mutex::new(None),
@@ -377,8 +368,6 @@ impl Core {
     pub(crate) fn contacts_changed(&self) {
         *self.contacts.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.by_device.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        // A prepared wrap may be for a device key that just changed.
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     pub(crate) fn apply(&self, s: &Store, mut b: Batch) -> Result<(), NodeError> {
@@ -633,7 +622,7 @@ impl Core {
     }
 
     /// A conversation's record as last committed (cached).
-    pub(crate) fn committed_conv(&self, s: &Store, convid: &ConvId) -> Result<ConversationRec, NodeError> {
+    fn committed_conv(&self, s: &Store, convid: &ConvId) -> Result<ConversationRec, NodeError> {
         self.convs.get_or_load(convid, || {
             Ok(s.get::<ConversationRec>(Table::Conversations, &convid.0)?.unwrap_or_default())
         })

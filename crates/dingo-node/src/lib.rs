@@ -393,17 +393,6 @@ impl Node {
             }
         }
         self.emit(effects.events);
-        if effects.rotate {
-            // Off the path of whatever reported the change, and of the next send.
-            let node = self.clone();
-            tokio::spawn(async move {
-                match node.job(|c, s| c.prepare_rotations(s, now_ms())).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(groups = n, "next chains made ready after a membership change"),
-                    Err(e) => tracing::debug!("next chains not made ready: {e}"),
-                }
-            });
-        }
         if self.inner.core.work.queue_compaction() {
             // Queued behind what is waiting: the edit that crossed the line is answered first.
             let node = self.clone();
@@ -803,14 +792,6 @@ impl Node {
                 .collect()
         })
         .await
-    }
-
-    /// Test support: how many groups have my next chain made ready (after a membership change),
-    /// and how many such chains sends have used.
-    #[doc(hidden)]
-    pub fn test_support_prepared_chains(&self) -> (usize, u64) {
-        let ready = self.inner.core.prepared.lock().map(|p| p.len()).unwrap_or(0);
-        (ready, self.inner.core.prepared_used.load(Ordering::Relaxed))
     }
 
     /// Test support: the 1:1 envelopes waiting in this node's outbox, oldest first.

@@ -352,7 +352,6 @@ impl Core {
             ctx.effects.events.push(NodeEvent::RemovedFromTeam { team: state.name.clone() });
         }
         if prev.members != state.members || prev.channels != state.channels || prev.depts != state.depts {
-            ctx.effects.rotate = true;
             ctx.effects
                 .events
                 .push(NodeEvent::TeamChanged { team: state.name.clone(), members: state.members.len() });
