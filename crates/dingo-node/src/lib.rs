@@ -236,10 +236,13 @@ impl Node {
     /// Shows (and with `confirm`, accepts) a contact's safety number.
     pub async fn verify_contact(&self, who: &str, confirm: bool) -> Result<Verification, NodeError> {
         let who = who.to_owned();
+        // Mail held for this contact goes out once accepted, even if this call is cancelled.
+        let held = confirm.then(|| RequeueUnlessDone(Some(self.clone())));
         let v = self.job(move |c, s| c.verify_contact(s, &who, confirm)).await?;
         self.inner.store.flush().await?;
-        if confirm {
+        if let Some(held) = held {
             self.inner.delivery.wake_all();
+            held.done();
         }
         Ok(v)
     }
