@@ -139,7 +139,7 @@ impl Home {
             if dir.as_os_str().is_empty() {
                 continue;
             }
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| NodeError::io(dir, e))?;
+            dingo_store::sync_dir(dir).map_err(|e| NodeError::io(dir, e))?;
         }
         Ok(())
     }

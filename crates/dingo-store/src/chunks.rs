@@ -83,7 +83,7 @@ impl ChunkStore {
     fn sync_dirs<'a>(&'a self, dirs: impl IntoIterator<Item = &'a Path>) -> io::Result<()> {
         let root = [Some(self.dir.as_path()), self.dir.parent()];
         for dir in dirs.into_iter().chain(root.into_iter().flatten()) {
-            std::fs::File::open(dir)?.sync_all()?;
+            crate::sync_dir(dir)?;
         }
         Ok(())
     }

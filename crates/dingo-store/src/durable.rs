@@ -106,6 +106,12 @@ impl Syncer {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Makes `dir`'s entries (files created, renamed or removed in it) durable. Unix only: other
+/// systems cannot open a directory this way and keep their entries by other means.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }

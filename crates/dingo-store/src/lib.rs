@@ -10,6 +10,8 @@
 pub mod chunks;
 mod durable;
 
+pub use durable::sync_dir;
+
 use dingo_crypto::at_rest::StorageKey;
 use durable::Syncer;
 use serde::de::DeserializeOwned;
