@@ -59,10 +59,9 @@ impl Syncer {
         self.log.sync_data()
     }
 
-    /// Syncs blob files that appeared since the directory was last listed, then the directory
-    /// (blobs are rare, so this is usually one `stat`).
-    /// sled writes a blob before the log record that points to it, so the blobs of everything
-    /// flushed are in the directory by now.
+    /// Syncs blob files that appeared since the directory was last listed, then the directory;
+    /// blobs are rare, so this is usually one `stat`. sled writes a blob before the log record
+    /// that points to it, so the blobs of everything flushed are in the directory by now.
     fn sync_blobs(&self) -> io::Result<()> {
         let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let modified = match std::fs::metadata(&self.blobs) {
