@@ -139,29 +139,45 @@ fn aad(full_key: &[u8]) -> Vec<u8> {
     [b"dingo/store/v1\0".as_slice(), full_key].concat()
 }
 
-/// Writes applied together, atomically.
+/// One write: a full key and its sealed value, or `None` to delete it.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// Writes applied together, atomically, in the order queued.
 #[derive(Default)]
 pub struct Batch {
-    inner: sled::Batch,
-    writes: usize,
+    writes: Vec<Write>,
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Batch({} writes)", self.writes)
+        write!(f, "Batch({} writes)", self.writes.len())
     }
 }
 
 impl Batch {
     /// Number of writes queued.
     pub fn len(&self) -> usize {
-        self.writes
+        self.writes.len()
     }
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.writes == 0
+        self.writes.is_empty()
+    }
+    fn push(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.writes.push((key, value));
     }
 }
+
+/// Where a batch's writes wait while they are applied one by one (see [`Store::apply`]).
+fn journal_key() -> Vec<u8> {
+    full_key(Table::Meta, b"journal")
+}
+
+/// Batches up to this size go through the journal; larger ones (a whole document saved, a
+/// long catch-up) through sled's own batch, whose fixed cost they amortize.
+const JOURNAL_MAX_BYTES: usize = 64 * 1024;
 
 impl Store {
     /// Opens (or creates) the store in `dir` with the storage key.
@@ -201,6 +217,7 @@ impl Store {
             }
             Ok(None) | Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
         }
+        store.replay_journal()?;
         Ok(store)
     }
 
@@ -263,22 +280,74 @@ impl Store {
         // Serializing Dingo's own record types into a Vec cannot fail.
         let buf = StorageKey::value_buffer(PUT_CAPACITY);
         let buf = postcard::to_extend(value, buf).unwrap_or_else(|_| StorageKey::value_buffer(0));
-        batch.inner.insert(k.clone(), self.key.seal_buffer(&aad(&k), buf));
-        batch.writes += 1;
+        let sealed = self.key.seal_buffer(&aad(&k), buf);
+        batch.push(k, Some(sealed));
     }
 
     /// Queues a delete into `batch`.
     pub fn delete(&self, batch: &mut Batch, table: Table, key: &[u8]) {
-        batch.inner.remove(full_key(table, key));
-        batch.writes += 1;
+        batch.push(full_key(table, key), None);
     }
 
     /// Applies a batch atomically (visible at once; durable after the next flush).
+    ///
+    /// sled's own batch starts by writing out its current log buffer and a batch manifest, each
+    /// a log write of its own through sled's I/O threads (waking all seven for each); a small
+    /// batch costs a third of that through a journal instead: the writes go in as one sealed
+    /// record, then one by one, then the record is removed, all in one log buffer. sled
+    /// recovers a prefix of its log, so after a crash either the journal is absent (and none or
+    /// all of the writes are there) or it is present and [`Store::open`] applies it again.
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        if batch.writes > 0 {
-            self.db.apply_batch(batch.inner)?;
+        match batch.writes.len() {
+            0 => Ok(()),
+            1 => batch.writes.into_iter().try_for_each(|w| self.write(w)),
+            _ if batch.bytes > JOURNAL_MAX_BYTES => {
+                let mut b = sled::Batch::default();
+                for (k, v) in batch.writes {
+                    match v {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                Ok(self.db.apply_batch(b)?)
+            }
+            _ => {
+                let jk = journal_key();
+                self.db.insert(&jk, self.sealed_journal(&batch))?;
+                batch.writes.into_iter().try_for_each(|w| self.write(w))?;
+                self.db.remove(&jk)?;
+                Ok(())
+            }
         }
+    }
+
+    /// The journal record of `batch`: its writes, sealed like any value.
+    fn sealed_journal(&self, batch: &Batch) -> Vec<u8> {
+        let buf = StorageKey::value_buffer(batch.bytes + 8 * batch.writes.len());
+        // Serializing byte vectors into a Vec cannot fail.
+        let buf = postcard::to_extend(&batch.writes, buf).unwrap_or_else(|_| StorageKey::value_buffer(0));
+        self.key.seal_buffer(&aad(&journal_key()), buf)
+    }
+
+    fn write(&self, (k, v): Write) -> Result<(), StoreError> {
+        match v {
+            Some(v) => self.db.insert(k, v)?,
+            None => self.db.remove(k)?,
+        };
         Ok(())
+    }
+
+    /// Finishes a batch a crash interrupted (see [`Store::apply`]); returns how many writes it
+    /// held, 0 if none was pending.
+    fn replay_journal(&self) -> Result<usize, StoreError> {
+        let jk = journal_key();
+        let Some(sealed) = self.db.get(&jk)? else { return Ok(0) };
+        let writes: Vec<Write> = self.decode(Table::Meta, &jk, &sealed)?;
+        let n = writes.len();
+        writes.into_iter().try_for_each(|w| self.write(w))?;
+        self.db.remove(&jk)?;
+        self.flush()?;
+        Ok(n)
     }
 
     /// Makes every applied write durable (on stable storage: see [`durable`]).
@@ -405,24 +474,82 @@ mod tests {
         assert_eq!(store.get::<String>(Table::Messages, &[9, 2]).expect("get"), Some("m2".into()));
     }
 
+    /// Opens `dir`, waiting for sled to let go of a store dropped a moment ago.
+    fn reopen(dir: &Path, k: u8) -> Result<Store, StoreError> {
+        for _ in 0..100 {
+            match Store::open(dir, key(k)) {
+                Err(StoreError::Locked) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                other => return other,
+            }
+        }
+        Err(StoreError::Locked)
+    }
+
+    #[test]
+    fn batches_apply_in_order_small_and_large() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        let mut b = Batch::default();
+        store.put(&mut b, Table::Messages, b"gone", &"x");
+        store.delete(&mut b, Table::Messages, b"gone");
+        store.delete(&mut b, Table::Messages, b"back");
+        store.put(&mut b, Table::Messages, b"back", &"y");
+        store.apply(b).expect("small batch, through the journal");
+        let mut b = Batch::default();
+        for i in 0..4u8 {
+            store.put(&mut b, Table::Docs, &[i], &vec![i; 30 * 1024]);
+        }
+        assert!(b.bytes > JOURNAL_MAX_BYTES);
+        store.apply(b).expect("large batch, through sled's");
+        assert_eq!(store.get::<String>(Table::Messages, b"gone").expect("get"), None);
+        assert_eq!(store.get::<String>(Table::Messages, b"back").expect("get"), Some("y".into()));
+        assert_eq!(store.get::<Vec<u8>>(Table::Docs, &[3]).expect("get").map(|v| v.len()), Some(30 * 1024));
+        assert!(store.db.get(journal_key()).expect("get").is_none(), "no journal left behind");
+    }
+
+    #[test]
+    fn a_batch_cut_off_by_a_crash_is_finished_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        let mut b = Batch::default();
+        store.put(&mut b, Table::Messages, b"old", &"before");
+        store.apply(b).expect("apply");
+        let mut b = Batch::default();
+        store.put(&mut b, Table::Messages, b"m1", &"one");
+        store.put(&mut b, Table::Conversations, b"c", &7u64);
+        store.delete(&mut b, Table::Messages, b"old");
+        // What a crash leaves when it strikes after the journal and the first write.
+        store.db.insert(journal_key(), store.sealed_journal(&b)).expect("journal");
+        let first = b.writes.remove(0);
+        store.write(first).expect("first write");
+        store.flush().expect("flush");
+        drop(store);
+        let store = reopen(dir.path(), 1).expect("reopen");
+        assert_eq!(store.get::<String>(Table::Messages, b"m1").expect("get"), Some("one".into()));
+        assert_eq!(store.get::<u64>(Table::Conversations, b"c").expect("get"), Some(7));
+        assert_eq!(store.get::<String>(Table::Messages, b"old").expect("get"), None);
+        assert!(store.db.get(journal_key()).expect("get").is_none(), "the journal is removed once applied");
+    }
+
+    #[test]
+    fn a_tampered_journal_is_a_corrupt_store_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        store.db.insert(journal_key(), b"\x01not a sealed journal".to_vec()).expect("insert");
+        store.flush().expect("flush");
+        drop(store);
+        assert!(matches!(reopen(dir.path(), 1), Err(StoreError::Corrupt(Table::Meta))));
+    }
+
     #[test]
     fn a_store_opened_with_another_key_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         drop(Store::open(dir.path(), key(1)).expect("open"));
         // sled lets go of its file lock a moment after the handle is dropped (its I/O threads
         // hold the file a little longer); the node waits the same way (`open_store`).
-        let reopen = |k| {
-            for _ in 0..100 {
-                match Store::open(dir.path(), key(k)) {
-                    Err(StoreError::Locked) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                    other => return other,
-                }
-            }
-            Err(StoreError::Locked)
-        };
-        let second = reopen(2);
+        let second = reopen(dir.path(), 2);
         assert!(matches!(second, Err(StoreError::Foreign(_))), "{second:?}");
-        assert!(reopen(1).is_ok());
+        assert!(reopen(dir.path(), 1).is_ok());
     }
 
     #[test]
