@@ -17,6 +17,7 @@ use durable::Syncer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use thiserror::Error;
@@ -120,6 +121,8 @@ pub struct Store {
     db: sled::Db,
     key: StorageKey,
     syncer: Arc<Syncer>,
+    /// A batch failed between its journal and the journal's removal.
+    unfinished: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -205,7 +208,7 @@ impl Store {
             Ok(r) => r?,
         };
         let syncer = Arc::new(Syncer::open(dir).map_err(|e| StoreError::Io(e.into()))?);
-        let store = Self { db, key, syncer };
+        let store = Self { db, key, syncer, unfinished: AtomicBool::new(false) };
         match store.get::<u32>(Table::Meta, b"format") {
             Ok(Some(FORMAT_VERSION)) => {}
             Ok(Some(_)) => return Err(StoreError::Foreign(dir.display().to_string())),
@@ -217,7 +220,9 @@ impl Store {
             }
             Ok(None) | Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
         }
-        store.replay_journal()?;
+        if store.finish_journal()? > 0 {
+            store.flush()?;
+        }
         Ok(store)
     }
 
@@ -298,35 +303,46 @@ impl Store {
     /// recovers a prefix of its log, so after a crash either the journal is absent (and none or
     /// all of the writes are there) or it is present and [`Store::open`] applies it again.
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if self.unfinished.load(Ordering::Acquire) {
+            // A batch failed halfway: finish it from its journal before anything else.
+            self.finish_journal()?;
+        }
         match batch.writes.len() {
             0 => Ok(()),
             1 => batch.writes.into_iter().try_for_each(|w| self.write(w)),
-            _ if batch.bytes > JOURNAL_MAX_BYTES => {
-                let mut b = sled::Batch::default();
-                for (k, v) in batch.writes {
-                    match v {
-                        Some(v) => b.insert(k, v),
-                        None => b.remove(k),
+            _ if batch.bytes > JOURNAL_MAX_BYTES => self.apply_as_sled_batch(batch),
+            _ => match self.sealed_journal(&batch) {
+                Some(journal) => {
+                    let jk = journal_key();
+                    self.db.insert(&jk, journal)?;
+                    let applied = batch.writes.into_iter().try_for_each(|w| self.write(w));
+                    if let Err(e) = applied.and_then(|()| Ok(self.db.remove(&jk).map(|_| ())?)) {
+                        self.unfinished.store(true, Ordering::Release);
+                        return Err(e);
                     }
+                    Ok(())
                 }
-                Ok(self.db.apply_batch(b)?)
-            }
-            _ => {
-                let jk = journal_key();
-                self.db.insert(&jk, self.sealed_journal(&batch))?;
-                batch.writes.into_iter().try_for_each(|w| self.write(w))?;
-                self.db.remove(&jk)?;
-                Ok(())
-            }
+                None => self.apply_as_sled_batch(batch),
+            },
         }
     }
 
+    fn apply_as_sled_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in batch.writes {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        Ok(self.db.apply_batch(b)?)
+    }
+
     /// The journal record of `batch`: its writes, sealed like any value.
-    fn sealed_journal(&self, batch: &Batch) -> Vec<u8> {
+    fn sealed_journal(&self, batch: &Batch) -> Option<Vec<u8>> {
         let buf = StorageKey::value_buffer(batch.bytes + 8 * batch.writes.len());
-        // Serializing byte vectors into a Vec cannot fail.
-        let buf = postcard::to_extend(&batch.writes, buf).unwrap_or_else(|_| StorageKey::value_buffer(0));
-        self.key.seal_buffer(&aad(&journal_key()), buf)
+        let buf = postcard::to_extend(&batch.writes, buf).ok()?;
+        Some(self.key.seal_buffer(&aad(&journal_key()), buf))
     }
 
     fn write(&self, (k, v): Write) -> Result<(), StoreError> {
@@ -337,16 +353,19 @@ impl Store {
         Ok(())
     }
 
-    /// Finishes a batch a crash interrupted (see [`Store::apply`]); returns how many writes it
-    /// held, 0 if none was pending.
-    fn replay_journal(&self) -> Result<usize, StoreError> {
+    /// Applies the journal's writes again, if one is there (a batch a crash or an error cut
+    /// off), then removes it; returns how many writes it held.
+    fn finish_journal(&self) -> Result<usize, StoreError> {
         let jk = journal_key();
-        let Some(sealed) = self.db.get(&jk)? else { return Ok(0) };
+        let Some(sealed) = self.db.get(&jk)? else {
+            self.unfinished.store(false, Ordering::Release);
+            return Ok(0);
+        };
         let writes: Vec<Write> = self.decode(Table::Meta, &jk, &sealed)?;
         let n = writes.len();
         writes.into_iter().try_for_each(|w| self.write(w))?;
         self.db.remove(&jk)?;
-        self.flush()?;
+        self.unfinished.store(false, Ordering::Release);
         Ok(n)
     }
 
@@ -519,7 +538,7 @@ mod tests {
         store.put(&mut b, Table::Conversations, b"c", &7u64);
         store.delete(&mut b, Table::Messages, b"old");
         // What a crash leaves when it strikes after the journal and the first write.
-        store.db.insert(journal_key(), store.sealed_journal(&b)).expect("journal");
+        store.db.insert(journal_key(), store.sealed_journal(&b).expect("sealed")).expect("journal");
         let first = b.writes.remove(0);
         store.write(first).expect("first write");
         store.flush().expect("flush");
@@ -529,6 +548,26 @@ mod tests {
         assert_eq!(store.get::<u64>(Table::Conversations, b"c").expect("get"), Some(7));
         assert_eq!(store.get::<String>(Table::Messages, b"old").expect("get"), None);
         assert!(store.db.get(journal_key()).expect("get").is_none(), "the journal is removed once applied");
+    }
+
+    #[test]
+    fn a_batch_that_failed_halfway_is_finished_before_the_next() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        let mut a = Batch::default();
+        store.put(&mut a, Table::Messages, b"a1", &"one");
+        store.put(&mut a, Table::Messages, b"a2", &"two");
+        // What an I/O error after the journal leaves behind.
+        store.db.insert(journal_key(), store.sealed_journal(&a).expect("sealed")).expect("journal");
+        store.unfinished.store(true, Ordering::Release);
+        let mut b = Batch::default();
+        store.put(&mut b, Table::Messages, b"a2", &"two, rewritten");
+        store.put(&mut b, Table::Messages, b"b", &"three");
+        store.apply(b).expect("apply");
+        assert_eq!(store.get::<String>(Table::Messages, b"a1").expect("get"), Some("one".into()));
+        assert_eq!(store.get::<String>(Table::Messages, b"a2").expect("get"), Some("two, rewritten".into()));
+        assert_eq!(store.get::<String>(Table::Messages, b"b").expect("get"), Some("three".into()));
+        assert!(store.db.get(journal_key()).expect("get").is_none());
     }
 
     #[test]
