@@ -369,7 +369,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Makes every applied write durable (on stable storage: see [`durable`]).
+    /// Makes every applied write durable: on stable storage, so it survives a power cut too
+    /// (sled's own flush, then an `fdatasync` of its log and a sync of any new blob files).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.syncer.sync().map_err(|e| StoreError::Io(e.into()))
