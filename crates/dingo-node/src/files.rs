@@ -404,7 +404,7 @@ fn seal_file(path: &Path, name: &str, chunks: &ChunkStore, t: &Transfer) -> Resu
             )));
         }
         let hash = seal_chunk(&key, index, &mut buf)?;
-        chunks.write(&hash, &buf, false).map_err(io_err(chunks.dir()))?;
+        chunks.write(&hash, &buf).map_err(io_err(chunks.dir()))?;
         hashes.push(hash);
         t.done.fetch_add(len as u64, Ordering::Relaxed);
     }

@@ -44,24 +44,17 @@ impl ChunkStore {
         }
     }
 
-    /// Stores a chunk under its hash (the caller has checked it); `durable` waits for the disk
-    /// (or write many, then [`ChunkStore::make_durable`] them together).
-    pub fn write(&self, hash: &ChunkHash, sealed: &[u8], durable: bool) -> io::Result<()> {
+    /// Stores a chunk under its hash (the caller has checked it), through the page cache: write
+    /// many, then [`ChunkStore::make_durable`] them together.
+    pub fn write(&self, hash: &ChunkHash, sealed: &[u8]) -> io::Result<()> {
         let path = self.path(hash);
         let parent = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(parent)?;
         let tmp = parent.join(format!(".{}.{}.part", hex(&hash[..8]), std::process::id()));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(sealed)?;
-        if durable {
-            f.sync_all()?;
-        }
         drop(f);
-        std::fs::rename(&tmp, &path)?;
-        if durable {
-            self.sync_dirs([parent])?;
-        }
-        Ok(())
+        std::fs::rename(&tmp, &path)
     }
 
     /// Makes chunks written earlier durable: their bytes, and the directory entries naming
@@ -113,10 +106,10 @@ mod tests {
         let h = [0xab; 32];
         assert!(!store.has(&h));
         assert_eq!(store.read(&h).expect("read"), None);
-        store.write(&h, b"sealed", true).expect("write");
+        store.write(&h, b"sealed").expect("write");
         assert!(store.has(&h));
         let h2 = [0x01; 32];
-        store.write(&h2, b"later", false).expect("write");
+        store.write(&h2, b"later").expect("write");
         store.make_durable([&h, &h2]).expect("sync");
         assert!(store.make_durable([&[0x02; 32]]).is_err(), "a missing chunk cannot be made durable");
         assert_eq!(store.read(&h).expect("read").as_deref(), Some(&b"sealed"[..]));

@@ -313,14 +313,13 @@ impl Store {
             _ if batch.bytes > JOURNAL_MAX_BYTES => self.apply_as_sled_batch(batch),
             _ => match self.sealed_journal(&batch) {
                 Some(journal) => {
-                    let jk = journal_key();
-                    self.db.insert(&jk, journal)?;
-                    let applied = batch.writes.into_iter().try_for_each(|w| self.write(w));
-                    if let Err(e) = applied.and_then(|()| Ok(self.db.remove(&jk).map(|_| ())?)) {
+                    self.write((journal_key(), Some(journal)))?;
+                    let removal = (journal_key(), None);
+                    let applied = batch.writes.into_iter().chain([removal]).try_for_each(|w| self.write(w));
+                    if applied.is_err() {
                         self.unfinished.store(true, Ordering::Release);
-                        return Err(e);
                     }
-                    Ok(())
+                    applied
                 }
                 None => self.apply_as_sled_batch(batch),
             },
