@@ -2,29 +2,35 @@
 //! (XChaCha20-Poly1305, location as associated data), keys prefixed by [`Table`].
 //!
 //! sled is blocking, so [`StoreHandle`] runs every operation on the store's own thread and the
-//! async runtime only awaits replies. Durability is group-committed: [`StoreHandle::flush`]
-//! callers that arrive while a flush is running share the next one, so a burst of messages
-//! costs a few fsyncs, not one each. Keys are never secret (ids and sequence numbers only);
+//! async runtime only awaits replies. Durability is the store's own write-ahead log (`wal.rs`):
+//! a flush writes the applied batches' records and `fdatasync`s once, and sled gets the writes
+//! after that, on an applier thread, while reads see them at once (`overlay.rs`). Flushes are
+//! group-committed: [`StoreHandle::flush`] callers that arrive while a flush is running share
+//! the next one, so a burst of messages costs a few fsyncs, not one each. Keys are never secret (ids and sequence numbers only);
 //! values are never stored in clear, so a copied store directory shows no plaintext.
 
 pub mod chunks;
 mod durable;
+mod overlay;
+mod wal;
 
 pub use durable::sync_dir;
 
 use dingo_crypto::at_rest::StorageKey;
 use durable::Syncer;
+use overlay::{Merged, Overlay, Pending, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sled::IVec;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-/// The on-disk format version, stored (sealed) under the meta table.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version, stored (sealed) under the meta table. Version 2 added the
+/// write-ahead log; a version 1 store is taken over as it opens.
+pub const FORMAT_VERSION: u32 = 2;
 /// sled page cache cap; its 1 GiB default would dominate a node's memory.
 pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Queued store jobs before callers wait.
@@ -33,6 +39,9 @@ pub const JOB_QUEUE: usize = 1024;
 const PUT_CAPACITY: usize = 1024;
 /// Queued flush requests before callers wait.
 pub const FLUSH_QUEUE: usize = 4096;
+/// Flushed rounds waiting for the applier before a flush waits for it (sled slower than the
+/// log for that long).
+const APPLY_QUEUE: usize = 1024;
 
 /// Logical tables, each a one-byte key prefix in the single sled tree (so a batch across
 /// tables is atomic).
@@ -116,19 +125,146 @@ pub enum StoreError {
     Closed,
 }
 
+fn io_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(sled::Error::Io(std::io::Error::other(e.to_string())))
+}
+
 /// The blocking store. Use it through [`StoreHandle`] from async code.
 pub struct Store {
-    db: sled::Db,
-    key: StorageKey,
-    syncer: Arc<Syncer>,
-    /// A batch failed between its journal and the journal's removal.
-    unfinished: AtomicBool,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
     }
+}
+
+/// What the store thread, the flusher thread and the applier share.
+struct Shared {
+    db: sled::Db,
+    key: StorageKey,
+    syncer: Syncer,
+    /// Batches applied and not yet in the log.
+    queued: Mutex<Queued>,
+    /// The log, held while it is written (flushes take turns).
+    log: Mutex<LogState>,
+    applier: Arc<Applier>,
+    applier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Queued {
+    next_lsn: u64,
+    records: Vec<QueuedRecord>,
+}
+
+struct QueuedRecord {
+    lsn: u64,
+    frame: Vec<u8>,
+    writes: Vec<Pending>,
+}
+
+/// Records made durable, handed to the applier in order.
+type Durable = Vec<(u64, Vec<Pending>)>;
+
+struct LogState {
+    file: wal::LogFile,
+    /// The number of the next record to be written.
+    written_upto: u64,
+    to_applier: Option<SyncSender<Durable>>,
+    /// Set by a failed log write: what was taken may or may not be on disk, so nothing more is
+    /// promised durable (a later fsync could succeed over pages the kernel dropped).
+    broken: Option<String>,
+}
+
+/// Puts durable records into sled, in order, on a thread of its own: a flush answers as soon as
+/// the log is synced, and the writes stay readable from the overlay meanwhile.
+struct Applier {
+    db: sled::Db,
+    overlay: Mutex<Overlay>,
+    progress: Mutex<Progress>,
+    moved: Condvar,
+}
+
+struct Progress {
+    /// The number of the next record to apply.
+    applied_upto: u64,
+    failure: Option<String>,
+    hold: Hold,
+}
+
+/// Tests stop the applier to leave records only in the log, as a crash would.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Run,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Pause,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Drop,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Applier {
+    fn run(self: Arc<Self>, records: Receiver<Durable>) {
+        /// However the applier ends (even by a panic in sled), a checkpoint waiting for it
+        /// gets an error instead of waiting forever.
+        struct Ended<'a>(&'a Applier);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                lock(&self.0.progress).failure.get_or_insert_with(|| "the store's applier stopped".into());
+                self.0.moved.notify_all();
+            }
+        }
+        let _ended = Ended(&self);
+        while let Ok(durable) = records.recv() {
+            for (lsn, writes) in durable {
+                if !self.wait_turn() {
+                    return;
+                }
+                if let Err(e) = writes.iter().try_for_each(|(k, v)| write(&self.db, k, v.clone())) {
+                    lock(&self.progress).failure = Some(e.to_string());
+                    self.moved.notify_all();
+                    return;
+                }
+                lock(&self.overlay).remove_applied(lsn, &writes);
+                lock(&self.progress).applied_upto = lsn + 1;
+                self.moved.notify_all();
+            }
+        }
+    }
+
+    /// False when the records are to be dropped unapplied (tests).
+    fn wait_turn(&self) -> bool {
+        let mut p = lock(&self.progress);
+        while p.hold == Hold::Pause {
+            p = self.moved.wait(p).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        p.hold == Hold::Run
+    }
+
+    /// Waits until every record before `lsn` is in sled.
+    fn wait_applied(&self, lsn: u64) -> Result<(), StoreError> {
+        let mut p = lock(&self.progress);
+        while p.applied_upto < lsn {
+            if let Some(why) = &p.failure {
+                return Err(io_error(why));
+            }
+            p = self.moved.wait(p).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        Ok(())
+    }
+}
+
+fn write(db: &sled::Db, k: &[u8], v: Value) -> sled::Result<()> {
+    match v {
+        Some(v) => db.insert(k, v)?,
+        None => db.remove(k)?,
+    };
+    Ok(())
 }
 
 fn full_key(table: Table, key: &[u8]) -> Vec<u8> {
@@ -142,6 +278,31 @@ fn aad(full_key: &[u8]) -> Vec<u8> {
     [b"dingo/store/v1\0".as_slice(), full_key].concat()
 }
 
+/// `value` serialized and sealed for `full_key`.
+fn seal<T: Serialize>(key: &StorageKey, full_key: &[u8], value: &T) -> Vec<u8> {
+    // Serialized behind room for the value header and sealed in place: one allocation.
+    // Serializing Dingo's own record types into a Vec cannot fail.
+    let buf = StorageKey::value_buffer(PUT_CAPACITY);
+    let buf = postcard::to_extend(value, buf).unwrap_or_else(|_| StorageKey::value_buffer(0));
+    key.seal_buffer(&aad(full_key), buf)
+}
+
+fn decode<T: DeserializeOwned>(key: &StorageKey, table: Table, k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    let plain = key.open(&aad(k), v).map_err(|_| StoreError::Corrupt(table))?;
+    postcard::from_bytes(&plain).map_err(|_| StoreError::Corrupt(table))
+}
+
+/// A record straight from sled (only while opening, before any batch).
+fn get_direct<T: DeserializeOwned>(
+    db: &sled::Db,
+    key: &StorageKey,
+    table: Table,
+    k: &[u8],
+) -> Result<Option<T>, StoreError> {
+    let k = full_key(table, k);
+    db.get(&k)?.map(|v| decode(key, table, &k, &v)).transpose()
+}
+
 /// One write: a full key and its sealed value, or `None` to delete it.
 type Write = (Vec<u8>, Option<Vec<u8>>);
 
@@ -149,7 +310,6 @@ type Write = (Vec<u8>, Option<Vec<u8>>);
 #[derive(Default)]
 pub struct Batch {
     writes: Vec<Write>,
-    bytes: usize,
 }
 
 impl std::fmt::Debug for Batch {
@@ -167,77 +327,113 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
-    fn push(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        self.writes.push((key, value));
-    }
 }
 
-/// Where a batch's writes wait while they are applied one by one (see [`Store::apply`]).
-fn journal_key() -> Vec<u8> {
-    full_key(Table::Meta, b"journal")
-}
-
-/// Batches up to this size go through the journal; larger ones (a whole document saved, a
-/// long catch-up) through sled's own batch, whose fixed cost they amortize.
-const JOURNAL_MAX_BYTES: usize = 64 * 1024;
+/// Where the first log record after the last checkpoint is numbered (see `wal.rs`).
+const LOG_START: &[u8] = b"wal";
+/// Format 1 applied small batches through a sealed journal record under this key.
+const V1_JOURNAL: &[u8] = b"journal";
 
 impl Store {
-    /// Opens (or creates) the store in `dir` with the storage key.
+    /// Opens (or creates) the store in `dir` with the storage key. Batches a crash left only in
+    /// the log are applied again first.
     pub fn open(dir: &Path, key: StorageKey) -> Result<Self, StoreError> {
+        Self::open_with(dir, key, wal::CAPACITY)
+    }
+
+    fn open_with(dir: &Path, key: StorageKey, log_capacity: u64) -> Result<Self, StoreError> {
+        let foreign = || StoreError::Foreign(dir.display().to_string());
         // Only a missing or empty directory may become a new store: sled quietly starts afresh
         // over files it cannot parse, and a damaged store must be reported, never replaced.
         let fresh = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+        // sled writes only when its log buffer fills and at checkpoints: durability is the log's.
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(1000));
+            .flush_every_ms(None);
         // sled can panic on some corrupt files; a corrupt store must be an error, not a crash.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
-            Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
+            Err(_) => return Err(foreign()),
             Ok(Err(sled::Error::Io(e)))
                 if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
             {
                 return Err(StoreError::Locked)
             }
             Ok(Err(sled::Error::Corruption { .. })) | Ok(Err(sled::Error::Unsupported(_))) => {
-                return Err(StoreError::Foreign(dir.display().to_string()))
+                return Err(foreign())
             }
             Ok(r) => r?,
         };
-        let syncer = Arc::new(Syncer::open(dir).map_err(|e| StoreError::Io(e.into()))?);
-        let store = Self { db, key, syncer, unfinished: AtomicBool::new(false) };
-        match store.get::<u32>(Table::Meta, b"format") {
-            Ok(Some(FORMAT_VERSION)) => {}
-            Ok(Some(_)) => return Err(StoreError::Foreign(dir.display().to_string())),
-            Ok(None) if fresh && store.db.is_empty() => {
-                let mut b = Batch::default();
-                store.put(&mut b, Table::Meta, b"format", &FORMAT_VERSION);
-                store.apply(b)?;
-                store.flush()?;
+        let (first_lsn, new_log) = match get_direct::<u32>(&db, &key, Table::Meta, b"format") {
+            Ok(Some(FORMAT_VERSION)) => {
+                let start = get_direct::<u64>(&db, &key, Table::Meta, LOG_START);
+                (start.map_err(|_| foreign())?.ok_or_else(foreign)?, false)
             }
-            Ok(None) | Err(_) => return Err(StoreError::Foreign(dir.display().to_string())),
+            Ok(Some(1)) => {
+                finish_v1_journal(&db, &key)?;
+                (0, true)
+            }
+            Ok(None) if fresh && db.is_empty() => (0, true),
+            Ok(Some(_)) | Ok(None) | Err(_) => return Err(foreign()),
+        };
+        let (file, contents) =
+            wal::LogFile::open(dir, new_log, log_capacity).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => foreign(),
+                _ => StoreError::Io(e.into()),
+            })?;
+        let replayed = wal::records(&key, &contents, first_lsn);
+        for (k, v) in replayed.iter().flatten() {
+            write(&db, k, v.as_deref().map(IVec::from))?;
         }
-        if store.finish_journal()? > 0 {
-            store.flush()?;
+        let next_lsn = first_lsn + replayed.len() as u64;
+        if new_log {
+            db.insert(
+                full_key(Table::Meta, b"format"),
+                seal(&key, &full_key(Table::Meta, b"format"), &FORMAT_VERSION),
+            )?;
+        }
+        let syncer = Syncer::open(dir).map_err(|e| StoreError::Io(e.into()))?;
+        let applier = Arc::new(Applier {
+            db: db.clone(),
+            overlay: Mutex::default(),
+            progress: Mutex::new(Progress { applied_upto: next_lsn, failure: None, hold: Hold::Run }),
+            moved: Condvar::new(),
+        });
+        let (to_applier, durable) = sync_channel(APPLY_QUEUE);
+        let thread = std::thread::Builder::new().name("dingo-apply".into()).spawn({
+            let applier = applier.clone();
+            move || applier.run(durable)
+        });
+        let thread = thread.map_err(|e| StoreError::Io(e.into()))?;
+        let log = LogState { file, written_upto: next_lsn, to_applier: Some(to_applier), broken: None };
+        let store = Self {
+            shared: Arc::new(Shared {
+                db,
+                key,
+                syncer,
+                queued: Mutex::new(Queued { next_lsn, records: Vec::new() }),
+                log: Mutex::new(log),
+                applier,
+                applier_thread: Mutex::new(Some(thread)),
+            }),
+        };
+        if new_log || !replayed.is_empty() {
+            store.checkpoint()?;
         }
         Ok(store)
     }
 
     /// Reads and decrypts one record.
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let s = &self.shared;
         let k = full_key(table, key);
-        match self.db.get(&k)? {
-            None => Ok(None),
-            Some(v) => self.decode(table, &k, &v).map(Some),
-        }
-    }
-
-    fn decode<T: DeserializeOwned>(&self, table: Table, k: &[u8], v: &[u8]) -> Result<T, StoreError> {
-        let plain = self.key.open(&aad(k), v).map_err(|_| StoreError::Corrupt(table))?;
-        postcard::from_bytes(&plain).map_err(|_| StoreError::Corrupt(table))
+        let value = match lock(&s.applier.overlay).get(&k) {
+            Some(pending) => pending,
+            None => s.db.get(&k)?,
+        };
+        value.map(|v| decode(&s.key, table, &k, &v)).transpose()
     }
 
     /// Records of `table` whose key starts with `prefix`, in key order (keys without the table
@@ -258,122 +454,151 @@ impl Store {
         after: Option<&[u8]>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, T), StoreError>> + '_ {
         use std::ops::Bound;
+        let s = &self.shared;
         let full_prefix = full_key(table, prefix);
-        let lower = match after {
-            Some(a) => Bound::Excluded(full_key(table, a)),
-            None => Bound::Included(full_prefix.clone()),
+        let after = after.map(|a| full_key(table, a));
+        let lower = match &after {
+            Some(a) => Bound::Excluded(a.as_slice()),
+            None => Bound::Included(full_prefix.as_slice()),
         };
-        self.db
-            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+        let pending = lock(&s.applier.overlay).range(lower, &full_prefix);
+        let lower = lower.map(<[u8]>::to_vec);
+        Merged::new(s.db.range::<Vec<u8>, _>((lower, Bound::Unbounded)), pending)
             .take_while(move |item| item.as_ref().map(|(k, _)| k.starts_with(&full_prefix)).unwrap_or(true))
             .map(move |item| {
                 let (k, v) = item?;
-                let value = self.decode(table, &k, &v)?;
+                let value = decode(&s.key, table, &k, &v)?;
                 Ok((k[1..].to_vec(), value))
             })
     }
 
     /// How many records of `table` have a key starting with `prefix` (nothing is decrypted).
     pub fn count(&self, table: Table, prefix: &[u8]) -> usize {
-        self.db.scan_prefix(full_key(table, prefix)).keys().count()
+        let s = &self.shared;
+        let p = full_key(table, prefix);
+        let pending = lock(&s.applier.overlay).range(std::ops::Bound::Included(&p), &p);
+        Merged::new(s.db.scan_prefix(&p), pending).count()
     }
 
     /// Queues an encrypted write of `value` into `batch`.
     pub fn put<T: Serialize>(&self, batch: &mut Batch, table: Table, key: &[u8], value: &T) {
         let k = full_key(table, key);
-        // Serialized behind room for the value header and sealed in place: one allocation.
-        // Serializing Dingo's own record types into a Vec cannot fail.
-        let buf = StorageKey::value_buffer(PUT_CAPACITY);
-        let buf = postcard::to_extend(value, buf).unwrap_or_else(|_| StorageKey::value_buffer(0));
-        let sealed = self.key.seal_buffer(&aad(&k), buf);
-        batch.push(k, Some(sealed));
+        let sealed = seal(&self.shared.key, &k, value);
+        batch.writes.push((k, Some(sealed)));
     }
 
     /// Queues a delete into `batch`.
     pub fn delete(&self, batch: &mut Batch, table: Table, key: &[u8]) {
-        batch.push(full_key(table, key), None);
+        batch.writes.push((full_key(table, key), None));
     }
 
-    /// Applies a batch atomically (visible at once; durable after the next flush).
-    ///
-    /// sled's own batch starts by writing out its current log buffer and a batch manifest, each
-    /// a log write of its own through sled's I/O threads (waking all seven for each); a small
-    /// batch costs a third of that through a journal instead: the writes go in as one sealed
-    /// record, then one by one, then the record is removed, all in one log buffer. sled
-    /// recovers a prefix of its log, so after a crash either the journal is absent (and none or
-    /// all of the writes are there) or it is present and [`Store::open`] applies it again.
+    /// Applies a batch atomically: visible at once, durable after the next flush (which writes
+    /// it to the log; sled gets it after that).
     pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        if self.unfinished.load(Ordering::Acquire) {
-            // A batch failed halfway: finish it from its journal before anything else.
-            self.finish_journal()?;
+        if batch.writes.is_empty() {
+            return Ok(());
         }
-        match batch.writes.len() {
-            0 => Ok(()),
-            1 => batch.writes.into_iter().try_for_each(|w| self.write(w)),
-            _ if batch.bytes > JOURNAL_MAX_BYTES => self.apply_as_sled_batch(batch),
-            _ => match self.sealed_journal(&batch) {
-                Some(journal) => {
-                    self.write((journal_key(), Some(journal)))?;
-                    let removal = (journal_key(), None);
-                    let applied = batch.writes.into_iter().chain([removal]).try_for_each(|w| self.write(w));
-                    if applied.is_err() {
-                        self.unfinished.store(true, Ordering::Release);
-                    }
-                    applied
-                }
-                None => self.apply_as_sled_batch(batch),
-            },
-        }
-    }
-
-    fn apply_as_sled_batch(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for (k, v) in batch.writes {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        Ok(self.db.apply_batch(b)?)
-    }
-
-    /// The journal record of `batch`: its writes, sealed like any value.
-    fn sealed_journal(&self, batch: &Batch) -> Option<Vec<u8>> {
-        let buf = StorageKey::value_buffer(batch.bytes + 8 * batch.writes.len());
-        let buf = postcard::to_extend(&batch.writes, buf).ok()?;
-        Some(self.key.seal_buffer(&aad(&journal_key()), buf))
-    }
-
-    fn write(&self, (k, v): Write) -> Result<(), StoreError> {
-        match v {
-            Some(v) => self.db.insert(k, v)?,
-            None => self.db.remove(k)?,
-        };
+        let s = &self.shared;
+        let mut queued = lock(&s.queued);
+        let lsn = queued.next_lsn;
+        let frame = wal::frame(&s.key, lsn, &batch.writes);
+        let writes: Vec<Pending> =
+            batch.writes.into_iter().map(|(k, v)| (IVec::from(k), v.map(IVec::from))).collect();
+        // In the overlay before the flush can take it, so the applier finds it there.
+        lock(&s.applier.overlay).insert(lsn, &writes);
+        queued.next_lsn += 1;
+        queued.records.push(QueuedRecord { lsn, frame, writes });
         Ok(())
     }
 
-    /// Applies the journal's writes again, if one is there (a batch a crash or an error cut
-    /// off), then removes it; returns how many writes it held.
-    fn finish_journal(&self) -> Result<usize, StoreError> {
-        let jk = journal_key();
-        let Some(sealed) = self.db.get(&jk)? else {
-            self.unfinished.store(false, Ordering::Release);
-            return Ok(0);
-        };
-        let writes: Vec<Write> = self.decode(Table::Meta, &jk, &sealed)?;
-        let n = writes.len();
-        writes.into_iter().try_for_each(|w| self.write(w))?;
-        self.db.remove(&jk)?;
-        self.unfinished.store(false, Ordering::Release);
-        Ok(n)
+    /// Makes every applied batch durable: its log record written and `fdatasync`ed, so it
+    /// survives a power cut too.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.shared.flush()
     }
 
-    /// Makes every applied write durable: on stable storage, so it survives a power cut too
-    /// (sled's own flush, then an `fdatasync` of its log and a sync of any new blob files).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.syncer.sync().map_err(|e| StoreError::Io(e.into()))
+    /// Flushes, then moves everything into sled durably and starts the log over (also done when
+    /// the log is full, and when the store closes).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.shared.flush()?;
+        self.shared.checkpoint(&mut lock(&self.shared.log))
     }
+
+    /// Stops the applier as a crash would: records not yet in sled stay only in the log.
+    #[cfg(test)]
+    fn hold_applier(&self, hold: Hold) {
+        lock(&self.shared.applier.progress).hold = hold;
+        self.shared.applier.moved.notify_all();
+    }
+}
+
+impl Shared {
+    fn flush(&self) -> Result<(), StoreError> {
+        let mut log = lock(&self.log);
+        if let Some(why) = &log.broken {
+            return Err(io_error(why));
+        }
+        let records = std::mem::take(&mut lock(&self.queued).records);
+        let Some(last) = records.last().map(|r| r.lsn) else { return Ok(()) };
+        let bytes = records.iter().map(|r| r.frame.len()).sum();
+        if log.file.is_full_for(bytes) {
+            self.checkpoint(&mut log)?;
+        }
+        let frames: Vec<&[u8]> = records.iter().map(|r| r.frame.as_slice()).collect();
+        if let Err(e) = log.file.append_synced(&frames) {
+            log.broken = Some(e.to_string());
+            return Err(StoreError::Io(e.into()));
+        }
+        log.written_upto = last + 1;
+        let durable = records.into_iter().map(|r| (r.lsn, r.writes)).collect();
+        if let Some(tx) = &log.to_applier {
+            if tx.send(durable).is_err() {
+                log.broken = Some("the store's applier stopped".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Once everything written to the log is in sled: sled flushed and synced, with the number
+    /// of the next record, so the log starts over.
+    fn checkpoint(&self, log: &mut LogState) -> Result<(), StoreError> {
+        self.applier.wait_applied(log.written_upto)?;
+        let k = full_key(Table::Meta, LOG_START);
+        self.db.insert(&k, seal(&self.key, &k, &log.written_upto))?;
+        self.db.flush()?;
+        self.syncer.sync().map_err(|e| StoreError::Io(e.into()))?;
+        log.file.rewind();
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let crashed = lock(&self.applier.progress).hold != Hold::Run;
+        if !crashed {
+            // Closing with an empty log makes the next open quick; if this fails, the log
+            // still has everything and the next open applies it.
+            let closed = self.flush().and_then(|()| self.checkpoint(&mut lock(&self.log)));
+            if let Err(e) = closed {
+                tracing::warn!("store not checkpointed at close: {e}");
+            }
+        }
+        lock(&self.log).to_applier = None;
+        if let Some(thread) = lock(&self.applier_thread).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Format 1 (before the log) applied small batches through a journal record; a crash could
+/// leave one to finish.
+fn finish_v1_journal(db: &sled::Db, key: &StorageKey) -> Result<(), StoreError> {
+    let Some(writes) = get_direct::<Vec<Write>>(db, key, Table::Meta, V1_JOURNAL)? else { return Ok(()) };
+    for (k, v) in writes {
+        write(db, &k, v.map(IVec::from))?;
+    }
+    db.remove(full_key(Table::Meta, V1_JOURNAL))?;
+    Ok(())
 }
 
 type Job = Box<dyn FnOnce(&Store) + Send>;
@@ -394,7 +619,7 @@ impl std::fmt::Debug for StoreHandle {
 impl StoreHandle {
     /// Starts the store thread and the flusher thread for `store`.
     pub fn spawn(store: Store) -> Self {
-        let (db, syncer) = (store.db.clone(), store.syncer.clone());
+        let shared = store.shared.clone();
         let (jobs, job_rx) = sync_channel::<Job>(JOB_QUEUE);
         let (flushes, flush_rx) = sync_channel(FLUSH_QUEUE);
         std::thread::Builder::new()
@@ -407,7 +632,7 @@ impl StoreHandle {
             .ok();
         std::thread::Builder::new()
             .name("dingo-flush".into())
-            .spawn(move || flush_loop(db, syncer, flush_rx))
+            .spawn(move || flush_loop(shared, flush_rx))
             .ok();
         Self { jobs, flushes }
     }
@@ -452,16 +677,13 @@ async fn send_waiting<T>(queue: &SyncSender<T>, mut item: T) -> Result<(), Store
     }
 }
 
-fn flush_loop(db: sled::Db, syncer: Arc<Syncer>, rx: Receiver<oneshot::Sender<Result<(), String>>>) {
+fn flush_loop(shared: Arc<Shared>, rx: Receiver<oneshot::Sender<Result<(), String>>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = match db.flush() {
-            Ok(_) => syncer.sync().map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let result = shared.flush().map_err(|e| e.to_string());
         for w in waiting {
             let _ = w.send(result.clone());
         }
@@ -505,79 +727,143 @@ mod tests {
     }
 
     #[test]
-    fn batches_apply_in_order_small_and_large() {
+    fn batches_apply_in_order_and_reads_see_them_before_sled_does() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path(), key(1)).expect("open");
+        let mut b = Batch::default();
+        for i in [1u8, 2, 3] {
+            store.put(&mut b, Table::Messages, &[i], &format!("sled {i}"));
+        }
+        store.apply(b).expect("apply");
+        store.checkpoint().expect("into sled");
+        store.hold_applier(Hold::Pause);
         let mut b = Batch::default();
         store.put(&mut b, Table::Messages, b"gone", &"x");
         store.delete(&mut b, Table::Messages, b"gone");
-        store.delete(&mut b, Table::Messages, b"back");
-        store.put(&mut b, Table::Messages, b"back", &"y");
-        store.apply(b).expect("small batch, through the journal");
-        let mut b = Batch::default();
-        for i in 0..4u8 {
-            store.put(&mut b, Table::Docs, &[i], &vec![i; 30 * 1024]);
-        }
-        assert!(b.bytes > JOURNAL_MAX_BYTES);
-        store.apply(b).expect("large batch, through sled's");
+        store.delete(&mut b, Table::Messages, &[2]);
+        store.put(&mut b, Table::Messages, &[3], &"pending 3");
+        store.put(&mut b, Table::Messages, &[4], &"pending 4");
+        store.apply(b).expect("apply");
+        store.flush().expect("flush");
         assert_eq!(store.get::<String>(Table::Messages, b"gone").expect("get"), None);
-        assert_eq!(store.get::<String>(Table::Messages, b"back").expect("get"), Some("y".into()));
-        assert_eq!(store.get::<Vec<u8>>(Table::Docs, &[3]).expect("get").map(|v| v.len()), Some(30 * 1024));
-        assert!(store.db.get(journal_key()).expect("get").is_none(), "no journal left behind");
+        assert_eq!(store.get::<String>(Table::Messages, &[2]).expect("get"), None);
+        let all: Vec<String> = store.scan(Table::Messages, &[]).map(|r| r.expect("record").1).collect();
+        assert_eq!(all, ["sled 1", "pending 3", "pending 4"]);
+        let after: Vec<String> =
+            store.scan_after(Table::Messages, &[], Some(&[1])).map(|r| r.expect("record").1).collect();
+        assert_eq!(after, ["pending 3", "pending 4"]);
+        assert_eq!(store.count(Table::Messages, &[]), 3);
+        store.hold_applier(Hold::Run);
+        store.checkpoint().expect("into sled");
+        assert_eq!(lock(&store.shared.applier.overlay).len(), 0, "applied writes leave the overlay");
+        let all: Vec<String> = store.scan(Table::Messages, &[]).map(|r| r.expect("record").1).collect();
+        assert_eq!(all, ["sled 1", "pending 3", "pending 4"]);
+    }
+
+    /// What a crash leaves: flushed batches only in the log (the applier never got to them),
+    /// and an applied batch never flushed.
+    fn crash_after(dir: &Path, flushed: &[(&[u8], &str)], unflushed: (&[u8], &str)) {
+        let store = Store::open(dir, key(1)).expect("open");
+        store.hold_applier(Hold::Pause);
+        for (k, v) in flushed {
+            let mut b = Batch::default();
+            store.put(&mut b, Table::Messages, k, v);
+            store.put(&mut b, Table::Conversations, k, &v.len());
+            store.apply(b).expect("apply");
+            store.flush().expect("flush");
+        }
+        let mut b = Batch::default();
+        store.put(&mut b, Table::Messages, unflushed.0, &unflushed.1);
+        store.apply(b).expect("apply");
+        store.hold_applier(Hold::Drop);
     }
 
     #[test]
-    fn a_batch_cut_off_by_a_crash_is_finished_at_the_next_open() {
+    fn flushed_batches_survive_a_crash_before_sled_has_them_and_unflushed_ones_are_gone() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path(), key(1)).expect("open");
-        let mut b = Batch::default();
-        store.put(&mut b, Table::Messages, b"old", &"before");
-        store.apply(b).expect("apply");
-        let mut b = Batch::default();
-        store.put(&mut b, Table::Messages, b"m1", &"one");
-        store.put(&mut b, Table::Conversations, b"c", &7u64);
-        store.delete(&mut b, Table::Messages, b"old");
-        // What a crash leaves when it strikes after the journal and the first write.
-        store.db.insert(journal_key(), store.sealed_journal(&b).expect("sealed")).expect("journal");
-        let first = b.writes.remove(0);
-        store.write(first).expect("first write");
-        store.flush().expect("flush");
+        crash_after(dir.path(), &[(b"a", "one"), (b"b", "two"), (b"a", "one again")], (b"c", "never"));
+        let store = reopen(dir.path(), 1).expect("reopen");
+        assert_eq!(store.get::<String>(Table::Messages, b"a").expect("get"), Some("one again".into()));
+        assert_eq!(store.get::<usize>(Table::Conversations, b"b").expect("get"), Some(3));
+        assert_eq!(store.get::<String>(Table::Messages, b"c").expect("get"), None);
+        // Replayed, checkpointed: the next crash starts from there, with new records numbered on.
+        drop(store);
+        crash_after(dir.path(), &[(b"d", "four")], (b"e", "never"));
+        let store = reopen(dir.path(), 1).expect("reopen");
+        let all: Vec<String> = store.scan(Table::Messages, &[]).map(|r| r.expect("record").1).collect();
+        assert_eq!(all, ["one again", "two", "four"]);
+    }
+
+    #[test]
+    fn a_cut_last_record_loses_only_its_batch() {
+        let dir = tempfile::tempdir().expect("tmp");
+        crash_after(dir.path(), &[(b"a", "one"), (b"b", "two")], (b"c", "never"));
+        let log = dir.path().join(wal::FILE);
+        let len = std::fs::metadata(&log).expect("log").len();
+        std::fs::OpenOptions::new().write(true).open(&log).expect("log").set_len(len - 3).expect("cut");
+        let store = reopen(dir.path(), 1).expect("reopen");
+        assert_eq!(store.get::<String>(Table::Messages, b"a").expect("get"), Some("one".into()));
+        assert_eq!(store.get::<String>(Table::Messages, b"b").expect("get"), None);
+        assert_eq!(store.get::<usize>(Table::Conversations, b"b").expect("get"), None, "all or nothing");
+    }
+
+    #[test]
+    fn the_log_starts_over_when_full_and_keeps_every_batch() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open_with(dir.path(), key(1), 4096).expect("open");
+        for i in 0..200u32 {
+            let mut b = Batch::default();
+            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; 100]);
+            store.apply(b).expect("apply");
+            store.flush().expect("flush");
+        }
+        let log_len = std::fs::metadata(dir.path().join(wal::FILE)).expect("log").len();
+        assert!(log_len < 8192, "the log was reused, not grown: {log_len} bytes");
+        // The last ones only in the log (started over, so they fit: a full log waits for the
+        // applier), then a crash.
+        store.checkpoint().expect("checkpoint");
+        store.hold_applier(Hold::Pause);
+        for i in 200..210u32 {
+            let mut b = Batch::default();
+            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; 100]);
+            store.apply(b).expect("apply");
+            store.flush().expect("flush");
+        }
+        store.hold_applier(Hold::Drop);
         drop(store);
         let store = reopen(dir.path(), 1).expect("reopen");
-        assert_eq!(store.get::<String>(Table::Messages, b"m1").expect("get"), Some("one".into()));
-        assert_eq!(store.get::<u64>(Table::Conversations, b"c").expect("get"), Some(7));
-        assert_eq!(store.get::<String>(Table::Messages, b"old").expect("get"), None);
-        assert!(store.db.get(journal_key()).expect("get").is_none(), "the journal is removed once applied");
+        assert_eq!(store.count(Table::Outbox, &[]), 210);
     }
 
     #[test]
-    fn a_batch_that_failed_halfway_is_finished_before_the_next() {
+    fn a_missing_log_is_a_damaged_store_not_a_fresh_start() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path(), key(1)).expect("open");
-        let mut a = Batch::default();
-        store.put(&mut a, Table::Messages, b"a1", &"one");
-        store.put(&mut a, Table::Messages, b"a2", &"two");
-        // What an I/O error after the journal leaves behind.
-        store.db.insert(journal_key(), store.sealed_journal(&a).expect("sealed")).expect("journal");
-        store.unfinished.store(true, Ordering::Release);
-        let mut b = Batch::default();
-        store.put(&mut b, Table::Messages, b"a2", &"two, rewritten");
-        store.put(&mut b, Table::Messages, b"b", &"three");
-        store.apply(b).expect("apply");
-        assert_eq!(store.get::<String>(Table::Messages, b"a1").expect("get"), Some("one".into()));
-        assert_eq!(store.get::<String>(Table::Messages, b"a2").expect("get"), Some("two, rewritten".into()));
-        assert_eq!(store.get::<String>(Table::Messages, b"b").expect("get"), Some("three".into()));
-        assert!(store.db.get(journal_key()).expect("get").is_none());
+        drop(Store::open(dir.path(), key(1)).expect("open"));
+        std::fs::remove_file(dir.path().join(wal::FILE)).expect("remove");
+        assert!(matches!(reopen(dir.path(), 1), Err(StoreError::Foreign(_))));
     }
 
     #[test]
-    fn a_tampered_journal_is_a_corrupt_store_not_a_panic() {
+    fn a_format_1_store_is_taken_over_with_its_journal_finished() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(dir.path(), key(1)).expect("open");
-        store.db.insert(journal_key(), b"\x01not a sealed journal".to_vec()).expect("insert");
-        store.flush().expect("flush");
-        drop(store);
-        assert!(matches!(reopen(dir.path(), 1), Err(StoreError::Corrupt(Table::Meta))));
+        {
+            // A version 1 store as a crash left it: format 1, a journal not yet applied.
+            let db = sled::Config::new().path(dir.path()).open().expect("sled");
+            let k = key(1);
+            let put = |table, name: &[u8], value: Vec<u8>| {
+                let fk = full_key(table, name);
+                db.insert(&fk, value).expect("insert");
+            };
+            put(Table::Meta, b"format", seal(&k, &full_key(Table::Meta, b"format"), &1u32));
+            let msg = full_key(Table::Messages, b"m");
+            let writes: Vec<Write> = vec![(msg.clone(), Some(seal(&k, &msg, &"from the journal")))];
+            put(Table::Meta, V1_JOURNAL, seal(&k, &full_key(Table::Meta, V1_JOURNAL), &writes));
+            db.flush().expect("flush");
+        }
+        let store = reopen(dir.path(), 1).expect("reopen");
+        assert_eq!(store.get::<String>(Table::Messages, b"m").expect("get"), Some("from the journal".into()));
+        assert_eq!(store.get::<u32>(Table::Meta, b"format").expect("get"), Some(FORMAT_VERSION));
+        assert_eq!(store.get::<Vec<Write>>(Table::Meta, V1_JOURNAL).expect("get"), None);
     }
 
     #[test]
@@ -613,10 +899,10 @@ mod tests {
         let mut b = Batch::default();
         store.put(&mut b, Table::Docs, b"big", &vec![7u8; 400 * 1024]);
         store.apply(b).expect("apply");
-        store.flush().expect("flush");
+        store.checkpoint().expect("checkpoint");
         let on_disk = blobs();
         assert!(!on_disk.is_empty(), "sled wrote no blob: the test no longer covers blobs");
-        let synced = store.syncer.synced_blobs();
+        let synced = store.shared.syncer.synced_blobs();
         assert!(on_disk.is_subset(&synced), "unsynced blobs: {on_disk:?} vs {synced:?}");
         assert_eq!(
             store.get::<Vec<u8>>(Table::Docs, b"big").expect("get").map(|v| v.len()),
