@@ -26,11 +26,12 @@ impl Overlay {
         }
     }
 
-    /// Drops the writes of record `lsn`, now in sled, unless a later record wrote the key again.
-    pub(crate) fn remove_applied(&mut self, lsn: u64, writes: &[Pending]) {
-        for (k, _) in writes {
-            if self.writes.get(k.as_ref()).is_some_and(|(at, _)| *at == lsn) {
-                self.writes.remove(k.as_ref());
+    /// Drops each key's write of the given record, now in sled, unless a later record wrote the
+    /// key again.
+    pub(crate) fn remove_applied<'a>(&mut self, applied: impl IntoIterator<Item = (&'a [u8], u64)>) {
+        for (k, lsn) in applied {
+            if self.writes.get(k).is_some_and(|(at, _)| *at == lsn) {
+                self.writes.remove(k);
             }
         }
     }
@@ -121,7 +122,7 @@ mod tests {
         let first = [(iv("k"), Some(iv("1"))), (iv("x"), Some(iv("x")))];
         o.insert(1, &first);
         o.insert(2, &[(iv("k"), Some(iv("2")))]);
-        o.remove_applied(1, &first);
+        o.remove_applied(first.iter().map(|(k, _)| (k.as_ref(), 1)));
         assert_eq!(o.get(b"k"), Some(Some(iv("2"))), "record 2's write stays until it is applied");
         assert_eq!(o.get(b"x"), None);
         assert_eq!(o.len(), 1);
