@@ -12,6 +12,7 @@ pub mod link;
 use dingo_types::wire::{Request, Response, MSG_PROTOCOL};
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
@@ -193,6 +194,11 @@ impl std::fmt::Debug for Command {
 pub fn peer_id_of(device_key: &[u8; 32]) -> Option<PeerId> {
     let pk = identity::ed25519::PublicKey::try_from_bytes(device_key).ok()?;
     Some(PeerId::from_public_key(&identity::PublicKey::from(pk)))
+}
+
+/// The peer an address names (its last `/p2p/` part), if it names one.
+pub fn peer_of_addr(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().filter_map(|p| if let Protocol::P2p(id) = p { Some(id) } else { None }).last()
 }
 
 /// The device key behind a PeerId, if it is an Ed25519 identity.

@@ -27,6 +27,9 @@ pub(crate) const MAX_SYNC_ROUNDS: usize = 1_000;
 pub(crate) const RESYNC_INTERVAL: Duration = Duration::from_secs(3);
 /// Shortest time between two hand-offs of one contact's mail.
 const HANDOFF_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a peer being dialed at start counts as connected for pulls (see [`State::dialing`]):
+/// past it, a dial that connected elsewhere or hangs no longer holds anything back.
+const DIAL_GRACE: Duration = Duration::from_secs(5);
 /// Outbox entries remembered as handed to a carrier (so retries do not hand them again).
 const HANDED_KEPT: usize = 100_000;
 
@@ -53,6 +56,11 @@ pub(crate) struct State {
     pulling: Mutex<HashSet<[u8; 32]>>,
     /// Pulls take turns (see [`pull`]).
     pull_turn: PullTurn,
+    /// Devices dialed at start and not yet connected, since when: a pull from a third peer
+    /// leaves their envelopes out as it does a connected author's, or a member coming back
+    /// would take an author's envelopes from whoever connected first and then again from the
+    /// author (every one twice).
+    dialing: Mutex<HashMap<[u8; 32], Instant>>,
     /// Something could not be taken in a sync: look again soon.
     resync: AtomicBool,
     /// Contacts whose mail is being handed to carriers, and when that last started.
@@ -79,6 +87,26 @@ impl State {
         p.connected = true;
         p.addr = Some(addr);
         p.last_seen = now_ms();
+        drop(peers);
+        locked(&self.dialing).remove(&device);
+    }
+
+    /// `device` is being dialed (`true`), or its dial failed (`false`).
+    pub(crate) fn dialing(&self, device: [u8; 32], on: bool) {
+        let mut dialing = locked(&self.dialing);
+        match on {
+            true => dialing.insert(device, Instant::now()),
+            false => dialing.remove(&device),
+        };
+    }
+
+    /// Connected peers, and those dialed at start that may connect any moment.
+    fn connected_or_dialing(&self) -> HashSet<[u8; 32]> {
+        let mut peers: HashSet<[u8; 32]> = self.connected_peers().into_iter().collect();
+        peers.extend(
+            locked(&self.dialing).iter().filter(|(_, at)| at.elapsed() < DIAL_GRACE).map(|(d, _)| *d),
+        );
+        peers
     }
 
     pub(crate) fn disconnected(&self, device: [u8; 32]) {
@@ -166,7 +194,7 @@ async fn pull_rounds(node: &Node, device: [u8; 32]) -> Result<(), NodeError> {
     let mut storing: Option<tokio::task::JoinHandle<bool>> = None;
     let mut outcome = Ok(());
     for _ in 0..MAX_SYNC_ROUNDS {
-        let connected: HashSet<[u8; 32]> = node.inner.carrier.connected_peers().into_iter().collect();
+        let connected = node.inner.carrier.connected_or_dialing();
         let ask = leave_out_connected(&groups, &authors, &connected);
         let answer = net.request(peer, Request::Sync(ask)).await;
         if let Some(previous) = storing.take() {

@@ -320,8 +320,13 @@ pub(crate) async fn start(
     if node.inner.net.set(net.clone()).is_err() {
         return Err(NodeError::Offline);
     }
+    // Who is at each address this node knows (to tell whom a dial by bare address reaches).
+    let mut known_at: HashMap<String, [u8; 32]> = HashMap::new();
     for rec in node.job(|c, s| c.contacts(s)).await?.iter() {
         learn_addresses(&net, rec).await;
+        if let Ok(device) = rec.device_key() {
+            known_at.extend(rec.addrs.iter().map(|a| (a.clone(), device.0)));
+        }
     }
     for uid in node.job(|c, s| c.pending_contacts(s)).await? {
         node.inner.delivery.enqueued(uid);
@@ -348,10 +353,21 @@ pub(crate) async fn start(
     ];
     locked(&node.inner.tasks).extend(loops);
     for addr in peers {
-        let net = net.clone();
+        let (net, node) = (net.clone(), node.clone());
+        let named = dingo_net::peer_of_addr(&addr).as_ref().and_then(device_key_of);
+        let device = named.or_else(|| known_at.get(&addr.to_string()).copied());
+        if let Some(d) = device {
+            node.inner.carrier.dialing(d, true);
+        }
         tokio::spawn(async move {
             if let Err(e) = net.dial(addr.clone()).await {
                 tracing::warn!(%addr, "could not dial peer: {e}");
+                if let Some(d) = device {
+                    // Pulls left this peer's envelopes to it: now others must hand them over.
+                    node.inner.carrier.dialing(d, false);
+                    node.inner.carrier.want_resync();
+                    carrier::resync_now(&node);
+                }
             }
         });
     }
