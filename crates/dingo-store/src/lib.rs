@@ -44,6 +44,9 @@ pub const FLUSH_QUEUE: usize = 4096;
 /// Flushed rounds waiting for the applier before a flush waits for it (sled slower than the
 /// log for that long).
 const APPLY_QUEUE: usize = 1024;
+/// Values this large may land in a sled blob file (sled's limit is a quarter of its 512 KiB
+/// segment; this stays well under it).
+const LARGE_VALUE: usize = 32 * 1024;
 /// How long the applier gathers durable records before it puts them into sled: a key written
 /// again meanwhile (a ratchet session, a counter, an outbox entry and its removal) goes into
 /// sled once. Nobody waits for it but a checkpoint: reads have the overlay.
@@ -150,7 +153,7 @@ impl std::fmt::Debug for Store {
 struct Shared {
     db: sled::Db,
     key: StorageKey,
-    syncer: Syncer,
+    syncer: Arc<Syncer>,
     /// Batches applied and not yet in the log.
     queued: Mutex<Queued>,
     /// The log, held while it is written (flushes take turns).
@@ -188,6 +191,7 @@ struct LogState {
 /// the log is synced, and the writes stay readable from the overlay meanwhile.
 struct Applier {
     db: sled::Db,
+    syncer: Arc<Syncer>,
     overlay: Mutex<Overlay>,
     progress: Mutex<Progress>,
     moved: Condvar,
@@ -246,7 +250,16 @@ impl Applier {
             }
             // In key order, each key once: sled's cheapest way in. A crash halfway leaves a mix
             // of these records' writes in sled, which replaying the log completes.
-            if let Err(e) = newest.iter().try_for_each(|(k, (_, v))| write(&self.db, k, v.clone())) {
+            let large = newest.values().any(|(_, v)| v.as_ref().is_some_and(|v| v.len() >= LARGE_VALUE));
+            let applied = newest.iter().try_for_each(|(k, (_, v))| write(&self.db, k, v.clone()));
+            // sled writes a node holding a large value to a blob file of its own, which only a
+            // sync makes durable: flush and sync now rather than at the next checkpoint, so
+            // sled's log never points at a blob a power cut could take.
+            let synced = match (applied, large) {
+                (Ok(()), true) => self.db.flush().map(drop).and_then(|()| Ok(self.syncer.sync()?)),
+                (other, _) => other,
+            };
+            if let Err(e) = synced {
                 lock(&self.progress).failure = Some(e.to_string());
                 self.moved.notify_all();
                 return;
@@ -414,9 +427,10 @@ impl Store {
                 seal(&key, &full_key(Table::Meta, b"format"), &FORMAT_VERSION),
             )?;
         }
-        let syncer = Syncer::open(dir).map_err(|e| StoreError::Io(e.into()))?;
+        let syncer = Arc::new(Syncer::open(dir).map_err(|e| StoreError::Io(e.into()))?);
         let applier = Arc::new(Applier {
             db: db.clone(),
+            syncer: syncer.clone(),
             overlay: Mutex::default(),
             progress: Mutex::new(Progress { applied_upto: next_lsn, failure: None, hold: Hold::Run }),
             moved: Condvar::new(),
@@ -905,7 +919,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_syncs_the_blob_files_sled_wrote() {
+    fn the_blob_files_sled_writes_are_synced_once_applied() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path(), key(1)).expect("open");
         let blobs = || -> std::collections::HashSet<std::ffi::OsString> {
@@ -919,7 +933,10 @@ mod tests {
         let mut b = Batch::default();
         store.put(&mut b, Table::Docs, b"big", &vec![7u8; 400 * 1024]);
         store.apply(b).expect("apply");
-        store.checkpoint().expect("checkpoint");
+        store.flush().expect("flush");
+        // No checkpoint: the applier flushes and syncs sled itself after a large value.
+        let written = lock(&store.shared.log).written_upto;
+        store.shared.applier.wait_applied(written).expect("applied");
         let on_disk = blobs();
         assert!(!on_disk.is_empty(), "sled wrote no blob: the test no longer covers blobs");
         let synced = store.shared.syncer.synced_blobs();
