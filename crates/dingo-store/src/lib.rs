@@ -411,12 +411,11 @@ impl Store {
             Ok(None) if fresh && db.is_empty() => (0, true),
             Ok(Some(_)) | Ok(None) | Err(_) => return Err(foreign()),
         };
-        let (file, contents) =
-            wal::LogFile::open(dir, new_log, log_capacity).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => foreign(),
-                _ => StoreError::Io(e.into()),
-            })?;
-        let replayed = wal::records(&key, &contents, first_lsn);
+        let file = wal::LogFile::open(dir, new_log, log_capacity).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => foreign(),
+            _ => StoreError::Io(e.into()),
+        })?;
+        let replayed = file.replay(&key, first_lsn).map_err(|e| StoreError::Io(e.into()))?;
         for (k, v) in replayed.iter().flatten() {
             write(&db, k, v.as_deref().map(IVec::from))?;
         }
@@ -797,7 +796,7 @@ mod tests {
     /// What a crash leaves: flushed batches only in the log (the applier never got to them),
     /// and an applied batch never flushed.
     fn crash_after(dir: &Path, flushed: &[(&[u8], &str)], unflushed: (&[u8], &str)) {
-        let store = Store::open(dir, key(1)).expect("open");
+        let store = reopen(dir, 1).expect("open");
         store.hold_applier(Hold::Pause);
         for (k, v) in flushed {
             let mut b = Batch::default();
@@ -826,6 +825,24 @@ mod tests {
         let store = reopen(dir.path(), 1).expect("reopen");
         let all: Vec<String> = store.scan(Table::Messages, &[]).map(|r| r.expect("record").1).collect();
         assert_eq!(all, ["one again", "two", "four"]);
+    }
+
+    #[test]
+    fn a_log_longer_than_its_first_read_replays_whole() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), key(1)).expect("open");
+        store.hold_applier(Hold::Pause);
+        for i in 0..100u32 {
+            let mut b = Batch::default();
+            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; 3000]);
+            store.apply(b).expect("apply");
+            store.flush().expect("flush");
+        }
+        store.hold_applier(Hold::Drop);
+        drop(store);
+        assert!(std::fs::metadata(dir.path().join(wal::FILE)).expect("log").len() > 4 * 64 * 1024);
+        let store = reopen(dir.path(), 1).expect("reopen");
+        assert_eq!(store.count(Table::Outbox, &[]), 100);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use crate::Write;
 use dingo_crypto::at_rest::StorageKey;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -29,6 +29,8 @@ pub(crate) const FILE: &str = "wal";
 pub(crate) const CAPACITY: u64 = 4 * 1024 * 1024;
 /// `len` and `lsn`.
 const FRAME_HEADER: usize = 4 + 8;
+/// What opening reads of the log first (most opens find a checkpoint's empty log).
+const FIRST_READ: u64 = 64 * 1024;
 
 fn aad(lsn: u64) -> [u8; 21] {
     let mut a = [0u8; 21];
@@ -53,25 +55,32 @@ pub(crate) fn frame(key: &StorageKey, lsn: u64, writes: &[Write]) -> Vec<u8> {
 
 /// The batches recorded in `log` from `first_lsn` on, in order (see the module doc for where
 /// replay stops).
-pub(crate) fn records(key: &StorageKey, log: &[u8], first_lsn: u64) -> Vec<Vec<Write>> {
+#[cfg(test)]
+fn records(key: &StorageKey, log: &[u8], first_lsn: u64) -> Vec<Vec<Write>> {
+    parse(key, log, first_lsn).0
+}
+
+/// [`records`], and whether parsing stopped only because `log` ended inside a record (more of
+/// the file would tell).
+fn parse(key: &StorageKey, log: &[u8], first_lsn: u64) -> (Vec<Vec<Write>>, bool) {
     let mut out = Vec::new();
     let mut at = 0usize;
     let mut lsn = first_lsn;
-    while let Some(header) = log.get(at..at + FRAME_HEADER) {
+    loop {
+        let Some(header) = log.get(at..at + FRAME_HEADER) else { return (out, true) };
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let mut n = [0u8; 8];
         n.copy_from_slice(&header[4..]);
         if u64::from_le_bytes(n) != lsn || len == 0 {
-            break;
+            return (out, false);
         }
-        let Some(sealed) = log.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
-        let Ok(plain) = key.open(&aad(lsn), sealed) else { break };
-        let Ok(writes) = postcard::from_bytes::<Vec<Write>>(&plain) else { break };
+        let Some(sealed) = log.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { return (out, true) };
+        let Ok(plain) = key.open(&aad(lsn), sealed) else { return (out, false) };
+        let Ok(writes) = postcard::from_bytes::<Vec<Write>>(&plain) else { return (out, false) };
         out.push(writes);
         at += FRAME_HEADER + len;
         lsn += 1;
     }
-    out
 }
 
 /// The open log file and where the next record goes.
@@ -83,14 +92,28 @@ pub(crate) struct LogFile {
 }
 
 impl LogFile {
-    /// Opens the log in `dir`, creating it only if `create`; returns it with its contents.
-    pub(crate) fn open(dir: &Path, create: bool, capacity: u64) -> io::Result<(Self, Vec<u8>)> {
+    /// Opens the log in `dir`, creating it only if `create`.
+    pub(crate) fn open(dir: &Path, create: bool, capacity: u64) -> io::Result<Self> {
         let path = dir.join(FILE);
-        let mut file =
-            OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?;
-        let mut contents = Vec::new();
-        file.read_to_end(&mut contents)?;
-        Ok((Self { file, offset: 0, capacity }, contents))
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Self { file, offset: 0, capacity })
+    }
+
+    /// The batches to replay (see the module doc). The file keeps older records after the current
+    /// ones, so it is read only as far as they go: a first slice, then more while a record
+    /// runs past what was read.
+    pub(crate) fn replay(&self, key: &StorageKey, first_lsn: u64) -> io::Result<Vec<Vec<Write>>> {
+        let size = self.file.metadata()?.len();
+        let mut want = FIRST_READ.min(size);
+        loop {
+            let mut log = vec![0u8; want as usize];
+            self.file.read_exact_at(&mut log, 0)?;
+            let (batches, cut) = parse(key, &log, first_lsn);
+            if !cut || want == size {
+                return Ok(batches);
+            }
+            want = (want * 4).min(size);
+        }
     }
 
     /// Whether `bytes` more must wait for a checkpoint (the file is full, and not empty).
@@ -159,6 +182,32 @@ mod tests {
         let mut lying = frame(&k, 1, &batch(1));
         lying[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(records(&k, &lying, 1).is_empty(), "a length past the end is a cut, not a panic");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_replay_without_a_panic_and_records_round_trip(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            batches in proptest::collection::vec(
+                proptest::collection::vec(
+                    (
+                        proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
+                        proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)),
+                    ),
+                    1..5,
+                ),
+                0..6,
+            ),
+        ) {
+            let k = key();
+            let _ = records(&k, &noise, 0);
+            let mut log: Vec<u8> = Vec::new();
+            for (i, b) in batches.iter().enumerate() {
+                log.extend(frame(&k, 40 + i as u64, b));
+            }
+            log.extend(&noise);
+            proptest::prop_assert_eq!(records(&k, &log, 40), batches);
+        }
     }
 
     #[test]
