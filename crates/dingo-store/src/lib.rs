@@ -187,8 +187,9 @@ struct LogState {
     broken: Option<String>,
 }
 
-/// Puts durable records into sled, in order, on a thread of its own: a flush answers as soon as
-/// the log is synced, and the writes stay readable from the overlay meanwhile.
+/// Puts durable records into sled on a thread of its own, the records of [`APPLY_GATHER`] at a
+/// time with each key's newest write only: a flush answers as soon as the log is synced, and
+/// the writes stay readable from the overlay meanwhile.
 struct Applier {
     db: sled::Db,
     syncer: Arc<Syncer>,
