@@ -146,7 +146,9 @@ async fn a_peer_cannot_open_request_streams_without_bound() {
     };
     let mut open = Vec::new();
     for _ in 0..dingo_net::MAX_INBOUND_LINKS_PER_PEER {
-        open.push(open_one().await.expect("accepted"));
+        // libp2p-stream resets a stream that arrives while its acceptor is not being polled (a
+        // loaded machine): such a stream never counted, so open it again.
+        open.push(crate::support::eventually("a stream accepted", open_one).await);
     }
     // One more is dropped at once: its write fails, or reading it ends (reset or closed)
     // instead of waiting.
