@@ -828,17 +828,22 @@ mod tests {
         assert_eq!(all, ["one again", "two", "four"]);
     }
 
+    /// One outbox record of `size` bytes per number in `range`, each its own batch and flush.
+    fn flush_each(store: &Store, range: std::ops::Range<u32>, size: usize) {
+        for i in range {
+            let mut b = Batch::default();
+            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; size]);
+            store.apply(b).expect("apply");
+            store.flush().expect("flush");
+        }
+    }
+
     #[test]
     fn a_log_longer_than_its_first_read_replays_whole() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path(), key(1)).expect("open");
         store.hold_applier(Hold::Pause);
-        for i in 0..100u32 {
-            let mut b = Batch::default();
-            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; 3000]);
-            store.apply(b).expect("apply");
-            store.flush().expect("flush");
-        }
+        flush_each(&store, 0..100, 3000);
         store.hold_applier(Hold::Drop);
         drop(store);
         assert!(std::fs::metadata(dir.path().join(wal::FILE)).expect("log").len() > 4 * 64 * 1024);
@@ -863,24 +868,14 @@ mod tests {
     fn the_log_starts_over_when_full_and_keeps_every_batch() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open_with(dir.path(), key(1), 4096).expect("open");
-        for i in 0..200u32 {
-            let mut b = Batch::default();
-            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; 100]);
-            store.apply(b).expect("apply");
-            store.flush().expect("flush");
-        }
+        flush_each(&store, 0..200, 100);
         let log_len = std::fs::metadata(dir.path().join(wal::FILE)).expect("log").len();
         assert!(log_len < 8192, "the log was reused, not grown: {log_len} bytes");
         // The last ones only in the log (started over, so they fit: a full log waits for the
         // applier), then a crash.
         store.checkpoint().expect("checkpoint");
         store.hold_applier(Hold::Pause);
-        for i in 200..210u32 {
-            let mut b = Batch::default();
-            store.put(&mut b, Table::Outbox, &i.to_be_bytes(), &vec![i as u8; 100]);
-            store.apply(b).expect("apply");
-            store.flush().expect("flush");
-        }
+        flush_each(&store, 200..210, 100);
         store.hold_applier(Hold::Drop);
         drop(store);
         let store = reopen(dir.path(), 1).expect("reopen");
