@@ -4,12 +4,12 @@
 //! for a `sync_file_range`, and still needs an `fdatasync` to survive a power cut (see
 //! `durable.rs`). Here a flush is one `pwrite` of the batches' records and one `fdatasync`, on
 //! the flushing thread. sled is written only with batches whose record is already durable (see
-//! `lib.rs`), so after any crash sled holds a prefix of the durable batches, possibly cut inside
-//! one, and replaying the log's records on top completes it: every write is a blind put or
-//! delete, so applying one again is harmless.
+//! `lib.rs`), so after any crash sled holds the last checkpoint's state and some of the writes
+//! of durable batches, and replaying the log's records in order on top gives every key its last
+//! value: every write is a blind put or delete, so applying one again is harmless.
 //!
-//! The file (`wal` beside sled's) is reused from its start after each checkpoint (sled
-//! flushed and synced, then the number of the next record written into sled). A record is
+//! The file (`wal` beside sled's) is reused from its start after each checkpoint (the number
+//! of the next record written into sled, then sled flushed and synced). A record is
 //! `len: u32 LE`, `lsn: u64 LE`, then its writes sealed with the storage key, the log version
 //! and the lsn as associated data. Replay starts at offset 0 with the checkpoint's number and
 //! stops at the first record that is not the next number or does not open: the tail of a
@@ -18,8 +18,7 @@
 use crate::Write;
 use dingo_crypto::at_rest::StorageKey;
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Seek, SeekFrom, Write as _};
 use std::path::Path;
 
 /// The log's file name in the store directory.
@@ -107,7 +106,8 @@ impl LogFile {
         let mut want = FIRST_READ.min(size);
         loop {
             let mut log = vec![0u8; want as usize];
-            self.file.read_exact_at(&mut log, 0)?;
+            (&self.file).seek(SeekFrom::Start(0))?;
+            (&self.file).read_exact(&mut log)?;
             let (batches, cut) = parse(key, &log, first_lsn);
             if !cut || want == size {
                 return Ok(batches);
@@ -131,7 +131,8 @@ impl LogFile {
                 &joined
             }
         };
-        self.file.write_all_at(bytes, self.offset)?;
+        (&self.file).seek(SeekFrom::Start(self.offset))?;
+        (&self.file).write_all(bytes)?;
         self.file.sync_data()?;
         self.offset += bytes.len() as u64;
         Ok(())
