@@ -438,13 +438,28 @@ fn measure_rekey(n: usize) -> Rekey {
     }
     let mut new_ids = Vec::new();
     let mut sealed = 0;
+    // Per member: when its send started after the removal, and how long the send took.
+    let (mut starts, mut sends) = (Vec::new(), Vec::new());
     for m in &team.members[..remaining] {
         // "ok ID STARTED SEALED"
         let a = m.answer();
         let parts: Vec<&str> = a.split(' ').collect();
         new_ids.push(parts[1].to_owned());
-        sealed = sealed.max(parts[3].parse().expect("time"));
+        let (started, done): (u64, u64) = (parts[2].parse().expect("time"), parts[3].parse().expect("time"));
+        starts.push(ms(started - t0));
+        sends.push(ms(done - started));
+        sealed = sealed.max(done);
     }
+    eprintln!(
+        "rekey at {n}: the members' sends started {:.0} / {:.0} / {:.0} ms after the removal (min / \
+         median / max) and took {:.1} / {:.1} / {:.1} ms",
+        pct(&mut starts, 0.0),
+        pct(&mut starts, 0.5),
+        pct(&mut starts, 1.0),
+        pct(&mut sends, 0.0),
+        pct(&mut sends, 0.5),
+        pct(&mut sends, 1.0)
+    );
     let converged = team.arrivals(&new_ids, remaining - 1);
     let after = team.envelope_counts();
     eprintln!(
