@@ -6,8 +6,9 @@
 //! a flush writes the applied batches' records and `fdatasync`s once, and sled gets the writes
 //! after that, on an applier thread, while reads see them at once (`overlay.rs`). Flushes are
 //! group-committed: [`StoreHandle::flush`] callers that arrive while a flush is running share
-//! the next one, so a burst of messages costs a few fsyncs, not one each. Keys are never secret (ids and sequence numbers only);
-//! values are never stored in clear, so a copied store directory shows no plaintext.
+//! the next one, so a burst of messages costs a few fsyncs, not one each. Keys are never secret
+//! (ids and sequence numbers only); values are never stored in clear, so a copied store
+//! directory shows no plaintext.
 
 pub mod chunks;
 mod durable;
@@ -162,7 +163,6 @@ struct Shared {
     applier_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-#[derive(Default)]
 struct Queued {
     next_lsn: u64,
     records: Vec<QueuedRecord>,

@@ -185,18 +185,16 @@ mod tests {
         assert!(records(&k, &lying, 1).is_empty(), "a length past the end is a cut, not a panic");
     }
 
+    fn bytes(len: std::ops::Range<usize>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(proptest::prelude::any::<u8>(), len)
+    }
+
     proptest::proptest! {
         #[test]
         fn any_bytes_replay_without_a_panic_and_records_round_trip(
-            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            noise in bytes(0..600),
             batches in proptest::collection::vec(
-                proptest::collection::vec(
-                    (
-                        proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
-                        proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)),
-                    ),
-                    1..5,
-                ),
+                proptest::collection::vec((bytes(1..40), proptest::option::of(bytes(0..200))), 1..5),
                 0..6,
             ),
         ) {
