@@ -285,7 +285,7 @@ fn advance(groups: &mut [GroupHave], envs: &[Vec<u8>]) {
 
 /// Answers a peer's sync request (members of shared channels only).
 pub(crate) async fn serve_sync(node: &Node, device: [u8; 32], groups: Vec<GroupHave>, responder: Responder) {
-    let answer = node.job(move |c, s| c.serve_sync(s, &DeviceKey(device), &groups)).await;
+    let answer = node.peer_job(move |c, s| c.serve_sync(s, &DeviceKey(device), &groups)).await;
     match answer {
         Ok(served) => {
             node.inner.carrier.carried(device, served.carried);
@@ -310,7 +310,7 @@ pub(crate) async fn serve_carry(node: &Node, device: [u8; 32], envs: Vec<Vec<u8>
     let mut envs = envs;
     envs.truncate(allowed);
     let now = now_ms();
-    let answer = node.job(move |c, s| c.carry(s, &DeviceKey(device), envs, now)).await;
+    let answer = node.peer_job(move |c, s| c.carry(s, &DeviceKey(device), envs, now)).await;
     let (mut statuses, recipients) = match answer {
         Ok(a) => a,
         Err(e) => {

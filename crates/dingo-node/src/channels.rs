@@ -8,6 +8,7 @@
 //! member's "delivered"; read receipts come back pairwise to the author.
 
 use crate::chat::{message_key, preview, replay_key, AcceptCtx, Accepted, Core, SealCtx};
+use crate::fanout::{Sent, Source};
 use crate::records::*;
 use crate::sync::Priority;
 use crate::{NodeError, NodeEvent};
@@ -221,7 +222,8 @@ impl Core {
         let recipients: Vec<UserId> = others.iter().filter(|u| mine.holders.contains(*u)).copied().collect();
         let newly_keyed: Vec<UserId> = lacking.into_iter().filter(|u| mine.holders.contains(u)).collect();
         self.queue_group(s, &mut ctx.batch, (group, seq), (Some(id), Some(key.clone())), &newly_keyed)?;
-        ctx.effects.kick.extend(recipients.iter().copied());
+        let sent = Sent { source: Source::Group(group, seq), msg_id: Some(id), msg_key: Some(key.clone()) };
+        ctx.effects.group_fresh.push((recipients.clone(), sent, env.encode()));
         let conv = self.ctx_conv(s, ctx, group)?;
         conv.next_seq = seq + 1;
         if state.channel_by_id(&group).is_some() {

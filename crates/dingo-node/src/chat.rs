@@ -82,6 +82,16 @@ pub(crate) struct Effects {
     /// The outbox entries written, by recipient and outbox key (only with
     /// [`SealCtx::hand_back`]).
     pub fresh: Vec<(UserId, Vec<u8>, OutboxItem)>,
+    /// My group envelopes sealed, each with the members it goes to: handed to their delivery
+    /// runs in memory like `fresh` (the group log is the record).
+    pub group_fresh: Vec<(Vec<UserId>, crate::fanout::Sent, Vec<u8>)>,
+}
+
+impl Effects {
+    /// Whether nothing was queued for delivery.
+    pub(crate) fn delivers_nothing(&self) -> bool {
+        self.kick.is_empty() && self.fresh.is_empty() && self.group_fresh.is_empty()
+    }
 }
 
 /// What a batch of inbound envelopes changes, written once by [`Core::commit`].

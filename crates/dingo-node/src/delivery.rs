@@ -9,11 +9,13 @@
 
 use crate::carrier;
 use crate::chat::{AcceptCtx, Accepted, Core};
+use crate::fanout::{RunCursor, Source};
 use crate::records::ContactRec;
 use crate::{Node, NodeError, NodeEvent};
 use dingo_crypto::batch::Verifier;
 use dingo_crypto::session::VerifiedEnvelope;
 use dingo_net::{device_key_of, peer_id_of, Event, Net};
+use dingo_store::Lane;
 use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
 use dingo_types::{now_ms, DeviceKey, UserId};
@@ -121,8 +123,18 @@ struct Fresh {
     envelope: Vec<u8>,
 }
 
-/// An outbox entry as written: its key and the entry.
-pub(crate) type Written = (Vec<u8>, crate::records::OutboxItem);
+/// An envelope handed to a delivery run: where it came from, and its bytes.
+pub(crate) type Handed = (crate::fanout::Sent, Vec<u8>);
+
+/// An outbox entry as written (its key and the entry), to hand over.
+pub(crate) fn handed_entry(key: Vec<u8>, item: crate::records::OutboxItem) -> Handed {
+    let sent = crate::fanout::Sent {
+        source: crate::fanout::Source::Outbox(key),
+        msg_id: item.msg_id,
+        msg_key: item.msg_key,
+    };
+    (sent, item.envelope)
+}
 
 /// Most bytes of handed-over entries kept per contact; beyond it they are read from the outbox.
 const MAX_FRESH_BYTES: usize = 4 * 1024 * 1024;
@@ -160,9 +172,9 @@ impl State {
         locked(&self.in_flight).get(uid).cloned().unwrap_or_default()
     }
 
-    /// Like [`State::enqueued`], for outbox entries that are durable already: `items` are
-    /// (outbox key, entry) for `uid`, in key order.
-    pub(crate) fn enqueued_fresh(&self, uid: UserId, items: Vec<Written>) {
+    /// Like [`State::enqueued`], for envelopes that are durable already (outbox entries, in key
+    /// order, and my group envelopes, in sequence order per group).
+    pub(crate) fn enqueued_fresh(&self, uid: UserId, items: Vec<Handed>) {
         let mut pending = locked(&self.pending);
         let generation = pending.entry(uid).or_insert(0);
         *generation += 1;
@@ -170,15 +182,10 @@ impl State {
         let queue = fresh.entry(uid).or_default();
         // Past the cap the entries are only in the outbox, and this enqueue forces a read.
         let held: usize = queue.iter().map(|f| f.envelope.len()).sum();
-        let adding: usize = items.iter().map(|(_, item)| item.envelope.len()).sum();
+        let adding: usize = items.iter().map(|(_, envelope)| envelope.len()).sum();
         if held + adding <= MAX_FRESH_BYTES {
-            for (key, item) in items {
-                let sent = crate::fanout::Sent {
-                    source: crate::fanout::Source::Outbox(key),
-                    msg_id: item.msg_id,
-                    msg_key: item.msg_key,
-                };
-                queue.push(Fresh { generation: *generation, sent, envelope: item.envelope });
+            for (sent, envelope) in items {
+                queue.push(Fresh { generation: *generation, sent, envelope });
             }
         }
         drop(fresh);
@@ -502,7 +509,7 @@ pub(crate) async fn accept_envelopes(
     let via = device_key_of(&peer).map(DeviceKey);
     let now = now_ms();
     let outcome = node
-        .durable_job(move |core: &Core, s| {
+        .durable_job_in(Lane::Peer, move |core: &Core, s| {
             if stale() {
                 return Ok(None);
             }
@@ -597,6 +604,9 @@ async fn delivery_loop(node: Node) {
         }
     }
 }
+
+/// How long a delivery run with nothing left to send waits for more before it ends.
+pub(crate) const RUN_LINGER: Duration = Duration::from_secs(3);
 
 /// Requests in flight to one contact: the next batch travels while the recipient stores the
 /// previous one.
@@ -704,13 +714,18 @@ fn record_together(core: &Core, s: &dingo_store::Store, waiting: Vec<ToRecord>) 
     }
 }
 
-/// The next delivery batch out of handed-over entries, skipping any at or before `read_to`
-/// (a read of the outbox found those).
-fn fresh_batch(backlog: &mut VecDeque<Fresh>, read_to: Option<&[u8]>) -> crate::chat::OutgoingBatch {
+/// The next delivery batch out of handed-over entries, skipping any that a read of the outbox
+/// found already (outbox entries up to `run`'s key, group envelopes below its position), and
+/// moving `run` past the group envelopes taken.
+fn fresh_batch(backlog: &mut VecDeque<Fresh>, run: &mut RunCursor) -> crate::chat::OutgoingBatch {
     let mut items = Vec::new();
     let mut bytes = 0;
     while let Some(next) = backlog.front() {
-        if next.sent.outbox_key().is_some_and(|k| Some(k) <= read_to) {
+        let read = match &next.sent.source {
+            Source::Outbox(key) => Some(key) <= run.outbox.as_ref(),
+            Source::Group(group, seq) => run.groups.get(group).is_some_and(|at| seq < at),
+        };
+        if read {
             backlog.pop_front();
             continue;
         }
@@ -721,6 +736,9 @@ fn fresh_batch(backlog: &mut VecDeque<Fresh>, read_to: Option<&[u8]>) -> crate::
         }
         let Some(next) = backlog.pop_front() else { break };
         bytes += next.envelope.len();
+        if let Source::Group(group, seq) = next.sent.source {
+            run.groups.insert(group, seq + 1);
+        }
         items.push((next.sent, next.envelope));
     }
     items
@@ -741,6 +759,8 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
     let mut backlog: VecDeque<Fresh> = VecDeque::new();
     let mut sent_fresh: HashSet<Vec<u8>> = HashSet::new();
     let mut device = None;
+    let mut peer_of: Option<(DeviceKey, libp2p::PeerId)> = None;
+    let mut shutdown = node.inner.shutdown.subscribe();
     let wakeup = state.run_wakeup(&uid);
     // Requests sent and not answered yet.
     let unanswered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -765,7 +785,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             }
             let (to, items) = match device {
                 Some(to) if !backlog.is_empty() => {
-                    let items = fresh_batch(&mut backlog, run.outbox.as_deref());
+                    let items = fresh_batch(&mut backlog, &mut run);
                     sent_fresh
                         .extend(items.iter().filter_map(|(sent, _)| sent.outbox_key().map(<[u8]>::to_vec)));
                     (to, items)
@@ -797,7 +817,12 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
             if items.is_empty() {
                 continue;
             }
-            let peer = peer_id_of(&to.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?;
+            // A device key's point is checked as it becomes a peer id: once per run, not per batch.
+            let peer = match peer_of {
+                Some((device, peer)) if device == to => peer,
+                _ => peer_id_of(&to.0).ok_or(NodeError::Crypto(dingo_crypto::CryptoError::BadKey))?,
+            };
+            peer_of = Some((to, peer));
             let (sent, envs): (Sent, Vec<Vec<u8>>) = items.into_iter().unzip();
             let (net, node) = (net.clone(), node.clone());
             let (recorded, next_may_record) = oneshot::channel();
@@ -838,7 +863,17 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
         let Some((peer, answer, rtt)) = next else {
             // Nothing in flight and nothing left to load: done, unless something was queued
             // since the outbox was last read to its end.
-            if read_to_end_at.is_some_and(|g| state.finish_if_at(&uid, g)) {
+            let Some(read_at) = read_to_end_at else { continue };
+            if state.generation(&uid) == read_at {
+                // Idle. The run stays a while for more mail, which then goes out at once, with
+                // no read of the outbox (a channel's next message, the next line of a chat).
+                tokio::select! {
+                    () = wakeup.notified() => continue,
+                    () = tokio::time::sleep(RUN_LINGER) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            }
+            if state.finish_if_at(&uid, read_at) {
                 return Ok(());
             }
             continue;
@@ -901,9 +936,14 @@ mod tests {
         assert!(burst.take().is_empty());
     }
 
-    fn written(n: u8) -> Written {
+    fn written(n: u8) -> Handed {
         let item = OutboxItem { envelope: vec![n; 10], msg_id: None, msg_key: None, conv: ConvId([0; 32]) };
-        (vec![n], item)
+        handed_entry(vec![n], item)
+    }
+
+    fn group_envelope(group: ConvId, seq: u64) -> Handed {
+        let sent = crate::fanout::Sent { source: Source::Group(group, seq), msg_id: None, msg_key: None };
+        (sent, vec![seq as u8; 10])
     }
 
     fn keys(items: &[Fresh]) -> Vec<Vec<u8>> {
@@ -938,20 +978,31 @@ mod tests {
 
     #[test]
     fn a_batch_of_handed_over_entries_skips_what_a_read_of_the_outbox_found() {
-        let mut backlog: VecDeque<Fresh> = (1..=3u8)
-            .map(|n| {
-                let (key, item) = written(n);
-                let sent = crate::fanout::Sent {
-                    source: crate::fanout::Source::Outbox(key),
-                    msg_id: None,
-                    msg_key: None,
-                };
-                Fresh { generation: 1, sent, envelope: item.envelope }
-            })
-            .collect();
-        let batch = fresh_batch(&mut backlog, Some(&[1]));
-        let sent: Vec<_> = batch.iter().filter_map(|(s, _)| s.outbox_key().map(<[u8]>::to_vec)).collect();
-        assert_eq!(sent, vec![vec![2], vec![3]]);
+        let (general, eng) = (ConvId([10; 32]), ConvId([11; 32]));
+        let handed = [
+            written(1),
+            written(2),
+            group_envelope(general, 7),
+            group_envelope(general, 8),
+            group_envelope(eng, 3),
+            written(3),
+        ];
+        let mut backlog: VecDeque<Fresh> =
+            handed.into_iter().map(|(sent, envelope)| Fresh { generation: 1, sent, envelope }).collect();
+        // The read found outbox entry 1 and #general up to 7; #eng not at all.
+        let mut run = RunCursor { outbox: Some(vec![1]), groups: [(general, 8)].into() };
+        let batch = fresh_batch(&mut backlog, &mut run);
+        let sent: Vec<_> = batch.iter().map(|(s, _)| s.source.clone()).collect();
+        assert_eq!(
+            sent,
+            [
+                Source::Outbox(vec![2]),
+                Source::Group(general, 8),
+                Source::Group(eng, 3),
+                Source::Outbox(vec![3])
+            ]
+        );
         assert!(backlog.is_empty());
+        assert_eq!(run.groups, [(general, 9), (eng, 4)].into(), "the run is past what it took");
     }
 }

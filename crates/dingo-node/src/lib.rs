@@ -50,7 +50,7 @@ use chat::{Core, Effects, SealCtx};
 use dingo_crypto::at_rest::StorageKey;
 use dingo_crypto::Identity;
 use dingo_net::Net;
-use dingo_store::{Store, StoreHandle};
+use dingo_store::{Lane, Store, StoreHandle};
 use dingo_types::invite::Invite;
 use dingo_types::now_ms;
 use dingo_types::team::Action;
@@ -194,16 +194,35 @@ impl Node {
         self.inner.store.call(move |s| f(&core, s).inspect_err(|_| core.forget_work())).await?
     }
 
+    /// Runs `f` with the chat core on the store thread, queued behind the work peers handed
+    /// over, not before it, as the node's own jobs are (`dingo_store::Lane`).
+    async fn peer_job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
+    ) -> Result<R, NodeError> {
+        let core = self.inner.core.clone();
+        self.inner.store.call_in(Lane::Peer, move |s| f(&core, s).inspect_err(|_| core.forget_work())).await?
+    }
+
     /// Like [`Node::job`], and the job's writes are durable (flushed on the store thread, saving
     /// a hop to the flusher) before it answers.
     async fn durable_job<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
+        self.durable_job_in(Lane::Local, f).await
+    }
+
+    /// [`Node::durable_job`] queued in `lane`.
+    async fn durable_job_in<R: Send + 'static>(
+        &self,
+        lane: Lane,
+        f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
+    ) -> Result<R, NodeError> {
         let core = self.inner.core.clone();
         self.inner
             .store
-            .call(move |s| {
+            .call_in(lane, move |s| {
                 let r = f(&core, s).inspect_err(|_| core.forget_work())?;
                 s.flush()?;
                 Ok(r)
@@ -351,7 +370,7 @@ impl Node {
             .job(move |c, s| {
                 let mut ctx = SealCtx::default();
                 c.pull_new_docs_from(s, &mut ctx, &dingo_types::DeviceKey(device), now_ms())?;
-                if ctx.effects.kick.is_empty() {
+                if ctx.effects.delivers_nothing() {
                     return Ok(None);
                 }
                 let effects = c.commit_seals(s, ctx)?;
@@ -369,17 +388,30 @@ impl Node {
     /// Starts deliveries, blocks removed devices and emits events after a durable job.
     pub(crate) async fn apply_effects(&self, mut effects: Effects) {
         // Entries handed back go to their delivery runs in memory, in the order written.
-        let mut fresh: Vec<(dingo_types::UserId, Vec<delivery::Written>)> = Vec::new();
+        let mut fresh: Vec<(dingo_types::UserId, Vec<delivery::Handed>)> = Vec::new();
+        let mut hand = |uid: dingo_types::UserId, item: delivery::Handed| match fresh
+            .iter_mut()
+            .find(|(u, _)| *u == uid)
+        {
+            Some((_, items)) => items.push(item),
+            None => fresh.push((uid, vec![item])),
+        };
         for (uid, key, item) in std::mem::take(&mut effects.fresh) {
-            match fresh.iter_mut().find(|(u, _)| *u == uid) {
-                Some((_, items)) => items.push((key, item)),
-                None => fresh.push((uid, vec![(key, item)])),
+            // Every outbox entry of the job was handed back: the outbox need not be read.
+            effects.kick.remove(&uid);
+            hand(uid, delivery::handed_entry(key, item));
+        }
+        for (members, sent, envelope) in std::mem::take(&mut effects.group_fresh) {
+            for uid in members {
+                hand(uid, (sent.clone(), envelope.clone()));
             }
         }
         for (uid, items) in fresh {
-            effects.kick.remove(&uid);
             self.inner.delivery.enqueued_fresh(uid, items);
-            delivery::kick(self, uid);
+            // After the hand-over: an outbox entry written beside it forces a read.
+            if !effects.kick.contains(&uid) {
+                delivery::kick(self, uid);
+            }
         }
         for uid in effects.kick {
             self.inner.delivery.enqueued(uid);

@@ -12,10 +12,12 @@
 
 pub mod chunks;
 mod durable;
+mod handle;
 mod overlay;
 mod wal;
 
 pub use durable::sync_dir;
+pub use handle::{Lane, StoreHandle, FLUSH_QUEUE, JOB_QUEUE, LOCAL_RUN};
 
 use dingo_crypto::at_rest::StorageKey;
 use durable::Syncer;
@@ -25,23 +27,18 @@ use serde::Serialize;
 use sled::IVec;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::oneshot;
 
 /// The on-disk format version, stored (sealed) under the meta table. Version 2 added the
 /// write-ahead log; a version 1 store is taken over as it opens.
 pub const FORMAT_VERSION: u32 = 2;
 /// sled page cache cap; its 1 GiB default would dominate a node's memory.
 pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
-/// Queued store jobs before callers wait.
-pub const JOB_QUEUE: usize = 1024;
 /// Room a record is serialized into before it grows (most records are messages, under 1 KiB).
 const PUT_CAPACITY: usize = 1024;
-/// Queued flush requests before callers wait.
-pub const FLUSH_QUEUE: usize = 4096;
 /// Flushed rounds waiting for the applier before a flush waits for it (sled slower than the
 /// log for that long).
 const APPLY_QUEUE: usize = 1024;
@@ -635,95 +632,6 @@ fn finish_v1_journal(db: &sled::Db, key: &StorageKey) -> Result<(), StoreError> 
     Ok(())
 }
 
-type Job = Box<dyn FnOnce(&Store) + Send>;
-
-/// The async face of the store: a cheap clonable handle to the store thread and the flusher.
-#[derive(Clone)]
-pub struct StoreHandle {
-    jobs: SyncSender<Job>,
-    flushes: SyncSender<oneshot::Sender<Result<(), String>>>,
-}
-
-impl std::fmt::Debug for StoreHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreHandle")
-    }
-}
-
-impl StoreHandle {
-    /// Starts the store thread and the flusher thread for `store`.
-    pub fn spawn(store: Store) -> Self {
-        let shared = store.shared.clone();
-        let (jobs, job_rx) = sync_channel::<Job>(JOB_QUEUE);
-        let (flushes, flush_rx) = sync_channel(FLUSH_QUEUE);
-        std::thread::Builder::new()
-            .name("dingo-store".into())
-            .spawn(move || {
-                while let Ok(job) = job_rx.recv() {
-                    job(&store);
-                }
-            })
-            .ok();
-        std::thread::Builder::new()
-            .name("dingo-flush".into())
-            .spawn(move || flush_loop(shared, flush_rx))
-            .ok();
-        Self { jobs, flushes }
-    }
-
-    /// Runs `f` on the store thread. Jobs run one at a time, in order, so a job's
-    /// read-modify-write is atomic with respect to other jobs.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> R + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |s: &Store| {
-            let _ = tx.send(f(s));
-        });
-        send_waiting(&self.jobs, job).await?;
-        rx.await.map_err(|_| StoreError::Closed)
-    }
-
-    /// Waits until every write applied before this call is durable (group-committed).
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        send_waiting(&self.flushes, tx).await?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Io(sled::Error::Unsupported(e))),
-            Err(_) => Err(StoreError::Closed),
-        }
-    }
-}
-
-/// Queues `item` to a store thread, waiting for room without blocking the runtime thread.
-async fn send_waiting<T>(queue: &SyncSender<T>, mut item: T) -> Result<(), StoreError> {
-    loop {
-        match queue.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(back)) => {
-                item = back;
-                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-        }
-    }
-}
-
-fn flush_loop(shared: Arc<Shared>, rx: Receiver<oneshot::Sender<Result<(), String>>>) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
-        }
-        let result = shared.flush().map_err(|e| e.to_string());
-        for w in waiting {
-            let _ = w.send(result.clone());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,31 +866,5 @@ mod tests {
             store.get::<Vec<u8>>(Table::Docs, b"big").expect("get").map(|v| v.len()),
             Some(400 * 1024)
         );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn handle_runs_jobs_and_group_commits() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let handle = StoreHandle::spawn(Store::open(dir.path(), key(1)).expect("open"));
-        let mut tasks = Vec::new();
-        for i in 0..100u32 {
-            let h = handle.clone();
-            tasks.push(tokio::spawn(async move {
-                h.call(move |s| {
-                    let mut b = Batch::default();
-                    s.put(&mut b, Table::Outbox, &i.to_be_bytes(), &i);
-                    s.apply(b)
-                })
-                .await
-                .expect("call")
-                .expect("apply");
-                h.flush().await.expect("flush");
-            }));
-        }
-        for t in tasks {
-            t.await.expect("task");
-        }
-        let n = handle.call(|s| s.scan::<u32>(Table::Outbox, &[]).count()).await.expect("count");
-        assert_eq!(n, 100);
     }
 }
