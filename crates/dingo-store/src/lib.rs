@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
 /// The on-disk format version, stored (sealed) under the meta table. Version 2 added the
@@ -46,9 +46,10 @@ const APPLY_QUEUE: usize = 1024;
 /// segment; this stays well under it).
 const LARGE_VALUE: usize = 32 * 1024;
 /// How long the applier gathers durable records before it puts them into sled: a key written
-/// again meanwhile (a ratchet session, a counter, an outbox entry and its removal) goes into
-/// sled once. Nobody waits for it but a checkpoint: reads have the overlay.
-const APPLY_GATHER: Duration = Duration::from_millis(2);
+/// again meanwhile (a ratchet session, a conversation's counters, an outbox entry and its
+/// removal) goes into sled once, and the applier wakes once per window, not per record.
+/// Nobody waits for it but a checkpoint: reads have the overlay.
+const APPLY_GATHER: Duration = Duration::from_millis(10);
 
 /// Logical tables, each a one-byte key prefix in the single sled tree (so a batch across
 /// tables is atomic).
@@ -239,8 +240,9 @@ impl Applier {
                 }
             };
             gather(first);
-            let until = Instant::now() + APPLY_GATHER;
-            while let Ok(more) = records.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            // Asleep, not waiting on the channel: records that come meanwhile wake nobody.
+            std::thread::sleep(APPLY_GATHER);
+            while let Ok(more) = records.try_recv() {
                 gather(more);
             }
             if !self.wait_turn() {
