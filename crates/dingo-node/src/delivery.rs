@@ -178,6 +178,13 @@ impl State {
         let mut pending = locked(&self.pending);
         let generation = pending.entry(uid).or_insert(0);
         *generation += 1;
+        // Only a run under way can use them: a run that starts later reads the outbox first,
+        // which has them. (Kept for a member away for days, they would only fill memory.)
+        if !locked(&self.in_flight).contains_key(&uid) {
+            drop(pending);
+            self.wake.notify_one();
+            return;
+        }
         let mut fresh = locked(&self.fresh);
         let queue = fresh.entry(uid).or_default();
         // Past the cap the entries are only in the outbox, and this enqueue forces a read.
@@ -954,6 +961,12 @@ mod tests {
     fn handed_over_entries_are_used_only_when_they_are_all_that_was_queued() {
         let state = State::default();
         let uid = UserId([1; 16]);
+        // No run under way: nothing is kept (a run that starts reads the outbox first).
+        state.enqueued_fresh(uid, vec![written(9)]);
+        assert!(state.take_fresh(&uid, 0).is_none());
+        assert!(locked(&state.fresh).get(&uid).is_none_or(Vec::is_empty));
+        assert!(state.finish_if_at(&uid, 1));
+        assert!(state.try_claim(uid), "a run starts");
         // Nothing handed over: nothing to take.
         assert!(state.take_fresh(&uid, 0).is_none());
         state.enqueued_fresh(uid, vec![written(1), written(2)]);
