@@ -288,8 +288,11 @@ mod tests {
         lanes.local.len() + lanes.peer.len()
     }
 
-    /// Holds the store thread in a job until told, so the lanes fill up behind it.
-    async fn hold(handle: &StoreHandle) -> std::sync::mpsc::SyncSender<()> {
+    /// Queues `jobs` (lane, label) one after another while the store thread is held in a job
+    /// of its own, then lets it go; the labels in the order the jobs ran.
+    async fn run_order<T: Send + Clone + 'static>(jobs: impl IntoIterator<Item = (Lane, T)>) -> Vec<T> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let handle = StoreHandle::spawn(open(dir.path()));
         let (release, held) = sync_channel::<()>(1);
         let (started, running) = oneshot::channel();
         let h = handle.clone();
@@ -301,27 +304,12 @@ mod tests {
             .await
         });
         running.await.expect("holding");
-        release
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn local_jobs_pass_queued_peer_jobs_and_each_lane_keeps_its_order() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let handle = StoreHandle::spawn(open(dir.path()));
         let order = Arc::new(Mutex::new(Vec::new()));
-        let release = hold(&handle).await;
         let mut calls = Vec::new();
-        // Queued while the store thread is busy: three peer jobs, then two local ones.
-        for (lane, name) in [
-            (Lane::Peer, "p1"),
-            (Lane::Peer, "p2"),
-            (Lane::Peer, "p3"),
-            (Lane::Local, "l1"),
-            (Lane::Local, "l2"),
-        ] {
+        for (lane, label) in jobs {
             let (h, order) = (handle.clone(), order.clone());
             calls.push(tokio::spawn(async move {
-                h.call_in(lane, move |_| order.lock().expect("order").push(name)).await
+                h.call_in(lane, move |_| order.lock().expect("order").push(label)).await
             }));
             // Each call is queued before the next is made.
             let queued = calls.len();
@@ -333,33 +321,28 @@ mod tests {
         for c in calls {
             c.await.expect("task").expect("call");
         }
-        assert_eq!(*order.lock().expect("order"), ["l1", "l2", "p1", "p2", "p3"]);
+        let order = order.lock().expect("order").clone();
+        order
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_jobs_pass_queued_peer_jobs_and_each_lane_keeps_its_order() {
+        // Queued while the store thread is busy: three peer jobs, then two local ones.
+        let jobs = [
+            (Lane::Peer, "p1"),
+            (Lane::Peer, "p2"),
+            (Lane::Peer, "p3"),
+            (Lane::Local, "l1"),
+            (Lane::Local, "l2"),
+        ];
+        assert_eq!(run_order(jobs).await, ["l1", "l2", "p1", "p2", "p3"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_job_gets_its_turn_between_long_runs_of_local_ones() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let handle = StoreHandle::spawn(open(dir.path()));
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let release = hold(&handle).await;
-        let mut calls = Vec::new();
         let jobs =
             std::iter::once((Lane::Peer, usize::MAX)).chain((0..LOCAL_RUN * 2).map(|i| (Lane::Local, i)));
-        for (lane, i) in jobs {
-            let (h, order) = (handle.clone(), order.clone());
-            calls.push(tokio::spawn(async move {
-                h.call_in(lane, move |_| order.lock().expect("order").push(i)).await
-            }));
-            let queued = calls.len();
-            while queued_jobs(&handle) < queued {
-                tokio::task::yield_now().await;
-            }
-        }
-        release.send(()).expect("release");
-        for c in calls {
-            c.await.expect("task").expect("call");
-        }
-        let order = order.lock().expect("order").clone();
+        let order = run_order(jobs).await;
         // The held job counted as a local run of one.
         assert_eq!(order.iter().position(|&i| i == usize::MAX), Some(LOCAL_RUN - 1), "{order:?}");
     }
