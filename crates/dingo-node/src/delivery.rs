@@ -128,11 +128,8 @@ pub(crate) type Handed = (crate::fanout::Sent, Vec<u8>);
 
 /// An outbox entry as written (its key and the entry), to hand over.
 pub(crate) fn handed_entry(key: Vec<u8>, item: crate::records::OutboxItem) -> Handed {
-    let sent = crate::fanout::Sent {
-        source: crate::fanout::Source::Outbox(key),
-        msg_id: item.msg_id,
-        msg_key: item.msg_key,
-    };
+    let sent =
+        crate::fanout::Sent { source: Source::Outbox(key), msg_id: item.msg_id, msg_key: item.msg_key };
     (sent, item.envelope)
 }
 
@@ -758,7 +755,7 @@ async fn deliver_to(node: &Node, uid: UserId) -> Result<(), NodeError> {
     let net = node.inner.net.get().ok_or(NodeError::Offline)?.clone();
     let state = &node.inner.delivery;
     let mut in_flight = futures::stream::FuturesOrdered::new();
-    let mut run = crate::fanout::RunCursor::default();
+    let mut run = RunCursor::default();
     // `Some(g)`: the outbox was read to its end after enqueue generation `g` (0: none).
     let mut read_to_end_at: Option<u64> = None;
     // Handed-over entries not sent yet, and the outbox keys sent from them (a later read of

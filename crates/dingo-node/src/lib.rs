@@ -387,23 +387,18 @@ impl Node {
 
     /// Starts deliveries, blocks removed devices and emits events after a durable job.
     pub(crate) async fn apply_effects(&self, mut effects: Effects) {
-        // Entries handed back go to their delivery runs in memory, in the order written.
-        let mut fresh: Vec<(dingo_types::UserId, Vec<delivery::Handed>)> = Vec::new();
-        let mut hand = |uid: dingo_types::UserId, item: delivery::Handed| match fresh
-            .iter_mut()
-            .find(|(u, _)| *u == uid)
-        {
-            Some((_, items)) => items.push(item),
-            None => fresh.push((uid, vec![item])),
-        };
+        // Entries handed back go to their delivery runs in memory, each contact's in the order
+        // written.
+        let mut fresh: std::collections::HashMap<dingo_types::UserId, Vec<delivery::Handed>> =
+            std::collections::HashMap::new();
         for (uid, key, item) in std::mem::take(&mut effects.fresh) {
             // Every outbox entry of the job was handed back: the outbox need not be read.
             effects.kick.remove(&uid);
-            hand(uid, delivery::handed_entry(key, item));
+            fresh.entry(uid).or_default().push(delivery::handed_entry(key, item));
         }
         for (members, sent, envelope) in std::mem::take(&mut effects.group_fresh) {
             for uid in members {
-                hand(uid, (sent.clone(), envelope.clone()));
+                fresh.entry(uid).or_default().push((sent.clone(), envelope.clone()));
             }
         }
         for (uid, items) in fresh {
