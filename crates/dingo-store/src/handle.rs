@@ -166,8 +166,8 @@ impl StoreHandle {
         std::thread::Builder::new()
             .name("dingo-store".into())
             .spawn(move || {
-                let _stop = stop;
-                while let Some(job) = _stop.0.pop() {
+                // `stop` goes with this closure, however it ends.
+                while let Some(job) = stop.0.pop() {
                     job(&store);
                 }
             })
@@ -195,39 +195,38 @@ impl StoreHandle {
         f: impl FnOnce(&Store) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let mut job: Job = Box::new(move |s: &Store| {
+        let job: Job = Box::new(move |s: &Store| {
             let _ = tx.send(f(s));
         });
-        loop {
-            match self.jobs.0.try_push(lane, job) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) => {
-                    job = back;
-                    tokio::time::sleep(FULL_QUEUE_RETRY).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-            }
-        }
+        push_waiting(job, |job| self.jobs.0.try_push(lane, job)).await?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Waits until every write applied before this call is durable (group-committed).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (mut tx, rx) = oneshot::channel();
-        loop {
-            match self.flushes.try_send(tx) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) => {
-                    tx = back;
-                    tokio::time::sleep(FULL_QUEUE_RETRY).await;
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-            }
-        }
+        let (tx, rx) = oneshot::channel();
+        push_waiting(tx, |tx| self.flushes.try_send(tx)).await?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Io(sled::Error::Unsupported(e))),
             Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
+/// Queues `item` with `try_push`, waiting for room without blocking the runtime thread.
+async fn push_waiting<T>(
+    mut item: T,
+    try_push: impl Fn(T) -> Result<(), TrySendError<T>>,
+) -> Result<(), StoreError> {
+    loop {
+        match try_push(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => {
+                item = back;
+                tokio::time::sleep(FULL_QUEUE_RETRY).await;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
         }
     }
 }
