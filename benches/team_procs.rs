@@ -22,7 +22,9 @@
 //! `10,50,100`; 200 takes long to set up: each of its 200 first messages opens 199
 //! connections), `BENCH_FANOUT_N` (messages per size, default 50), `BENCH_FIRST_AT_ONCE` (set:
 //! the members' first messages go all at once; the bench prints the envelopes handed over
-//! twice, answered "not yet" and handed to carriers while the team settles).
+//! twice, answered "not yet" and handed to carriers while the team settles), `BENCH_SERIES`
+//! (set: each fan-out message's time goes to stderr as `series I MS`, to tell steady time
+//! from outliers).
 
 mod support;
 use dingo_node::{Home, NetConfig, Node, NodeEvent};
@@ -386,6 +388,9 @@ fn measure_fan_out(n: usize, k: usize) -> FanOut {
         let t0: u64 = parts.next().and_then(|t| t.parse().ok()).expect("time");
         let last = team.arrivals(&[id.to_owned()], n - 1);
         lat.push(ms(last - t0));
+        if std::env::var("BENCH_SERIES").is_ok() {
+            eprintln!("series {i} {:.1}", ms(last - t0));
+        }
     }
     // Includes the `cpu` commands' own cost, which is negligible beside a fan-out.
     let system_cpu_ms = ms(team.cpu_ns() - cpu0) / k as f64;
