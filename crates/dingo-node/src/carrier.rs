@@ -259,7 +259,7 @@ fn leave_out_connected(
 /// Stores one page of a sync answer; says whether anything in it was new.
 async fn store_page(node: &Node, peer: dingo_net::Peer, envs: Vec<Vec<u8>>) -> bool {
     let n = envs.len();
-    let statuses = accept_envelopes(node, peer, envs, None).await;
+    let statuses = accept_envelopes(node, peer, envs, None, None).await;
     let stored = statuses.iter().filter(|s| matches!(s, DeliveryStatus::Stored(_))).count();
     tracing::debug!(%peer, n, stored, "sync page stored");
     if statuses.iter().any(|s| matches!(s, DeliveryStatus::Retry)) {

@@ -85,6 +85,9 @@ pub(crate) struct Effects {
     /// My group envelopes sealed, each with the members it goes to: handed to their delivery
     /// runs in memory like `fresh` (the group log is the record).
     pub group_fresh: Vec<(Vec<UserId>, crate::fanout::Sent, Vec<u8>)>,
+    /// Contacts queued already (by [`crate::delivery::hand_over`], from `fresh`,
+    /// `group_fresh` and `kick`), whose runs are still to be started if none is under way.
+    pub handed: Vec<UserId>,
 }
 
 impl Effects {

@@ -8,13 +8,13 @@
 //! account for everything queued.
 
 use crate::carrier;
-use crate::chat::{AcceptCtx, Accepted, Core};
+use crate::chat::{AcceptCtx, Accepted, Core, Effects};
 use crate::fanout::{RunCursor, Source};
 use crate::records::ContactRec;
-use crate::{Node, NodeError, NodeEvent};
+use crate::{Counters, Node, NodeError, NodeEvent};
 use dingo_crypto::batch::Verifier;
 use dingo_crypto::session::VerifiedEnvelope;
-use dingo_net::{device_key_of, peer_id_of, Event, Net};
+use dingo_net::{device_key_of, peer_id_of, Event, Net, Responder};
 use dingo_store::Lane;
 use dingo_types::envelope::Envelope;
 use dingo_types::wire::{DeliveryStatus, Request, Response};
@@ -131,6 +131,36 @@ pub(crate) fn handed_entry(key: Vec<u8>, item: crate::records::OutboxItem) -> Ha
     let sent =
         crate::fanout::Sent { source: Source::Outbox(key), msg_id: item.msg_id, msg_key: item.msg_key };
     (sent, item.envelope)
+}
+
+/// Hands the envelopes `effects` made durable to their contacts' delivery runs, each
+/// contact's in the order written, queues the contacts with other new outbox entries, and
+/// moves all of them to `effects.handed`. Called on the store thread right after the flush, so
+/// a run under way sends them without waiting for the job's caller to be scheduled; runs still
+/// to start are left to [`crate::Node::apply_effects`].
+pub(crate) fn hand_over(state: &State, effects: &mut Effects) {
+    let mut fresh: HashMap<UserId, Vec<Handed>> = HashMap::new();
+    for (uid, key, item) in std::mem::take(&mut effects.fresh) {
+        // Every outbox entry of the job was handed back: the outbox need not be read.
+        effects.kick.remove(&uid);
+        fresh.entry(uid).or_default().push(handed_entry(key, item));
+    }
+    for (members, sent, envelope) in std::mem::take(&mut effects.group_fresh) {
+        for uid in members {
+            fresh.entry(uid).or_default().push((sent.clone(), envelope.clone()));
+        }
+    }
+    for (uid, items) in fresh {
+        state.enqueued_fresh(uid, items);
+        if !effects.kick.contains(&uid) {
+            effects.handed.push(uid);
+        }
+    }
+    // After the hand-over: an outbox entry written beside it forces a read of the outbox.
+    for uid in std::mem::take(&mut effects.kick) {
+        state.enqueued(uid);
+        effects.handed.push(uid);
+    }
 }
 
 /// Most bytes of handed-over entries kept per contact; beyond it they are read from the outbox.
@@ -405,8 +435,7 @@ async fn event_loop(node: Node, mut events: mpsc::Receiver<Event>) {
                     match (request, device) {
                         (Request::Deliver(envs), _) => {
                             let deadline = Instant::now() + STALE_DELIVERY.saturating_sub(responder.waited());
-                            let statuses = accept_envelopes(&node, peer, envs, Some(deadline)).await;
-                            responder.respond(Response::Results(statuses));
+                            accept_envelopes(&node, peer, envs, Some(deadline), Some(responder)).await;
                         }
                         (Request::Sync(groups), Some(d)) => {
                             carrier::serve_sync(&node, d, groups, responder).await
@@ -467,15 +496,37 @@ fn check_signatures(envs: &[Vec<u8>]) -> Vec<Result<VerifiedEnvelope, String>> {
 }
 
 /// Verifies signatures off the runtime, then opens and stores the batch in one store job that
-/// also makes it durable, then returns the answer: "stored" is only ever said of flushed data.
+/// also makes it durable, then answers: "stored" is only ever said of flushed data.
 /// `peer` is whoever handed the batch over: the author, a carrier, or a member answering a sync.
 /// A request past its `deadline` when the store gets to it is answered "not yet", untouched
-/// ([`STALE_DELIVERY`]).
+/// ([`STALE_DELIVERY`]). With a `responder`, the answer goes out from the store thread as soon
+/// as the batch is durable (and its events with it); the statuses are returned either way.
 pub(crate) async fn accept_envelopes(
     node: &Node,
     peer: dingo_net::Peer,
     envs: Vec<Vec<u8>>,
     deadline: Option<Instant>,
+    responder: Option<Responder>,
+) -> Vec<DeliveryStatus> {
+    // Taken by whichever answers first: the store thread once the batch is durable, or this
+    // task on any other way out.
+    let responder = Arc::new(Mutex::new(responder));
+    let answer = |statuses: &[DeliveryStatus]| {
+        if let Some(r) = locked(&responder).take() {
+            r.respond(Response::Results(statuses.to_vec()));
+        }
+    };
+    let statuses = accept_durably(node, peer, envs, deadline, responder.clone()).await;
+    answer(&statuses);
+    statuses
+}
+
+async fn accept_durably(
+    node: &Node,
+    peer: dingo_net::Peer,
+    envs: Vec<Vec<u8>>,
+    deadline: Option<Instant>,
+    responder: Arc<Mutex<Option<Responder>>>,
 ) -> Vec<DeliveryStatus> {
     let n = envs.len();
     let stale = move || deadline.is_some_and(|d| Instant::now() >= d);
@@ -512,24 +563,42 @@ pub(crate) async fn accept_envelopes(
     }
     let via = device_key_of(&peer).map(DeviceKey);
     let now = now_ms();
+    let (counters, events, delivery) =
+        (node.inner.counters.clone(), node.inner.events.clone(), node.inner.delivery.clone());
+    let durable = move |done: &mut Option<Inbound>| {
+        let Some(inbound) = done else { return };
+        let (statuses, events_now) = tally(&counters, peer, now, std::mem::take(&mut inbound.outcome));
+        if let Some(r) = locked(&responder).take() {
+            r.respond(Response::Results(statuses.clone()));
+        }
+        for e in events_now {
+            let _ = events.send(e);
+        }
+        hand_over(&delivery, &mut inbound.effects);
+        inbound.statuses = statuses;
+    };
     let outcome = node
-        .durable_job_in(Lane::Peer, move |core: &Core, s| {
-            if stale() {
-                return Ok(None);
-            }
-            let mut ctx = via.map(AcceptCtx::from_peer).unwrap_or_default();
-            let mut out = Vec::with_capacity(checked.len());
-            for item in checked {
-                out.push(match item {
-                    Err(reason) => Accepted::Rejected(reason),
-                    Ok(v) => core.accept(s, &mut ctx, &v, now)?,
-                });
-            }
-            let effects = core.commit(s, ctx)?;
-            Ok(Some((out, effects)))
-        })
+        .durable_job_then(
+            Lane::Peer,
+            move |core: &Core, s| {
+                if stale() {
+                    return Ok(None);
+                }
+                let mut ctx = via.map(AcceptCtx::from_peer).unwrap_or_default();
+                let mut outcome = Vec::with_capacity(checked.len());
+                for item in checked {
+                    outcome.push(match item {
+                        Err(reason) => Accepted::Rejected(reason),
+                        Ok(v) => core.accept(s, &mut ctx, &v, now)?,
+                    });
+                }
+                let effects = core.commit(s, ctx)?;
+                Ok(Some(Inbound { outcome, effects, statuses: Vec::new() }))
+            },
+            durable,
+        )
         .await;
-    let (outcome, effects) = match outcome {
+    let Inbound { effects, statuses, .. } = match outcome {
         Ok(Some(o)) => o,
         Ok(None) => {
             tracing::debug!(n, waited = ?started.elapsed(), "inbound batch too late to store: not yet");
@@ -541,8 +610,25 @@ pub(crate) async fn accept_envelopes(
         }
     };
     tracing::debug!(n, ?verified_at, total = ?started.elapsed(), "inbound batch stored");
-    let counters = &node.inner.counters;
-    let mut statuses = Vec::with_capacity(n);
+    node.apply_effects(effects).await;
+    statuses
+}
+
+/// An inbound batch as stored: what became of each envelope, and then the answer's statuses.
+struct Inbound {
+    outcome: Vec<Accepted>,
+    effects: Effects,
+    statuses: Vec<DeliveryStatus>,
+}
+
+/// Counts what became of each envelope of a stored batch; its statuses and its events.
+fn tally(
+    counters: &Counters,
+    peer: dingo_net::Peer,
+    now: u64,
+    outcome: Vec<Accepted>,
+) -> (Vec<DeliveryStatus>, Vec<NodeEvent>) {
+    let mut statuses = Vec::with_capacity(outcome.len());
     let mut events = Vec::new();
     for a in outcome {
         statuses.push(match a {
@@ -568,9 +654,7 @@ pub(crate) async fn accept_envelopes(
             }
         });
     }
-    node.emit(events);
-    node.apply_effects(effects).await;
-    statuses
+    (statuses, events)
 }
 
 /// Rings unacknowledged DINGs again when due, and gives task reminders when due.
@@ -984,6 +1068,38 @@ mod tests {
         assert_eq!((now, keys(&items)), (5, vec![vec![5]]));
         assert!(state.finish_if_at(&uid, 5));
         assert_eq!(state.generation(&uid), 0);
+    }
+
+    #[test]
+    fn a_jobs_envelopes_reach_runs_under_way_and_leave_the_rest_to_start() {
+        let state = State::default();
+        let (alice, bob, carol) = (UserId([1; 16]), UserId([2; 16]), UserId([3; 16]));
+        assert!(state.try_claim(alice) && state.try_claim(bob), "alice's and bob's runs are under way");
+        let item =
+            |n: u8| OutboxItem { envelope: vec![n; 10], msg_id: None, msg_key: None, conv: ConvId([0; 32]) };
+        let general = ConvId([10; 32]);
+        let mut effects = Effects::default();
+        effects.fresh.push((alice, vec![1], item(1)));
+        effects.kick.insert(alice);
+        let (sent, envelope) = group_envelope(general, 7);
+        effects.group_fresh.push((vec![alice, bob, carol], sent, envelope));
+        // Bob has an outbox entry beside the group envelope that was not handed back.
+        effects.kick.insert(bob);
+        hand_over(&state, &mut effects);
+        assert!(effects.fresh.is_empty() && effects.group_fresh.is_empty(), "handed over once");
+        let (_, items) = state.take_fresh(&alice, 0).expect("alice's run has both");
+        assert_eq!(items.len(), 2);
+        assert_eq!(keys(&items), vec![vec![1]], "her 1:1 entry first, in the order written");
+        assert!(state.take_fresh(&bob, 0).is_none(), "bob's run must read the outbox for the other entry");
+        assert!(locked(&state.fresh).get(&carol).is_none(), "no run for carol: nothing kept");
+        let mut handed = effects.handed.clone();
+        handed.sort_by_key(|u| u.0);
+        assert_eq!(handed, vec![alice, bob, carol], "runs to start where none is under way");
+        assert!(effects.kick.is_empty());
+        // A second hand-over (apply_effects after the store thread's) changes nothing.
+        hand_over(&state, &mut effects);
+        assert_eq!(effects.handed.len(), 3);
+        assert_eq!(state.generation(&bob), 2, "bob's run saw two enqueues, one handed over");
     }
 
     #[test]

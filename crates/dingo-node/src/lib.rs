@@ -81,7 +81,7 @@ impl std::fmt::Debug for Node {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     received: AtomicU64,
     duplicates: AtomicU64,
     rejected: AtomicU64,
@@ -96,11 +96,11 @@ struct Inner {
     store: StoreHandle,
     net: OnceLock<Net>,
     events: broadcast::Sender<NodeEvent>,
-    delivery: delivery::State,
+    delivery: Arc<delivery::State>,
     carrier: carrier::State,
     transfers: files::Transfers,
     shutdown: watch::Sender<bool>,
-    counters: Counters,
+    counters: Arc<Counters>,
     listen_addrs: Mutex<Vec<String>>,
     sealer: OnceLock<mpsc::Sender<SendRequest>>,
     /// Held while sends are being sealed: a send that finds it free and nothing queued seals
@@ -154,11 +154,11 @@ impl Node {
                 store: StoreHandle::spawn(store),
                 net: OnceLock::new(),
                 events,
-                delivery: delivery::State::default(),
+                delivery: Arc::default(),
                 carrier: carrier::State::default(),
                 transfers: files::Transfers::default(),
                 shutdown: watch::channel(false).0,
-                counters: Counters::default(),
+                counters: Arc::default(),
                 listen_addrs: Mutex::new(Vec::new()),
                 sealer: OnceLock::new(),
                 sealing: tokio::sync::Mutex::new(()),
@@ -219,12 +219,25 @@ impl Node {
         lane: Lane,
         f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
+        self.durable_job_then(lane, f, |_| {}).await
+    }
+
+    /// [`Node::durable_job_in`], then `durable` on the store thread as soon as the job's
+    /// writes are: what only waits for durability (a delivery run's next envelopes, a peer's
+    /// answer) need not wait for the caller to be scheduled too.
+    async fn durable_job_then<R: Send + 'static>(
+        &self,
+        lane: Lane,
+        f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
+        durable: impl FnOnce(&mut R) + Send + 'static,
+    ) -> Result<R, NodeError> {
         let core = self.inner.core.clone();
         self.inner
             .store
             .call_in(lane, move |s| {
-                let r = f(&core, s).inspect_err(|_| core.forget_work())?;
+                let mut r = f(&core, s).inspect_err(|_| core.forget_work())?;
                 s.flush()?;
+                durable(&mut r);
                 Ok(r)
             })
             .await?
@@ -348,7 +361,9 @@ impl Node {
         f: impl FnOnce(&Core, &Store) -> Result<(R, Effects), NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
         let unsent = RequeueUnlessDone(Some(self.clone()));
-        let (r, effects) = match self.durable_job(f).await {
+        let delivery = self.inner.delivery.clone();
+        let handed = move |(_, effects): &mut (R, Effects)| delivery::hand_over(&delivery, effects);
+        let (r, effects) = match self.durable_job_then(Lane::Local, f, handed).await {
             Ok(done) => done,
             Err(e) => {
                 // A job that failed wrote nothing to deliver.
@@ -387,29 +402,10 @@ impl Node {
 
     /// Starts deliveries, blocks removed devices and emits events after a durable job.
     pub(crate) async fn apply_effects(&self, mut effects: Effects) {
-        // Entries handed back go to their delivery runs in memory, each contact's in the order
-        // written.
-        let mut fresh: std::collections::HashMap<dingo_types::UserId, Vec<delivery::Handed>> =
-            std::collections::HashMap::new();
-        for (uid, key, item) in std::mem::take(&mut effects.fresh) {
-            // Every outbox entry of the job was handed back: the outbox need not be read.
-            effects.kick.remove(&uid);
-            fresh.entry(uid).or_default().push(delivery::handed_entry(key, item));
-        }
-        for (members, sent, envelope) in std::mem::take(&mut effects.group_fresh) {
-            for uid in members {
-                fresh.entry(uid).or_default().push((sent.clone(), envelope.clone()));
-            }
-        }
-        for (uid, items) in fresh {
-            self.inner.delivery.enqueued_fresh(uid, items);
-            // After the hand-over: an outbox entry written beside it forces a read.
-            if !effects.kick.contains(&uid) {
-                delivery::kick(self, uid);
-            }
-        }
-        for uid in effects.kick {
-            self.inner.delivery.enqueued(uid);
+        // Entries handed back go to their delivery runs in memory and other new mail is queued
+        // (unless the job's own thread did that already); a run starts where none is under way.
+        delivery::hand_over(&self.inner.delivery, &mut effects);
+        for uid in std::mem::take(&mut effects.handed) {
             delivery::kick(self, uid);
         }
         if let Some(net) = self.inner.net.get() {
