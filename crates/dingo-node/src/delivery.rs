@@ -511,14 +511,16 @@ pub(crate) async fn accept_envelopes(
     // Taken by whichever answers first: the store thread once the batch is durable, or this
     // task on any other way out.
     let responder = Arc::new(Mutex::new(responder));
-    let answer = |statuses: &[DeliveryStatus]| {
-        if let Some(r) = locked(&responder).take() {
-            r.respond(Response::Results(statuses.to_vec()));
-        }
-    };
     let statuses = accept_durably(node, peer, envs, deadline, responder.clone()).await;
-    answer(&statuses);
+    answer_once(&responder, &statuses);
     statuses
+}
+
+/// Answers the request in `slot`, unless it was answered already.
+fn answer_once(slot: &Mutex<Option<Responder>>, statuses: &[DeliveryStatus]) {
+    if let Some(r) = locked(slot).take() {
+        r.respond(Response::Results(statuses.to_vec()));
+    }
 }
 
 async fn accept_durably(
@@ -568,12 +570,8 @@ async fn accept_durably(
     let durable = move |done: &mut Option<Inbound>| {
         let Some(inbound) = done else { return };
         let (statuses, events_now) = tally(&counters, peer, now, std::mem::take(&mut inbound.outcome));
-        if let Some(r) = locked(&responder).take() {
-            r.respond(Response::Results(statuses.clone()));
-        }
-        for e in events_now {
-            let _ = events.send(e);
-        }
+        answer_once(&responder, &statuses);
+        crate::emit_to(&events, events_now);
         hand_over(&delivery, &mut inbound.effects);
         inbound.statuses = statuses;
     };

@@ -179,9 +179,7 @@ impl Node {
     }
 
     fn emit(&self, events: impl IntoIterator<Item = NodeEvent>) {
-        for e in events {
-            let _ = self.inner.events.send(e);
-        }
+        emit_to(&self.inner.events, events);
     }
 
     /// Runs `f` with the chat core on the store thread.
@@ -1003,6 +1001,13 @@ async fn seal_texts(
         .await;
     tracing::debug!(n, took = ?started.elapsed(), "sends sealed, durable and handed to delivery");
     out
+}
+
+/// Sends `events` to whoever subscribed (none listening is fine).
+fn emit_to(subscribers: &broadcast::Sender<NodeEvent>, events: impl IntoIterator<Item = NodeEvent>) {
+    for e in events {
+        let _ = subscribers.send(e);
+    }
 }
 
 /// Makes sure queued mail (messages, receipts) is delivered even when the call that queued it is
