@@ -523,6 +523,8 @@ fn answer_once(slot: &Mutex<Option<Responder>>, statuses: &[DeliveryStatus]) {
     }
 }
 
+/// [`accept_envelopes`] up to the answer, which the store thread gives through `responder` as
+/// soon as the batch is durable; returns the statuses (all `Retry` when nothing was stored).
 async fn accept_durably(
     node: &Node,
     peer: dingo_net::Peer,
