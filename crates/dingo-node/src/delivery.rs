@@ -124,10 +124,10 @@ struct Fresh {
 }
 
 /// An envelope handed to a delivery run: where it came from, and its bytes.
-pub(crate) type Handed = (crate::fanout::Sent, Vec<u8>);
+type Handed = (crate::fanout::Sent, Vec<u8>);
 
 /// An outbox entry as written (its key and the entry), to hand over.
-pub(crate) fn handed_entry(key: Vec<u8>, item: crate::records::OutboxItem) -> Handed {
+fn handed_entry(key: Vec<u8>, item: crate::records::OutboxItem) -> Handed {
     let sent =
         crate::fanout::Sent { source: Source::Outbox(key), msg_id: item.msg_id, msg_key: item.msg_key };
     (sent, item.envelope)

@@ -208,21 +208,12 @@ impl Node {
         &self,
         f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
     ) -> Result<R, NodeError> {
-        self.durable_job_in(Lane::Local, f).await
+        self.durable_job_then(Lane::Local, f, |_| {}).await
     }
 
-    /// [`Node::durable_job`] queued in `lane`.
-    async fn durable_job_in<R: Send + 'static>(
-        &self,
-        lane: Lane,
-        f: impl FnOnce(&Core, &Store) -> Result<R, NodeError> + Send + 'static,
-    ) -> Result<R, NodeError> {
-        self.durable_job_then(lane, f, |_| {}).await
-    }
-
-    /// [`Node::durable_job_in`], then `durable` on the store thread as soon as the job's
-    /// writes are: what only waits for durability (a delivery run's next envelopes, a peer's
-    /// answer) need not wait for the caller to be scheduled too.
+    /// [`Node::durable_job`] queued in `lane`, then `durable` on the store thread as soon as
+    /// the job's writes are: what only waits for durability (a delivery run's next envelopes, a
+    /// peer's answer) need not wait for the caller to be scheduled too.
     async fn durable_job_then<R: Send + 'static>(
         &self,
         lane: Lane,
